@@ -1,0 +1,114 @@
+//! Route handlers.
+
+use std::sync::Arc;
+
+use axum::extract::{MatchedPath, Request, State};
+use axum::http::{StatusCode, header};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::{Json, Router};
+use prometheus_client::registry::Registry;
+
+use super::{ApiState, ErrorBody, StatusResponse, auth};
+use crate::metrics::{ApiRequestLabels, encode};
+
+pub(super) fn error(status: StatusCode, message: &str) -> (StatusCode, Json<ErrorBody>) {
+    (
+        status,
+        Json(ErrorBody {
+            error: message.to_owned(),
+        }),
+    )
+}
+
+pub(super) fn router(state: Arc<ApiState>) -> Router {
+    Router::new()
+        .route("/v1/status", get(status))
+        .route("/metrics", get(metrics))
+        .fallback(not_found)
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            auth::require_token,
+        ))
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            count_requests,
+        ))
+        .with_state(state)
+}
+
+pub(super) fn metrics_router(registry: Arc<Registry>) -> Router {
+    Router::new()
+        .route(
+            "/metrics",
+            get(move || async move { prometheus_text(&registry) }),
+        )
+        .fallback(not_found)
+}
+
+async fn count_requests(
+    State(state): State<Arc<ApiState>>,
+    request: Request,
+    next: Next,
+) -> Response {
+    let route = request
+        .extensions()
+        .get::<MatchedPath>()
+        .map(|p| p.as_str().to_owned())
+        .unwrap_or_else(|| "other".into());
+    let response = next.run(request).await;
+    state
+        .metrics
+        .api_requests
+        .get_or_create(&ApiRequestLabels {
+            route,
+            status: response.status().as_u16(),
+        })
+        .inc();
+    response
+}
+
+async fn not_found() -> impl IntoResponse {
+    error(
+        StatusCode::NOT_FOUND,
+        "no such route; see docs/operator-guide.md for the admin API",
+    )
+}
+
+async fn status(State(state): State<Arc<ApiState>>) -> Response {
+    match state.net.status().await {
+        Ok(net) => Json(StatusResponse {
+            peer_id: state.net.local_peer_id().to_string(),
+            version: env!("CARGO_PKG_VERSION").to_owned(),
+            data_dir: state.data_dir.clone(),
+            listen_addrs: net.listen_addrs.iter().map(ToString::to_string).collect(),
+            connected_peers: net
+                .connected_peers
+                .iter()
+                .map(ToString::to_string)
+                .collect(),
+            uptime_s: state.started.elapsed().as_secs(),
+            api_addr: state.api_addr.to_string(),
+        })
+        .into_response(),
+        Err(e) => error(StatusCode::SERVICE_UNAVAILABLE, &e.to_string()).into_response(),
+    }
+}
+
+async fn metrics(State(state): State<Arc<ApiState>>) -> Response {
+    let up = i64::try_from(state.started.elapsed().as_secs()).unwrap_or(i64::MAX);
+    state.metrics.uptime_seconds.set(up);
+    prometheus_text(&state.registry).into_response()
+}
+
+fn prometheus_text(registry: &Registry) -> Response {
+    (
+        [(
+            header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
+        encode(registry),
+    )
+        .into_response()
+}

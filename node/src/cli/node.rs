@@ -1,0 +1,49 @@
+//! `degroup node`.
+
+use std::path::Path;
+
+use tokio_util::sync::CancellationToken;
+
+use crate::config::{FlagOverrides, parse_multiaddr};
+
+/// Run the node in the foreground.
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// libp2p address to listen on (repeatable) [default: /ip4/0.0.0.0/tcp/0 and /ip4/0.0.0.0/udp/0/quic-v1]
+    #[arg(long, value_name = "MULTIADDR")]
+    listen: Vec<String>,
+    /// Peer to join through, e.g. /ip4/127.0.0.1/tcp/4001/p2p/12D3KooW… (repeatable)
+    #[arg(long, value_name = "MULTIADDR")]
+    bootstrap: Vec<String>,
+    /// Admin API address [default: 127.0.0.1:0]
+    #[arg(long, value_name = "IP:PORT")]
+    api: Option<String>,
+    /// Also serve /metrics without a token on this address
+    #[arg(long, value_name = "IP:PORT")]
+    metrics: Option<String>,
+}
+
+pub fn run(dir: &Path, args: Args) -> anyhow::Result<()> {
+    for a in &args.listen {
+        parse_multiaddr("--listen", a).map_err(|e| super::UsageError(e.to_string()))?;
+    }
+    for a in &args.bootstrap {
+        parse_multiaddr("--bootstrap", a).map_err(|e| super::UsageError(e.to_string()))?;
+    }
+    let flags = FlagOverrides {
+        listen: args.listen,
+        bootstrap: args.bootstrap,
+        api: args.api,
+        metrics: args.metrics,
+    };
+    let (config, identity) = crate::node::prepare(dir, &flags)?;
+    let runtime = super::runtime()?;
+    let result = runtime.block_on(crate::node::run(
+        config,
+        identity,
+        CancellationToken::new(),
+        true,
+    ));
+    runtime.shutdown_timeout(std::time::Duration::from_millis(500));
+    Ok(result?)
+}

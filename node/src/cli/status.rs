@@ -1,0 +1,38 @@
+//! `degroup status`.
+
+use std::path::Path;
+
+use crate::api::StatusResponse;
+
+/// Show the running node.
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// Print one JSON document
+    #[arg(long)]
+    json: bool,
+}
+
+pub async fn run(dir: &Path, args: &Args) -> anyhow::Result<()> {
+    let client = super::ApiClient::from_data_dir(dir)?;
+    let s: StatusResponse = client.get("/v1/status").await?;
+    if args.json {
+        return super::print_json(&s);
+    }
+    println!("peer id      {}", s.peer_id);
+    println!("version      {}", s.version);
+    println!("data dir     {}", s.data_dir.display());
+    println!("admin api    {}", s.api_addr);
+    println!("uptime       {}s", s.uptime_s);
+    println!(
+        "listening    {}",
+        s.listen_addrs.first().map(String::as_str).unwrap_or("-")
+    );
+    for a in s.listen_addrs.iter().skip(1) {
+        println!("             {a}");
+    }
+    println!("peers        {}", s.connected_peers.len());
+    for p in &s.connected_peers {
+        println!("             {p}");
+    }
+    Ok(())
+}

@@ -1,0 +1,301 @@
+//! Layered configuration: built-in defaults < `<data-dir>/config.toml` < `DEGROUP_*`
+//! environment variables < command-line flags.
+//!
+//! [`RawConfig`] is what the layers merge into (strings, as a user writes them); [`NodeConfig`]
+//! is the validated form the node runs with. Every validation error names the key, the bad
+//! value, where it came from and what a good value looks like.
+//!
+//! Environment variables: `DEGROUP_LISTEN`, `DEGROUP_BOOTSTRAP` (TOML arrays or one address),
+//! `DEGROUP_API`, `DEGROUP_METRICS`, and `DEGROUP_NET__<KEY>` for the `[net]` table.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use figment::Figment;
+use figment::providers::{Env, Format as _, Serialized, Toml};
+use libp2p::Multiaddr;
+use serde::{Deserialize, Serialize};
+
+/// Name of the configuration file inside a data directory.
+pub const CONFIG_FILE: &str = "config.toml";
+
+/// Keys read from the environment (`DEGROUP_<KEY>`); anything else with the prefix, such as
+/// `DEGROUP_DATA_DIR`, is not a config key.
+const ENV_KEYS: &[&str] = &["listen", "bootstrap", "api", "metrics", "net"];
+
+/// Configuration as written by a user, before validation.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct RawConfig {
+    pub listen: Vec<String>,
+    pub bootstrap: Vec<String>,
+    pub api: String,
+    pub metrics: Option<String>,
+    pub net: NetConfig,
+}
+
+impl Default for RawConfig {
+    fn default() -> Self {
+        Self {
+            listen: vec![
+                "/ip4/0.0.0.0/tcp/0".into(),
+                "/ip4/0.0.0.0/udp/0/quic-v1".into(),
+            ],
+            bootstrap: Vec::new(),
+            api: "127.0.0.1:0".into(),
+            metrics: None,
+            net: NetConfig::default(),
+        }
+    }
+}
+
+/// The `[net]` table.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct NetConfig {
+    /// Most established connections in total.
+    pub max_connections: u32,
+    /// Most established connections to one peer.
+    pub max_connections_per_peer: u32,
+    /// Most incoming connections still in the handshake.
+    pub max_pending_incoming: u32,
+    /// Peers discovered through the DHT are dialled while fewer than this many are connected.
+    pub target_peers: u32,
+    /// Longest wait between two dials of an unreachable bootstrap peer, in seconds.
+    pub bootstrap_max_backoff_s: u64,
+}
+
+impl Default for NetConfig {
+    fn default() -> Self {
+        Self {
+            max_connections: 256,
+            max_connections_per_peer: 4,
+            max_pending_incoming: 128,
+            target_peers: 64,
+            bootstrap_max_backoff_s: 60,
+        }
+    }
+}
+
+/// Values given on the command line; only those present override the other layers.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct FlagOverrides {
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub listen: Vec<String>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub bootstrap: Vec<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub api: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub metrics: Option<String>,
+}
+
+/// The validated configuration the node runs with.
+#[derive(Debug, Clone)]
+pub struct NodeConfig {
+    pub data_dir: PathBuf,
+    pub listen: Vec<Multiaddr>,
+    pub bootstrap: Vec<Multiaddr>,
+    pub api: SocketAddr,
+    pub metrics: Option<SocketAddr>,
+    pub net: NetConfig,
+}
+
+impl NodeConfig {
+    /// Longest bootstrap re-dial backoff.
+    pub fn bootstrap_max_backoff(&self) -> Duration {
+        Duration::from_secs(self.net.bootstrap_max_backoff_s.max(1))
+    }
+}
+
+/// A configuration problem, with enough context to fix it.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("{0}")]
+    Invalid(String),
+    #[error(
+        "cannot read configuration ({}, DEGROUP_* environment, flags): {detail}; fix the value, or move the file away and run `degroup init` to write a fresh one",
+        path.display()
+    )]
+    Load { path: PathBuf, detail: String },
+}
+
+/// Merges the layers for a data directory. A missing `config.toml` is not an error.
+pub fn load(data_dir: &Path, flags: &FlagOverrides) -> Result<NodeConfig, ConfigError> {
+    let path = data_dir.join(CONFIG_FILE);
+    let mut figment = Figment::from(Serialized::defaults(RawConfig::default()));
+    if path.exists() {
+        figment = figment.merge(Toml::file_exact(&path));
+    }
+    let raw: RawConfig = figment
+        .merge(
+            Env::prefixed("DEGROUP_")
+                .filter(|k| {
+                    let top = k.as_str().split("__").next().unwrap_or_default();
+                    ENV_KEYS.contains(&top.to_ascii_lowercase().as_str())
+                })
+                .split("__"),
+        )
+        .merge(Serialized::globals(flags))
+        .extract()
+        .map_err(|e| ConfigError::Load {
+            path: path.clone(),
+            detail: e.to_string().replace('\n', " "),
+        })?;
+    validate(data_dir, raw)
+}
+
+fn validate(data_dir: &Path, raw: RawConfig) -> Result<NodeConfig, ConfigError> {
+    let listen = raw
+        .listen
+        .iter()
+        .map(|a| parse_multiaddr("listen", a))
+        .collect::<Result<Vec<_>, _>>()?;
+    if listen.is_empty() {
+        return Err(ConfigError::Invalid(
+            "`listen` is empty: give at least one address, e.g. /ip4/0.0.0.0/tcp/0".into(),
+        ));
+    }
+    let bootstrap = raw
+        .bootstrap
+        .iter()
+        .map(|a| parse_multiaddr("bootstrap", a))
+        .collect::<Result<Vec<_>, _>>()?;
+    let api = parse_socket("api", &raw.api)?;
+    let metrics = raw
+        .metrics
+        .as_deref()
+        .filter(|m| !m.is_empty())
+        .map(|m| parse_socket("metrics", m))
+        .transpose()?;
+    if raw.net.max_connections == 0 || raw.net.max_connections_per_peer == 0 {
+        return Err(ConfigError::Invalid(
+            "`net.max_connections` and `net.max_connections_per_peer` must be at least 1".into(),
+        ));
+    }
+    Ok(NodeConfig {
+        data_dir: data_dir.to_owned(),
+        listen,
+        bootstrap,
+        api,
+        metrics,
+        net: raw.net,
+    })
+}
+
+/// Parses a multiaddr, with an error that names the key and shows a valid example.
+pub fn parse_multiaddr(key: &str, text: &str) -> Result<Multiaddr, ConfigError> {
+    text.trim().parse::<Multiaddr>().map_err(|e| {
+        ConfigError::Invalid(format!(
+            "invalid {key} address {text:?}: {e}; expected a multiaddr such as /ip4/127.0.0.1/tcp/4001/p2p/12D3KooW… (see `degroup status` on that node)"
+        ))
+    })
+}
+
+fn parse_socket(key: &str, text: &str) -> Result<SocketAddr, ConfigError> {
+    text.trim().parse::<SocketAddr>().map_err(|e| {
+        ConfigError::Invalid(format!(
+            "invalid {key} address {text:?}: {e}; expected IP:PORT such as 127.0.0.1:7070 (port 0 picks a free one)"
+        ))
+    })
+}
+
+/// The commented `config.toml` that `degroup init` writes: every key, with its default.
+pub fn default_file() -> String {
+    let d = NetConfig::default();
+    format!(
+        r#"# degroup node configuration.
+#
+# Precedence, lowest first: built-in defaults < this file < DEGROUP_* environment
+# variables (DEGROUP_LISTEN, DEGROUP_BOOTSTRAP, DEGROUP_API, DEGROUP_METRICS,
+# DEGROUP_NET__MAX_CONNECTIONS, ...) < command-line flags (--listen, --bootstrap, --api,
+# --metrics). A flag given on the command line replaces the whole list it names.
+# Every key below is commented out and shows its default.
+
+# libp2p addresses to listen on. Port 0 picks a free port. TCP and QUIC by default.
+# listen = ["/ip4/0.0.0.0/tcp/0", "/ip4/0.0.0.0/udp/0/quic-v1"]
+
+# Peers to join the federation through, as multiaddrs ending in /p2p/<peer id>
+# (`degroup status` on that node prints them). Unreachable ones are re-dialled with backoff.
+# bootstrap = ["/ip4/192.0.2.10/tcp/4001/p2p/12D3KooW..."]
+
+# Admin API (HTTP, bearer token in <data-dir>/api.token). Keep it on loopback.
+# api = "127.0.0.1:0"
+
+# Serve Prometheus metrics without a token on a separate address, e.g. "127.0.0.1:9464".
+# Unset: /metrics is served only on the admin API, behind the token.
+# metrics = "127.0.0.1:9464"
+
+[net]
+# Most established connections in total, and to a single peer.
+# max_connections = {}
+# max_connections_per_peer = {}
+# Most incoming connections still in their handshake.
+# max_pending_incoming = {}
+# Peers found through the DHT are dialled while fewer than this many are connected.
+# target_peers = {}
+# Longest wait, in seconds, between two dials of an unreachable bootstrap peer.
+# bootstrap_max_backoff_s = {}
+"#,
+        d.max_connections,
+        d.max_connections_per_peer,
+        d.max_pending_incoming,
+        d.target_peers,
+        d.bootstrap_max_backoff_s
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn default_file_parses_to_defaults() -> Result<(), Box<dyn std::error::Error>> {
+        let raw: RawConfig = toml::from_str(&default_file())?;
+        assert_eq!(raw, RawConfig::default());
+        Ok(())
+    }
+
+    #[test]
+    fn layers_apply_in_order() -> Result<(), Box<dyn std::error::Error>> {
+        let dir = tempfile::tempdir()?;
+        std::fs::write(
+            dir.path().join(CONFIG_FILE),
+            "api = \"127.0.0.1:7001\"\nlisten = [\"/ip4/127.0.0.1/tcp/0\"]\n",
+        )?;
+        let cfg = load(dir.path(), &FlagOverrides::default())?;
+        assert_eq!(cfg.api.port(), 7001);
+        assert_eq!(cfg.listen.len(), 1);
+        let flags = FlagOverrides {
+            api: Some("127.0.0.1:7002".into()),
+            ..Default::default()
+        };
+        assert_eq!(load(dir.path(), &flags)?.api.port(), 7002);
+        Ok(())
+    }
+
+    #[test]
+    fn bad_values_are_named() -> Result<(), Box<dyn std::error::Error>> {
+        let dir = tempfile::tempdir()?;
+        std::fs::write(
+            dir.path().join(CONFIG_FILE),
+            "bootstrap = [\"not-an-addr\"]\n",
+        )?;
+        let err = load(dir.path(), &FlagOverrides::default())
+            .err()
+            .map(|e| e.to_string());
+        assert!(err.is_some_and(|e| e.contains("bootstrap") && e.contains("not-an-addr")));
+        std::fs::write(dir.path().join(CONFIG_FILE), "lisen = []\n")?;
+        let err = load(dir.path(), &FlagOverrides::default())
+            .err()
+            .map(|e| e.to_string());
+        assert!(
+            err.is_some_and(|e| e.contains("lisen")),
+            "unknown keys are refused"
+        );
+        std::fs::write(dir.path().join(CONFIG_FILE), "api = [\n")?;
+        assert!(load(dir.path(), &FlagOverrides::default()).is_err());
+        Ok(())
+    }
+}

@@ -1,0 +1,28 @@
+//! # degroup-node
+//!
+//! The degroup federation node: one daemon per datacenter or hosting company, and the
+//! `degroup` command that drives it.
+//!
+//! The node is split by domain, each behind a small API:
+//!
+//! - [`identity`] — the node's ed25519 key (`identity.key`, 0600), also its libp2p identity.
+//! - [`signed`] — signed envelopes: domain tag, exact payload bytes, signer, signature.
+//! - [`store`] — the embedded sled database; the only module that names sled.
+//! - [`config`] — layered configuration: defaults < `config.toml` < `DEGROUP_*` < flags.
+//! - [`net`] — the libp2p swarm, owned by one task, driven through a cloneable handle.
+//! - [`api`] — the admin HTTP API (bearer token) and Prometheus metrics.
+//! - [`node`] — assembly, run loop and shutdown.
+//! - [`cli`] — the `degroup` command line.
+//!
+//! Actors talk through channels with oneshot replies; nothing shares the swarm. See
+//! `docs/architecture.md` for the event-loop shape.
+
+pub mod api;
+pub mod cli;
+pub mod config;
+pub mod identity;
+pub mod metrics;
+pub mod net;
+pub mod node;
+pub mod signed;
+pub mod store;

@@ -1,0 +1,57 @@
+//! Prometheus metrics: libp2p's own (registered by the swarm task under `libp2p_`) plus the
+//! node's, under `degroup_`. One [`Registry`] is built at start-up, filled by every
+//! component, then frozen behind an `Arc` and encoded on each scrape.
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::registry::Registry;
+
+/// Labels of an admin API request.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ApiRequestLabels {
+    pub route: String,
+    pub status: u16,
+}
+
+/// The node's own metrics. Cloning shares the underlying values.
+#[derive(Debug, Clone, Default)]
+pub struct NodeMetrics {
+    pub connected_peers: Gauge,
+    pub api_requests: Family<ApiRequestLabels, Counter>,
+    pub uptime_seconds: Gauge,
+}
+
+impl NodeMetrics {
+    /// Creates the metrics and registers them under `degroup_`.
+    pub fn register(registry: &mut Registry) -> Self {
+        let m = Self::default();
+        let r = registry.sub_registry_with_prefix("degroup");
+        r.register(
+            "connected_peers",
+            "Peers with at least one established connection",
+            m.connected_peers.clone(),
+        );
+        r.register(
+            "api_requests",
+            "Admin API requests by route and status",
+            m.api_requests.clone(),
+        );
+        r.register(
+            "uptime_seconds",
+            "Seconds since the node started",
+            m.uptime_seconds.clone(),
+        );
+        m
+    }
+}
+
+/// Encodes a registry in the Prometheus text format.
+pub fn encode(registry: &Registry) -> String {
+    let mut out = String::new();
+    if prometheus_client::encoding::text::encode(&mut out, registry).is_err() {
+        out.clear();
+    }
+    out
+}

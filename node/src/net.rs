@@ -1,0 +1,116 @@
+//! The libp2p side of the node.
+//!
+//! One task ([`task`]) owns the [`libp2p::Swarm`] and is the only code that touches it. The rest
+//! of the node holds a cloneable [`Network`] handle that sends [`Command`]s over a channel, each
+//! with a oneshot for the reply — the shape of rust-libp2p's file-sharing example. The task
+//! multiplexes three sources: swarm events, commands, and a one-second housekeeping tick that
+//! re-dials bootstrap peers with exponential backoff.
+//!
+//! Transports: TCP and QUIC, noise, yamux. Behaviours: connection limits, identify (which also
+//! feeds Kademlia with the addresses peers announce), ping, and Kademlia on the degroup-specific
+//! protocol `/degroup/kad/1.0.0`, so that a node bootstrapped from one peer learns and connects
+//! to the others.
+
+mod addrs;
+mod behaviour;
+mod bootstrap;
+mod task;
+
+use libp2p::{Multiaddr, PeerId};
+use prometheus_client::registry::Registry;
+use tokio::sync::{mpsc, oneshot};
+use tokio_util::sync::CancellationToken;
+
+use crate::config::NodeConfig;
+use crate::identity::Identity;
+use crate::metrics::NodeMetrics;
+
+pub use addrs::{dialable, split_peer_id};
+
+/// What the network looks like from this node.
+#[derive(Debug, Clone, Default)]
+pub struct NetStatus {
+    /// Addresses the swarm listens on (loopback first).
+    pub listen_addrs: Vec<Multiaddr>,
+    /// Peers with at least one established connection, sorted.
+    pub connected_peers: Vec<PeerId>,
+}
+
+/// Network failures that reach callers.
+#[derive(Debug, thiserror::Error)]
+pub enum NetError {
+    #[error("the network task has stopped")]
+    Stopped,
+    #[error("cannot set up the libp2p transport: {0}")]
+    Transport(String),
+    #[error("cannot listen on {addr}: {reason}; pick another --listen address or port")]
+    Listen { addr: Multiaddr, reason: String },
+    #[error("cannot dial {addr}: {reason}")]
+    Dial { addr: Multiaddr, reason: String },
+}
+
+/// Requests to the swarm task.
+#[derive(Debug)]
+pub(crate) enum Command {
+    Status(oneshot::Sender<NetStatus>),
+    Dial(Multiaddr, oneshot::Sender<Result<(), NetError>>),
+    /// Answered once the swarm has at least one listen address.
+    WaitListening(oneshot::Sender<()>),
+}
+
+/// Cloneable handle to the swarm task.
+#[derive(Debug, Clone)]
+pub struct Network {
+    tx: mpsc::Sender<Command>,
+    local_peer_id: PeerId,
+}
+
+impl Network {
+    /// Builds the swarm, starts listening, and spawns the task that owns it. The task ends when
+    /// `shutdown` is cancelled.
+    pub fn start(
+        identity: &Identity,
+        config: &NodeConfig,
+        registry: &mut Registry,
+        metrics: NodeMetrics,
+        shutdown: CancellationToken,
+    ) -> Result<(Self, tokio::task::JoinHandle<()>), NetError> {
+        let (tx, rx) = mpsc::channel(256);
+        let task = task::SwarmTask::new(identity, config, registry, metrics, rx)?;
+        let local_peer_id = identity.peer_id();
+        let handle = tokio::spawn(task.run(shutdown));
+        Ok((Self { tx, local_peer_id }, handle))
+    }
+
+    /// This node's peer id.
+    pub fn local_peer_id(&self) -> PeerId {
+        self.local_peer_id
+    }
+
+    async fn ask<T>(
+        &self,
+        make: impl FnOnce(oneshot::Sender<T>) -> Command,
+    ) -> Result<T, NetError> {
+        let (reply, rx) = oneshot::channel();
+        self.tx
+            .send(make(reply))
+            .await
+            .map_err(|_| NetError::Stopped)?;
+        rx.await.map_err(|_| NetError::Stopped)
+    }
+
+    /// Listen addresses and connected peers.
+    pub async fn status(&self) -> Result<NetStatus, NetError> {
+        self.ask(Command::Status).await
+    }
+
+    /// Dials an address (with or without a `/p2p/` suffix).
+    pub async fn dial(&self, addr: Multiaddr) -> Result<(), NetError> {
+        self.ask(|r| Command::Dial(addr, r)).await?
+    }
+
+    /// Waits until the swarm listens on at least one address.
+    pub async fn wait_listening(&self) -> Result<(), NetError> {
+        self.ask(Command::WaitListening).await
+    }
+}

@@ -1,0 +1,56 @@
+//! The composed libp2p behaviour.
+
+use std::num::NonZeroUsize;
+use std::time::Duration;
+
+use libp2p::swarm::NetworkBehaviour;
+use libp2p::{StreamProtocol, connection_limits, identify, identity, kad, ping};
+
+use crate::config::NetConfig;
+
+/// Kademlia protocol name: a federation of its own, apart from the IPFS DHT.
+pub const KAD_PROTOCOL: StreamProtocol = StreamProtocol::new("/degroup/kad/1.0.0");
+/// Identify protocol version string.
+pub const IDENTIFY_PROTOCOL: &str = "/degroup/id/1.0.0";
+
+#[derive(NetworkBehaviour)]
+pub(crate) struct Behaviour {
+    pub limits: connection_limits::Behaviour,
+    pub identify: identify::Behaviour,
+    pub ping: ping::Behaviour,
+    pub kad: kad::Behaviour<kad::store::MemoryStore>,
+}
+
+impl Behaviour {
+    pub fn new(key: &identity::Keypair, net: &NetConfig) -> Self {
+        let peer_id = key.public().to_peer_id();
+        let limits = connection_limits::ConnectionLimits::default()
+            .with_max_established(Some(net.max_connections))
+            .with_max_established_per_peer(Some(net.max_connections_per_peer))
+            .with_max_pending_incoming(Some(net.max_pending_incoming));
+        let identify = identify::Behaviour::new(
+            identify::Config::new(IDENTIFY_PROTOCOL.into(), key.public())
+                .with_agent_version(format!("degroup/{}", env!("CARGO_PKG_VERSION")))
+                .with_push_listen_addr_updates(true)
+                .with_interval(Duration::from_secs(60)),
+        );
+        let mut kad_config = kad::Config::new(KAD_PROTOCOL);
+        kad_config
+            .set_query_timeout(Duration::from_secs(20))
+            .set_periodic_bootstrap_interval(Some(Duration::from_secs(60)));
+        if let Some(p) = NonZeroUsize::new(3) {
+            kad_config.set_parallelism(p);
+        }
+        let mut kad =
+            kad::Behaviour::with_config(peer_id, kad::store::MemoryStore::new(peer_id), kad_config);
+        // Every degroup node serves the DHT; on loopback and private networks there is no
+        // confirmed external address for the automatic mode to go by.
+        kad.set_mode(Some(kad::Mode::Server));
+        Self {
+            limits: connection_limits::Behaviour::new(limits),
+            identify,
+            ping: ping::Behaviour::new(ping::Config::new()),
+            kad,
+        }
+    }
+}

@@ -1,0 +1,317 @@
+//! The task that owns the swarm.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use futures::StreamExt as _;
+use libp2p::core::ConnectedPoint;
+use libp2p::metrics::{Metrics as Libp2pMetrics, Recorder as _};
+use libp2p::swarm::dial_opts::{DialOpts, PeerCondition};
+use libp2p::swarm::{ConnectionId, SwarmEvent};
+use libp2p::{Multiaddr, PeerId, Swarm, identify, kad, noise, tcp, yamux};
+use prometheus_client::registry::Registry;
+use tokio::sync::{mpsc, oneshot};
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+use super::addrs::{dialable, sort_for_display, split_peer_id};
+use super::behaviour::{Behaviour, BehaviourEvent};
+use super::bootstrap::BootstrapPeer;
+use super::{Command, NetError, NetStatus};
+use crate::config::{NetConfig, NodeConfig};
+use crate::identity::Identity;
+use crate::metrics::NodeMetrics;
+
+/// Connections stay open while idle: a federation node keeps its peers.
+const IDLE_CONNECTION_TIMEOUT: Duration = Duration::from_secs(3600);
+
+pub(crate) struct SwarmTask {
+    swarm: Swarm<Behaviour>,
+    commands: mpsc::Receiver<Command>,
+    net: NetConfig,
+    bootstrap: Vec<BootstrapPeer>,
+    bootstrap_max_backoff: Duration,
+    /// Remote address of every open connection, for address filtering.
+    remotes: HashMap<ConnectionId, Multiaddr>,
+    waiting_listen: Vec<oneshot::Sender<()>>,
+    libp2p_metrics: Libp2pMetrics,
+    metrics: NodeMetrics,
+    kad_bootstrapped: bool,
+}
+
+impl SwarmTask {
+    pub fn new(
+        identity: &Identity,
+        config: &NodeConfig,
+        registry: &mut Registry,
+        metrics: NodeMetrics,
+        commands: mpsc::Receiver<Command>,
+    ) -> Result<Self, NetError> {
+        let transport = |e: &dyn std::fmt::Display| NetError::Transport(e.to_string());
+        let net = config.net.clone();
+        let mut swarm = libp2p::SwarmBuilder::with_existing_identity(identity.libp2p_keypair())
+            .with_tokio()
+            .with_tcp(
+                tcp::Config::default().nodelay(true),
+                noise::Config::new,
+                yamux::Config::default,
+            )
+            .map_err(|e| transport(&e))?
+            .with_quic()
+            .with_dns()
+            .map_err(|e| transport(&e))?
+            .with_bandwidth_metrics(registry)
+            .with_behaviour(|key| Behaviour::new(key, &net))
+            .map_err(|e| transport(&e))?
+            .with_swarm_config(|c| c.with_idle_connection_timeout(IDLE_CONNECTION_TIMEOUT))
+            .build();
+        for addr in &config.listen {
+            swarm
+                .listen_on(addr.clone())
+                .map_err(|e| NetError::Listen {
+                    addr: addr.clone(),
+                    reason: e.to_string(),
+                })?;
+        }
+        let local = *swarm.local_peer_id();
+        let mut bootstrap = Vec::new();
+        for addr in &config.bootstrap {
+            let peer = BootstrapPeer::new(addr);
+            if peer.peer == Some(local) {
+                tracing::warn!(%addr, "ignoring bootstrap address that points at this node");
+                continue;
+            }
+            if let Some(id) = peer.peer {
+                swarm
+                    .behaviour_mut()
+                    .kad
+                    .add_address(&id, peer.addr.clone());
+            }
+            bootstrap.push(peer);
+        }
+        Ok(Self {
+            swarm,
+            commands,
+            net,
+            bootstrap,
+            bootstrap_max_backoff: config.bootstrap_max_backoff(),
+            remotes: HashMap::new(),
+            waiting_listen: Vec::new(),
+            libp2p_metrics: Libp2pMetrics::new(registry),
+            metrics,
+            kad_bootstrapped: false,
+        })
+    }
+
+    pub async fn run(mut self, shutdown: CancellationToken) {
+        let mut tick = tokio::time::interval(Duration::from_secs(1));
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                () = shutdown.cancelled() => break,
+                event = self.swarm.select_next_some() => self.on_swarm_event(event),
+                command = self.commands.recv() => match command {
+                    Some(c) => self.on_command(c),
+                    None => break,
+                },
+                _ = tick.tick() => self.redial_bootstrap(),
+            }
+        }
+        tracing::debug!("network task stopped");
+    }
+
+    fn on_command(&mut self, command: Command) {
+        match command {
+            Command::Status(reply) => {
+                let _ = reply.send(self.status());
+            }
+            Command::Dial(addr, reply) => {
+                let (base, peer) = split_peer_id(&addr);
+                let opts = match peer {
+                    Some(p) => DialOpts::peer_id(p).addresses(vec![base]).build(),
+                    None => DialOpts::unknown_peer_id().address(base).build(),
+                };
+                let result = self.swarm.dial(opts).map_err(|e| NetError::Dial {
+                    addr,
+                    reason: e.to_string(),
+                });
+                let _ = reply.send(result);
+            }
+            Command::WaitListening(reply) => {
+                if self.swarm.listeners().next().is_some() {
+                    let _ = reply.send(());
+                } else {
+                    self.waiting_listen.push(reply);
+                }
+            }
+        }
+    }
+
+    fn status(&self) -> NetStatus {
+        let mut listen_addrs: Vec<Multiaddr> = self.swarm.listeners().cloned().collect();
+        sort_for_display(&mut listen_addrs);
+        let mut connected_peers: Vec<PeerId> = self.swarm.connected_peers().copied().collect();
+        connected_peers.sort();
+        NetStatus {
+            listen_addrs,
+            connected_peers,
+        }
+    }
+
+    fn redial_bootstrap(&mut self) {
+        let now = Instant::now();
+        let max = self.bootstrap_max_backoff;
+        let mut dials = Vec::new();
+        for b in &mut self.bootstrap {
+            if b.due(now, max) {
+                let opts = match b.peer {
+                    Some(p) => DialOpts::peer_id(p)
+                        .addresses(vec![b.addr.clone()])
+                        .condition(PeerCondition::DisconnectedAndNotDialing)
+                        .build(),
+                    None => DialOpts::unknown_peer_id().address(b.addr.clone()).build(),
+                };
+                dials.push((b.addr.clone(), opts));
+            }
+        }
+        for (addr, opts) in dials {
+            tracing::debug!(%addr, "dialling bootstrap peer");
+            if let Err(e) = self.swarm.dial(opts) {
+                tracing::debug!(%addr, error = %e, "bootstrap dial not started");
+            }
+        }
+    }
+
+    fn on_swarm_event(&mut self, event: SwarmEvent<BehaviourEvent>) {
+        self.libp2p_metrics.record(&event);
+        match event {
+            SwarmEvent::NewListenAddr { address, .. } => {
+                let local = *self.swarm.local_peer_id();
+                tracing::info!("listening on {address}/p2p/{local}");
+                for w in self.waiting_listen.drain(..) {
+                    let _ = w.send(());
+                }
+            }
+            SwarmEvent::ConnectionEstablished {
+                peer_id,
+                connection_id,
+                endpoint,
+                num_established,
+                ..
+            } => {
+                let remote = endpoint.get_remote_address().clone();
+                if num_established.get() == 1 {
+                    tracing::info!(peer = %peer_id, addr = %remote, "peer connected");
+                }
+                let dialed = match &endpoint {
+                    ConnectedPoint::Dialer { address, .. } => Some(split_peer_id(address).0),
+                    ConnectedPoint::Listener { .. } => None,
+                };
+                for b in &mut self.bootstrap {
+                    let same_addr = b.peer.is_none() && dialed.as_ref() == Some(&b.addr);
+                    if b.peer == Some(peer_id) || same_addr {
+                        b.on_connected(peer_id);
+                    }
+                }
+                self.remotes.insert(connection_id, remote);
+                self.update_peer_gauge();
+            }
+            SwarmEvent::ConnectionClosed {
+                peer_id,
+                connection_id,
+                num_established,
+                cause,
+                ..
+            } => {
+                self.remotes.remove(&connection_id);
+                if num_established == 0 {
+                    let reason = cause
+                        .map(|c| c.to_string())
+                        .unwrap_or_else(|| "closed".into());
+                    tracing::info!(peer = %peer_id, %reason, "peer disconnected");
+                    let now = Instant::now();
+                    for b in &mut self.bootstrap {
+                        if b.peer == Some(peer_id) {
+                            b.on_disconnected(now);
+                        }
+                    }
+                }
+                self.update_peer_gauge();
+            }
+            SwarmEvent::OutgoingConnectionError { peer_id, error, .. } => {
+                tracing::debug!(peer = ?peer_id, %error, "dial failed");
+            }
+            SwarmEvent::IncomingConnectionError { error, .. } => {
+                tracing::debug!(%error, "incoming connection failed");
+            }
+            SwarmEvent::ListenerError { error, .. } => {
+                tracing::warn!(%error, "listener error");
+            }
+            SwarmEvent::Behaviour(event) => self.on_behaviour_event(event),
+            _ => {}
+        }
+    }
+
+    fn on_behaviour_event(&mut self, event: BehaviourEvent) {
+        match event {
+            BehaviourEvent::Identify(event) => {
+                self.libp2p_metrics.record(&event);
+                if let identify::Event::Received {
+                    peer_id,
+                    connection_id,
+                    info,
+                } = event
+                {
+                    let reached_on = self.remotes.get(&connection_id);
+                    let addrs = dialable(reached_on, &info.listen_addrs);
+                    for addr in addrs {
+                        self.swarm.behaviour_mut().kad.add_address(&peer_id, addr);
+                    }
+                    if !self.kad_bootstrapped {
+                        self.kad_bootstrapped = self.swarm.behaviour_mut().kad.bootstrap().is_ok();
+                    }
+                }
+            }
+            BehaviourEvent::Kad(event) => {
+                self.libp2p_metrics.record(&event);
+                if let kad::Event::RoutingUpdated {
+                    peer, addresses, ..
+                } = event
+                {
+                    self.maybe_dial(peer, &addresses.into_vec());
+                }
+            }
+            BehaviourEvent::Ping(event) => self.libp2p_metrics.record(&event),
+            BehaviourEvent::Limits(never) => match never {},
+        }
+    }
+
+    /// Dials a peer learnt through the DHT while below the target peer count.
+    fn maybe_dial(&mut self, peer: PeerId, addresses: &[Multiaddr]) {
+        let connected = self.swarm.connected_peers().count();
+        if peer == *self.swarm.local_peer_id()
+            || self.swarm.is_connected(&peer)
+            || connected >= self.net.target_peers as usize
+        {
+            return;
+        }
+        let addresses = dialable(None, addresses);
+        if addresses.is_empty() {
+            return;
+        }
+        let opts = DialOpts::peer_id(peer)
+            .addresses(addresses)
+            .condition(PeerCondition::DisconnectedAndNotDialing)
+            .build();
+        if let Err(e) = self.swarm.dial(opts) {
+            tracing::debug!(%peer, error = %e, "dial not started");
+        }
+    }
+
+    fn update_peer_gauge(&self) {
+        let n = self.swarm.connected_peers().count();
+        self.metrics
+            .connected_peers
+            .set(i64::try_from(n).unwrap_or(i64::MAX));
+    }
+}

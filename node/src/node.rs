@@ -1,0 +1,172 @@
+//! Assembling and running a node: configuration → identity → store → network → admin API,
+//! then wait for SIGINT/SIGTERM and shut down in reverse order.
+//!
+//! Shutdown is one [`CancellationToken`]: the API stops accepting, the swarm task ends, the
+//! store is flushed, and `api.addr`/`api.token` are removed. It is bounded: whatever has not
+//! finished after [`SHUTDOWN_GRACE`] is abandoned so the process exits well within 5 s.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use prometheus_client::registry::Registry;
+use tokio_util::sync::CancellationToken;
+
+use crate::api::{Api, ApiConfig, ApiError};
+use crate::config::{self, ConfigError, FlagOverrides, NodeConfig};
+use crate::identity::{Identity, IdentityError, KEY_FILE};
+use crate::metrics::NodeMetrics;
+use crate::net::{NetError, Network};
+use crate::store::{Store, StoreError};
+
+/// Longest time shutdown may take before the rest is abandoned.
+pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(3);
+
+/// Why a node could not start or run.
+#[derive(Debug, thiserror::Error)]
+pub enum NodeError {
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    #[error(transparent)]
+    Identity(#[from] IdentityError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Net(#[from] NetError),
+    #[error(transparent)]
+    Api(#[from] ApiError),
+    #[error("cannot create data directory {}: {source}", path.display())]
+    DataDir {
+        path: std::path::PathBuf,
+        source: std::io::Error,
+    },
+    #[error("cannot install signal handlers: {0}")]
+    Signals(std::io::Error),
+}
+
+/// Creates a data directory with an identity and a commented config file, unless they exist
+/// (or `force`). Returns the identity and whether a new one was written.
+pub fn init(data_dir: &Path, force: bool) -> Result<(Identity, bool), NodeError> {
+    create_data_dir(data_dir)?;
+    let key_path = data_dir.join(KEY_FILE);
+    if key_path.exists() && !force {
+        return Err(IdentityError::Exists { path: key_path }.into());
+    }
+    let identity = Identity::generate()?;
+    identity.save(&key_path, force)?;
+    let cfg_path = data_dir.join(config::CONFIG_FILE);
+    if force && cfg_path.exists() {
+        let _ = std::fs::rename(&cfg_path, cfg_path.with_extension("toml.bak"));
+    }
+    if !cfg_path.exists() {
+        std::fs::write(&cfg_path, config::default_file()).map_err(|source| NodeError::DataDir {
+            path: cfg_path.clone(),
+            source,
+        })?;
+    }
+    Ok((identity, true))
+}
+
+fn create_data_dir(dir: &Path) -> Result<(), NodeError> {
+    use std::os::unix::fs::DirBuilderExt as _;
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+        .map_err(|source| NodeError::DataDir {
+            path: dir.to_owned(),
+            source,
+        })
+}
+
+/// Loads configuration and identity for `degroup node`, initialising the data directory on
+/// first run. Configuration is validated before anything is written.
+pub fn prepare(
+    data_dir: &Path,
+    flags: &FlagOverrides,
+) -> Result<(NodeConfig, Identity), NodeError> {
+    let config = config::load(data_dir, flags)?;
+    let key_path = data_dir.join(KEY_FILE);
+    let identity = if key_path.exists() {
+        Identity::load(&key_path)?
+    } else {
+        let (id, _) = init(data_dir, false)?;
+        tracing::info!(peer_id = %id.peer_id(), dir = %data_dir.display(), "initialised a new data directory");
+        id
+    };
+    Ok((config, identity))
+}
+
+/// Runs the node until `shutdown` is cancelled (by a signal when `handle_signals`).
+pub async fn run(
+    config: NodeConfig,
+    identity: Identity,
+    shutdown: CancellationToken,
+    handle_signals: bool,
+) -> Result<(), NodeError> {
+    let started = Instant::now();
+    let store = Store::open(&config.data_dir)?;
+    let mut registry = Registry::default();
+    let metrics = NodeMetrics::register(&mut registry);
+    let (net, net_task) = Network::start(
+        &identity,
+        &config,
+        &mut registry,
+        metrics.clone(),
+        shutdown.clone(),
+    )?;
+    let registry = Arc::new(registry);
+    if tokio::time::timeout(Duration::from_secs(5), net.wait_listening())
+        .await
+        .is_err()
+    {
+        tracing::warn!("no listen address after 5 s");
+    }
+    let api = Api::start(
+        ApiConfig {
+            bind: config.api,
+            metrics_bind: config.metrics,
+            data_dir: config.data_dir.clone(),
+            started,
+        },
+        net.clone(),
+        registry,
+        metrics,
+        shutdown.clone(),
+    )
+    .await?;
+    tracing::info!(peer_id = %identity.peer_id(), api = %api.addr, "node running");
+
+    if handle_signals {
+        wait_for_signal(&shutdown).await?;
+    } else {
+        shutdown.cancelled().await;
+    }
+    tracing::info!("shutting down");
+    shutdown.cancel();
+    let stop = async {
+        api.stopped().await;
+        let _ = net_task.await;
+        if let Err(e) = store.flush_async().await {
+            tracing::error!(error = %e, "final store flush failed");
+        }
+    };
+    if tokio::time::timeout(SHUTDOWN_GRACE, stop).await.is_err() {
+        tracing::warn!("shutdown did not finish in {SHUTDOWN_GRACE:?}; exiting anyway");
+        let _ = store.flush();
+    }
+    tracing::info!("stopped");
+    Ok(())
+}
+
+async fn wait_for_signal(shutdown: &CancellationToken) -> Result<(), NodeError> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate()).map_err(NodeError::Signals)?;
+    let mut int = signal(SignalKind::interrupt()).map_err(NodeError::Signals)?;
+    tokio::select! {
+        _ = term.recv() => tracing::info!("SIGTERM received"),
+        _ = int.recv() => tracing::info!("SIGINT received"),
+        () = shutdown.cancelled() => {}
+    }
+    Ok(())
+}
