@@ -19,6 +19,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 pub use client::ApiClient;
+pub use debug::store_writer_value;
 
 /// degroup: a peer-to-peer federation of sovereign hosting capacity.
 #[derive(Debug, Parser)]
@@ -91,7 +92,11 @@ pub fn main() -> ExitCode {
     let cli = Cli::parse();
     let is_node = matches!(cli.command, Command::Node(_));
     // Kademlia warns on every periodic bootstrap of a lone node; that is not news.
-    init_tracing(if is_node { "info,libp2p_kad=error" } else { "warn,libp2p_kad=error" });
+    init_tracing(if is_node {
+        "info,libp2p_kad=error"
+    } else {
+        "warn,libp2p_kad=error"
+    });
     match run(cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
