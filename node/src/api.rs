@@ -3,10 +3,12 @@
 //! At start the node binds the configured address (`127.0.0.1:0` by default), then writes
 //! `api.token` and `api.addr` into the data directory, both mode 0600 and both atomically, the
 //! address last: a CLI that finds `api.addr` also finds the token. The files are removed at a
-//! clean shutdown. Routes: `GET /v1/status` and `GET /metrics` (Prometheus text; also served
-//! without a token on `--metrics ADDR` when that is set). Errors are JSON `{"error": "…"}`.
+//! clean shutdown. Routes: `GET /v1/status`, `GET|PUT /v1/capacity`, `GET /v1/find?q=…`,
+//! `GET /v1/adverts`, and `GET /metrics` (Prometheus text; also served without a token on
+//! `--metrics ADDR` when that is set). Errors are JSON `{"error": "…"}`.
 
 mod auth;
+pub mod capacity;
 mod routes;
 
 use std::net::SocketAddr;
@@ -19,6 +21,7 @@ use prometheus_client::registry::Registry;
 use serde::{Deserialize, Serialize};
 use tokio_util::sync::CancellationToken;
 
+use crate::capacity::CapacityHandle;
 use crate::identity::write_private;
 use crate::metrics::NodeMetrics;
 use crate::net::Network;
@@ -38,6 +41,8 @@ pub struct StatusResponse {
     pub connected_peers: Vec<String>,
     pub uptime_s: u64,
     pub api_addr: String,
+    /// Valid capacity adverts this node holds (its own included).
+    pub adverts_known: usize,
 }
 
 /// An API error body.
@@ -54,6 +59,7 @@ pub(crate) struct ApiState {
     pub api_addr: SocketAddr,
     pub started: Instant,
     pub net: Network,
+    pub capacity: CapacityHandle,
     pub registry: Arc<Registry>,
     pub metrics: NodeMetrics,
 }
@@ -98,6 +104,7 @@ impl Api {
     pub async fn start(
         config: ApiConfig,
         net: Network,
+        capacity: CapacityHandle,
         registry: Arc<Registry>,
         metrics: NodeMetrics,
         shutdown: CancellationToken,
@@ -131,6 +138,7 @@ impl Api {
             api_addr: addr,
             started: config.started,
             net,
+            capacity,
             registry: registry.clone(),
             metrics,
         });

@@ -5,9 +5,11 @@
 //! take `--json` and then print exactly one JSON document on stdout; errors go to stderr as one
 //! `error: …` line that says what to do, with exit code 1 (2 for usage errors). No backtraces.
 
+mod capacity;
 mod client;
 mod completions;
 mod debug;
+mod find;
 mod init;
 mod key;
 mod node;
@@ -40,6 +42,11 @@ enum Command {
     Node(node::Args),
     /// Show the running node: peer id, addresses, peers
     Status(status::Args),
+    /// Show or change the capacity this node offers
+    #[command(subcommand)]
+    Capacity(capacity::CapacityCommand),
+    /// Find capacity across the federation, e.g. 'cpu>=8 mem>=32GiB country=FR'
+    Find(find::Args),
     /// Generate or show ed25519 keys (node, tenant, publisher)
     #[command(subcommand)]
     Key(key::KeyCommand),
@@ -117,6 +124,8 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Init(a) => init::run(&dir, &a),
         Command::Node(a) => node::run(&dir, a),
         Command::Status(a) => runtime()?.block_on(status::run(&dir, &a)),
+        Command::Capacity(c) => runtime()?.block_on(capacity::run(&dir, c)),
+        Command::Find(a) => runtime()?.block_on(find::run(&dir, &a)),
         Command::Key(k) => key::run(&dir, k),
         Command::Completions(a) => completions::run(&a),
         Command::Debug(d) => debug::run(&dir, d),

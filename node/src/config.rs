@@ -17,12 +17,14 @@ use figment::providers::{Env, Format as _, Serialized, Toml};
 use libp2p::Multiaddr;
 use serde::{Deserialize, Serialize};
 
+use crate::capacity::offer::{CapacityConfig, OfferSettings};
+
 /// Name of the configuration file inside a data directory.
 pub const CONFIG_FILE: &str = "config.toml";
 
 /// Keys read from the environment (`DEGROUP_<KEY>`); anything else with the prefix, such as
 /// `DEGROUP_DATA_DIR`, is not a config key.
-const ENV_KEYS: &[&str] = &["listen", "bootstrap", "api", "metrics", "net"];
+const ENV_KEYS: &[&str] = &["listen", "bootstrap", "api", "metrics", "net", "capacity"];
 
 /// Configuration as written by a user, before validation.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -33,6 +35,7 @@ pub struct RawConfig {
     pub api: String,
     pub metrics: Option<String>,
     pub net: NetConfig,
+    pub capacity: CapacityConfig,
 }
 
 impl Default for RawConfig {
@@ -46,6 +49,7 @@ impl Default for RawConfig {
             api: "127.0.0.1:0".into(),
             metrics: None,
             net: NetConfig::default(),
+            capacity: CapacityConfig::default(),
         }
     }
 }
@@ -64,6 +68,8 @@ pub struct NetConfig {
     pub target_peers: u32,
     /// Longest wait between two dials of an unreachable bootstrap peer, in seconds.
     pub bootstrap_max_backoff_s: u64,
+    /// Gossipsub heartbeat (mesh maintenance and lazy gossip), in milliseconds.
+    pub gossip_heartbeat_ms: u64,
 }
 
 impl Default for NetConfig {
@@ -72,8 +78,9 @@ impl Default for NetConfig {
             max_connections: 256,
             max_connections_per_peer: 4,
             max_pending_incoming: 128,
-            target_peers: 64,
+            target_peers: 24,
             bootstrap_max_backoff_s: 60,
+            gossip_heartbeat_ms: 1000,
         }
     }
 }
@@ -100,6 +107,9 @@ pub struct NodeConfig {
     pub api: SocketAddr,
     pub metrics: Option<SocketAddr>,
     pub net: NetConfig,
+    /// The `[capacity]` table as settings.
+    pub offer: OfferSettings,
+    pub capacity: CapacityConfig,
 }
 
 impl NodeConfig {
@@ -174,6 +184,7 @@ fn validate(data_dir: &Path, raw: RawConfig) -> Result<NodeConfig, ConfigError> 
             "`net.max_connections` and `net.max_connections_per_peer` must be at least 1".into(),
         ));
     }
+    let offer = raw.capacity.to_settings().map_err(ConfigError::Invalid)?;
     Ok(NodeConfig {
         data_dir: data_dir.to_owned(),
         listen,
@@ -181,6 +192,8 @@ fn validate(data_dir: &Path, raw: RawConfig) -> Result<NodeConfig, ConfigError> 
         api,
         metrics,
         net: raw.net,
+        offer,
+        capacity: raw.capacity,
     })
 }
 
@@ -237,12 +250,39 @@ pub fn default_file() -> String {
 # target_peers = {}
 # Longest wait, in seconds, between two dials of an unreachable bootstrap peer.
 # bootstrap_max_backoff_s = {}
+# Gossipsub heartbeat (mesh maintenance, lazy gossip), in milliseconds.
+# gossip_heartbeat_ms = {}
+
+[capacity]
+# What this node offers. Unset keys use the detected hardware (CPU within cgroup limits,
+# memory, free disk of the data dir's filesystem, GPUs from nvidia-smi). `degroup capacity set`
+# overrides this table and is kept in the store. Offering more than the hardware has needs
+# `degroup capacity set --force`.
+# cpu = 8                      # cores
+# mem = "32GiB"
+# disk = "1TiB"
+# gpus = ["H100:80GiB"]        # MODEL:MEMORY, "2xL4:24GiB" for two
+# bandwidth = "10G"            # bits per second
+# country = "FR"               # ISO 3166-1 alpha-2
+# region = "Île-de-France"
+# operator = "Example Hosting SAS"
+# certs = ["SecNumCloud", "ISO27001"]
+# advert_ttl_s = 600           # advert lifetime; refreshed at a third of it
+# publish_debounce_ms = 20     # changes within this window make one advert (max 50)
+
+[capacity.prices]
+# EUR per unit-hour: core, GiB of memory, GiB of disk, GPU.
+# cpu = 0.02
+# mem = 0.004
+# disk = 0.0001
+# gpu = 2.5
 "#,
         d.max_connections,
         d.max_connections_per_peer,
         d.max_pending_incoming,
         d.target_peers,
-        d.bootstrap_max_backoff_s
+        d.bootstrap_max_backoff_s,
+        d.gossip_heartbeat_ms
     )
 }
 

@@ -7,6 +7,7 @@
 //!
 //! - [`identity`] — the node's ed25519 key (`identity.key`, 0600), also its libp2p identity.
 //! - [`signed`] — signed envelopes: domain tag, exact payload bytes, signer, signature.
+//! - [`capacity`] — hardware inventory, signed capacity adverts, the advert book, discovery.
 //! - [`store`] — the embedded sled database; the only module that names sled.
 //! - [`config`] — layered configuration: defaults < `config.toml` < `DEGROUP_*` < flags.
 //! - [`net`] — the libp2p swarm, owned by one task, driven through a cloneable handle.
@@ -18,6 +19,7 @@
 //! `docs/architecture.md` for the event-loop shape.
 
 pub mod api;
+pub mod capacity;
 pub mod cli;
 pub mod config;
 pub mod identity;

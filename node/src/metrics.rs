@@ -15,12 +15,25 @@ pub struct ApiRequestLabels {
     pub status: u16,
 }
 
+/// Labels of an advert verdict.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct AdvertLabels {
+    /// `gossip` or `sync`.
+    pub source: &'static str,
+    /// `accepted`, `ignored` or `rejected`.
+    pub verdict: &'static str,
+    /// Why it was ignored or rejected (empty when accepted).
+    pub reason: &'static str,
+}
+
 /// The node's own metrics. Cloning shares the underlying values.
 #[derive(Debug, Clone, Default)]
 pub struct NodeMetrics {
     pub connected_peers: Gauge,
     pub api_requests: Family<ApiRequestLabels, Counter>,
     pub uptime_seconds: Gauge,
+    pub adverts: Family<AdvertLabels, Counter>,
+    pub adverts_known: Gauge,
 }
 
 impl NodeMetrics {
@@ -42,6 +55,16 @@ impl NodeMetrics {
             "uptime_seconds",
             "Seconds since the node started",
             m.uptime_seconds.clone(),
+        );
+        r.register(
+            "adverts",
+            "Adverts received, by source, verdict and reason",
+            m.adverts.clone(),
+        );
+        r.register(
+            "adverts_known",
+            "Valid adverts held",
+            m.adverts_known.clone(),
         );
         m
     }

@@ -14,18 +14,23 @@
 mod addrs;
 mod behaviour;
 mod bootstrap;
+pub mod sync;
 mod task;
+
+use std::sync::Arc;
 
 use libp2p::{Multiaddr, PeerId};
 use prometheus_client::registry::Registry;
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
+use crate::capacity::AdvertBook;
 use crate::config::NodeConfig;
 use crate::identity::Identity;
 use crate::metrics::NodeMetrics;
 
 pub use addrs::{dialable, split_peer_id};
+pub use behaviour::ADVERT_TOPIC;
 
 /// What the network looks like from this node.
 #[derive(Debug, Clone, Default)]
@@ -56,6 +61,8 @@ pub(crate) enum Command {
     Dial(Multiaddr, oneshot::Sender<Result<(), NetError>>),
     /// Answered once the swarm has at least one listen address.
     WaitListening(oneshot::Sender<()>),
+    /// Publish an advert envelope on the advert topic.
+    PublishAdvert(Vec<u8>),
 }
 
 /// Cloneable handle to the swarm task.
@@ -73,10 +80,11 @@ impl Network {
         config: &NodeConfig,
         registry: &mut Registry,
         metrics: NodeMetrics,
+        book: Arc<AdvertBook>,
         shutdown: CancellationToken,
     ) -> Result<(Self, tokio::task::JoinHandle<()>), NetError> {
         let (tx, rx) = mpsc::channel(256);
-        let task = task::SwarmTask::new(identity, config, registry, metrics, rx)?;
+        let task = task::SwarmTask::new(identity, config, registry, metrics, book, rx)?;
         let local_peer_id = identity.peer_id();
         let handle = tokio::spawn(task.run(shutdown));
         Ok((Self { tx, local_peer_id }, handle))
@@ -107,6 +115,12 @@ impl Network {
     /// Dials an address (with or without a `/p2p/` suffix).
     pub async fn dial(&self, addr: Multiaddr) -> Result<(), NetError> {
         self.ask(|r| Command::Dial(addr, r)).await?
+    }
+
+    /// Publishes this node's advert (fire and forget: a node alone has nobody to tell, and peers
+    /// that connect later get it through the sync protocol).
+    pub async fn publish_advert(&self, envelope: Vec<u8>) {
+        let _ = self.tx.send(Command::PublishAdvert(envelope)).await;
     }
 
     /// Waits until the swarm listens on at least one address.

@@ -13,6 +13,9 @@ use prometheus_client::registry::Registry;
 use tokio_util::sync::CancellationToken;
 
 use crate::api::{Api, ApiConfig, ApiError};
+use crate::capacity::advert::now_ms;
+use crate::capacity::service::{self, Timing};
+use crate::capacity::{AdvertBook, CapacityError};
 use crate::config::{self, ConfigError, FlagOverrides, NodeConfig};
 use crate::identity::{Identity, IdentityError, KEY_FILE};
 use crate::metrics::NodeMetrics;
@@ -40,6 +43,8 @@ pub enum NodeError {
         path: std::path::PathBuf,
         source: std::io::Error,
     },
+    #[error(transparent)]
+    Capacity(#[from] CapacityError),
     #[error("cannot install signal handlers: {0}")]
     Signals(std::io::Error),
 }
@@ -108,11 +113,13 @@ pub async fn run(
     let store = Store::open(&config.data_dir)?;
     let mut registry = Registry::default();
     let metrics = NodeMetrics::register(&mut registry);
+    let book = Arc::new(AdvertBook::open(&store, now_ms())?);
     let (net, net_task) = Network::start(
         &identity,
         &config,
         &mut registry,
         metrics.clone(),
+        book.clone(),
         shutdown.clone(),
     )?;
     let registry = Arc::new(registry);
@@ -122,6 +129,19 @@ pub async fn run(
     {
         tracing::warn!("no listen address after 5 s");
     }
+    let (capacity, capacity_task) = service::start(
+        identity.clone(),
+        &store,
+        &config.data_dir,
+        book,
+        net.clone(),
+        config.offer.clone(),
+        Timing {
+            ttl_ms: config.capacity.ttl_ms(),
+            debounce_ms: config.capacity.debounce_ms(),
+        },
+        shutdown.clone(),
+    )?;
     let api = Api::start(
         ApiConfig {
             bind: config.api,
@@ -130,6 +150,7 @@ pub async fn run(
             started,
         },
         net.clone(),
+        capacity,
         registry,
         metrics,
         shutdown.clone(),
@@ -146,6 +167,7 @@ pub async fn run(
     shutdown.cancel();
     let stop = async {
         api.stopped().await;
+        let _ = capacity_task.await;
         let _ = net_task.await;
         if let Err(e) = store.flush_async().await {
             tracing::error!(error = %e, "final store flush failed");

@@ -158,6 +158,16 @@ impl Envelope {
         &self.payload
     }
 
+    /// The signature bytes (64 once [`Envelope::decode`] accepted the envelope).
+    pub fn signature_bytes(&self) -> &[u8] {
+        &self.signature
+    }
+
+    /// The exact bytes the signature covers: `tag || 0x00 || payload`.
+    pub fn signed_message(&self) -> Vec<u8> {
+        signed_message(&self.tag, &self.payload)
+    }
+
     /// The signer's public key bytes (not yet checked unless [`Envelope::verify`] succeeded).
     pub fn signer_bytes(&self) -> &[u8; 32] {
         &self.signer

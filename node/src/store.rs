@@ -24,6 +24,10 @@ pub enum Domain {
     Meta,
     /// A plain key-value space for tools and tests (`degroup debug store-writer`).
     Scratch,
+    /// The newest advert of every known host.
+    Adverts,
+    /// This node's offer settings and advert sequence number.
+    Capacity,
 }
 
 impl Domain {
@@ -31,6 +35,8 @@ impl Domain {
         match self {
             Domain::Meta => "meta",
             Domain::Scratch => "scratch",
+            Domain::Adverts => "adverts",
+            Domain::Capacity => "capacity",
         }
     }
 }

@@ -26,6 +26,12 @@ pub(super) fn router(state: Arc<ApiState>) -> Router {
     Router::new()
         .route("/v1/status", get(status))
         .route("/metrics", get(metrics))
+        .route(
+            "/v1/capacity",
+            get(super::capacity::show).put(super::capacity::set),
+        )
+        .route("/v1/find", get(super::capacity::find))
+        .route("/v1/adverts", get(super::capacity::adverts))
         .fallback(not_found)
         .layer(middleware::from_fn_with_state(
             state.clone(),
@@ -90,6 +96,7 @@ async fn status(State(state): State<Arc<ApiState>>) -> Response {
                 .collect(),
             uptime_s: state.started.elapsed().as_secs(),
             api_addr: state.api_addr.to_string(),
+            adverts_known: state.capacity.book().len(),
         })
         .into_response(),
         Err(e) => error(StatusCode::SERVICE_UNAVAILABLE, &e.to_string()).into_response(),

@@ -8,7 +8,9 @@ use libp2p::core::ConnectedPoint;
 use libp2p::metrics::{Metrics as Libp2pMetrics, Recorder as _};
 use libp2p::swarm::dial_opts::{DialOpts, PeerCondition};
 use libp2p::swarm::{ConnectionId, SwarmEvent};
-use libp2p::{Multiaddr, PeerId, Swarm, identify, kad, noise, tcp, yamux};
+use libp2p::{
+    Multiaddr, PeerId, Swarm, gossipsub, identify, kad, noise, request_response, tcp, yamux,
+};
 use prometheus_client::registry::Registry;
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
@@ -17,10 +19,15 @@ use tokio_util::sync::CancellationToken;
 use super::addrs::{dialable, sort_for_display, split_peer_id};
 use super::behaviour::{Behaviour, BehaviourEvent};
 use super::bootstrap::BootstrapPeer;
+use super::sync::{PAGE_LIMIT, SyncRequest, SyncResponse};
 use super::{Command, NetError, NetStatus};
+use crate::capacity::advert::now_ms;
+use crate::capacity::{AdvertBook, Verdict};
 use crate::config::{NetConfig, NodeConfig};
 use crate::identity::Identity;
+use crate::metrics::AdvertLabels;
 use crate::metrics::NodeMetrics;
+use std::sync::Arc;
 
 /// Connections stay open while idle: a federation node keeps its peers.
 const IDLE_CONNECTION_TIMEOUT: Duration = Duration::from_secs(3600);
@@ -37,6 +44,8 @@ pub(crate) struct SwarmTask {
     libp2p_metrics: Libp2pMetrics,
     metrics: NodeMetrics,
     kad_bootstrapped: bool,
+    book: Arc<AdvertBook>,
+    advert_topic: gossipsub::IdentTopic,
 }
 
 impl SwarmTask {
@@ -45,6 +54,7 @@ impl SwarmTask {
         config: &NodeConfig,
         registry: &mut Registry,
         metrics: NodeMetrics,
+        book: Arc<AdvertBook>,
         commands: mpsc::Receiver<Command>,
     ) -> Result<Self, NetError> {
         let transport = |e: &dyn std::fmt::Display| NetError::Transport(e.to_string());
@@ -61,7 +71,10 @@ impl SwarmTask {
             .with_dns()
             .map_err(|e| transport(&e))?
             .with_bandwidth_metrics(registry)
-            .with_behaviour(|key| Behaviour::new(key, &net))
+            .with_behaviour(|key| {
+                Behaviour::new(key, &net)
+                    .map_err(|e| Box::new(e) as Box<dyn std::error::Error + Send + Sync>)
+            })
             .map_err(|e| transport(&e))?
             .with_swarm_config(|c| c.with_idle_connection_timeout(IDLE_CONNECTION_TIMEOUT))
             .build();
@@ -100,6 +113,8 @@ impl SwarmTask {
             libp2p_metrics: Libp2pMetrics::new(registry),
             metrics,
             kad_bootstrapped: false,
+            book,
+            advert_topic: gossipsub::IdentTopic::new(super::ADVERT_TOPIC),
         })
     }
 
@@ -136,6 +151,21 @@ impl SwarmTask {
                     reason: e.to_string(),
                 });
                 let _ = reply.send(result);
+            }
+            Command::PublishAdvert(envelope) => {
+                let topic = self.advert_topic.clone();
+                match self
+                    .swarm
+                    .behaviour_mut()
+                    .gossipsub
+                    .publish(topic, envelope)
+                {
+                    Ok(_) => {}
+                    Err(gossipsub::PublishError::NoPeersSubscribedToTopic) => {
+                        tracing::debug!("advert not gossiped: no peers yet");
+                    }
+                    Err(e) => tracing::warn!(error = %e, "advert not gossiped"),
+                }
             }
             Command::WaitListening(reply) => {
                 if self.swarm.listeners().next().is_some() {
@@ -202,6 +232,7 @@ impl SwarmTask {
                 let remote = endpoint.get_remote_address().clone();
                 if num_established.get() == 1 {
                     tracing::info!(peer = %peer_id, addr = %remote, "peer connected");
+                    self.request_adverts(peer_id, None);
                 }
                 let dialed = match &endpoint {
                     ConnectedPoint::Dialer { address, .. } => Some(split_peer_id(address).0),
@@ -282,8 +313,107 @@ impl SwarmTask {
                 }
             }
             BehaviourEvent::Ping(event) => self.libp2p_metrics.record(&event),
+            BehaviourEvent::Gossipsub(event) => {
+                self.libp2p_metrics.record(&event);
+                if let gossipsub::Event::Message {
+                    propagation_source,
+                    message_id,
+                    message,
+                } = event
+                {
+                    self.on_gossip_advert(propagation_source, &message_id, &message.data);
+                }
+            }
+            BehaviourEvent::Sync(event) => self.on_sync_event(event),
             BehaviourEvent::Limits(never) => match never {},
         }
+    }
+
+    fn count_verdict(&self, source: &'static str, verdict: &Verdict) {
+        self.metrics
+            .adverts
+            .get_or_create(&AdvertLabels {
+                source,
+                verdict: verdict.kind(),
+                reason: verdict.reason(),
+            })
+            .inc();
+    }
+
+    fn on_gossip_advert(&mut self, source: PeerId, id: &gossipsub::MessageId, data: &[u8]) {
+        let verdict = self.book.offer(data, now_ms());
+        self.count_verdict("gossip", &verdict);
+        let acceptance = match &verdict {
+            Verdict::Accepted => gossipsub::MessageAcceptance::Accept,
+            Verdict::Ignored(_) => gossipsub::MessageAcceptance::Ignore,
+            Verdict::Rejected(reason) => {
+                tracing::debug!(peer = %source, %reason, "advert rejected");
+                gossipsub::MessageAcceptance::Reject
+            }
+        };
+        let _ = self
+            .swarm
+            .behaviour_mut()
+            .gossipsub
+            .report_message_validation_result(id, &source, acceptance);
+        self.update_advert_gauge();
+    }
+
+    fn request_adverts(&mut self, peer: PeerId, after: Option<[u8; 32]>) {
+        let request = SyncRequest {
+            after,
+            limit: PAGE_LIMIT,
+        };
+        self.swarm.behaviour_mut().sync.send_request(&peer, request);
+    }
+
+    fn on_sync_event(&mut self, event: request_response::Event<SyncRequest, SyncResponse>) {
+        match event {
+            request_response::Event::Message { peer, message, .. } => match message {
+                request_response::Message::Request {
+                    request, channel, ..
+                } => {
+                    let limit = usize::from(request.limit.clamp(1, PAGE_LIMIT));
+                    let (page, next) = self.book.page(request.after, limit, now_ms());
+                    let response = SyncResponse {
+                        adverts: page.iter().map(|e| e.as_ref().clone()).collect(),
+                        next,
+                    };
+                    let _ = self
+                        .swarm
+                        .behaviour_mut()
+                        .sync
+                        .send_response(channel, response);
+                }
+                request_response::Message::Response { response, .. } => {
+                    let verdicts = self.book.offer_batch(&response.adverts, now_ms());
+                    for v in &verdicts {
+                        self.count_verdict("sync", v);
+                    }
+                    let accepted = verdicts.iter().filter(|v| **v == Verdict::Accepted).count();
+                    tracing::debug!(%peer, received = verdicts.len(), accepted, "advert sync page");
+                    self.update_advert_gauge();
+                    // A peer that pages forever is bounded by the cursor moving forward.
+                    if let Some(next) = response.next.filter(|_| !response.adverts.is_empty()) {
+                        self.request_adverts(peer, Some(next));
+                    }
+                }
+            },
+            request_response::Event::OutboundFailure { peer, error, .. } => {
+                tracing::debug!(%peer, %error, "advert sync request failed");
+            }
+            request_response::Event::InboundFailure { peer, error, .. } => {
+                tracing::debug!(%peer, %error, "advert sync request from peer failed");
+            }
+            request_response::Event::ResponseSent { .. } => {}
+        }
+    }
+
+    fn update_advert_gauge(&self) {
+        let n = self.book.len();
+        self.metrics
+            .adverts_known
+            .set(i64::try_from(n).unwrap_or(i64::MAX));
     }
 
     /// Dials a peer learnt through the DHT while below the target peer count.
