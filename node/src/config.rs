@@ -268,7 +268,7 @@ pub fn default_file() -> String {
 # operator = "Example Hosting SAS"
 # certs = ["SecNumCloud", "ISO27001"]
 # advert_ttl_s = 600           # advert lifetime; refreshed at a third of it
-# publish_debounce_ms = 20     # changes within this window make one advert (max 50)
+# publish_debounce_ms = 10     # changes within this window make one advert (max 50)
 
 [capacity.prices]
 # EUR per unit-hour: core, GiB of memory, GiB of disk, GPU.

@@ -1,8 +1,70 @@
 //! # degroup-testnet
 //!
-//! Runs many local degroup nodes on one machine: scenarios, fault injection and benchmarks.
-//! The first commands land with the federated-capacity issue.
+//! The whole federation on one machine: `up` starts N real `degroup node` processes on
+//! 127.0.0.1, each with its own data directory, bootstrapped from each other; `bench` measures
+//! them, side by side with the anchors installed on the machine (Serf).
+//!
+//! Nodes are separate processes started the way an operator starts them, and everything the
+//! testnet learns it learns through the admin API or the CLI — nothing is in-process.
 
-fn main() {
-    eprintln!("degroup-testnet: no commands yet");
+mod bench;
+mod cluster;
+
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand};
+
+/// Run many local degroup nodes.
+#[derive(Debug, Parser)]
+#[command(name = "degroup-testnet", version, about)]
+struct Cli {
+    /// The `degroup` binary [default: next to this one, else on PATH]
+    #[arg(long, global = true, env = "DEGROUP_BIN")]
+    degroup: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Start N nodes and keep them running until Ctrl-C
+    Up {
+        /// Number of nodes
+        #[arg(short = 'n', long, default_value_t = 5)]
+        nodes: usize,
+        /// Where the data directories go [default: a new directory under /tmp]
+        #[arg(long)]
+        dir: Option<PathBuf>,
+        /// Keep the data directories after stopping
+        #[arg(long)]
+        keep: bool,
+    },
+    /// Benchmarks
+    #[command(subcommand)]
+    Bench(bench::BenchCommand),
+}
+
+fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("error: cannot start the runtime: {e}");
+            return std::process::ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(async {
+        let bin = cluster::find_degroup(cli.degroup)?;
+        match cli.command {
+            Command::Up { nodes, dir, keep } => cluster::up(&bin, nodes, dir, keep).await,
+            Command::Bench(b) => bench::run(&bin, b).await,
+        }
+    });
+    match result {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
 }

@@ -77,7 +77,7 @@ pub struct PriceConfig {
 /// Default advert lifetime (10 minutes).
 pub const DEFAULT_TTL_S: u64 = 600;
 /// Default publish debounce.
-pub const DEFAULT_DEBOUNCE_MS: u64 = 20;
+pub const DEFAULT_DEBOUNCE_MS: u64 = 10;
 
 impl CapacityConfig {
     /// Converts the table into settings, naming the key of any bad value.

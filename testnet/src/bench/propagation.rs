@@ -1,0 +1,143 @@
+//! Propagation: change the capacity of one node (with `degroup capacity set`, as an operator
+//! would) and measure, from each node's own acceptance time of the new advert, how long it took
+//! to reach every node. Serf's anchor script runs with the same N in the same run when `serf`
+//! is installed.
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use anyhow::bail;
+
+use super::quantile;
+use crate::cluster::{Cluster, fresh_root};
+
+/// Options.
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// Number of node processes
+    #[arg(short = 'n', long, default_value_t = 20)]
+    nodes: usize,
+    /// Capacity changes to time
+    #[arg(long, default_value_t = 10)]
+    rounds: usize,
+    /// Skip the Serf anchor even when it is installed
+    #[arg(long)]
+    no_anchor: bool,
+    /// The anchor script [default: ../shared/anchors/serf-propagation.sh]
+    #[arg(long)]
+    anchor: Option<PathBuf>,
+}
+
+fn now_ns() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX))
+        .unwrap_or(0)
+}
+
+pub async fn run(bin: &Path, args: &Args) -> anyhow::Result<()> {
+    if args.nodes < 2 {
+        bail!("propagation needs at least 2 nodes (-n 2 or more)");
+    }
+    let started = Instant::now();
+    eprintln!("starting {} degroup nodes …", args.nodes);
+    let cluster = Cluster::start(bin, args.nodes, fresh_root(), false).await?;
+    let converged = cluster.wait_converged(Duration::from_secs(120)).await?;
+    eprintln!(
+        "{} nodes up and converged ({:.1} s to start, {:.1} s to converge)",
+        args.nodes,
+        started.elapsed().as_secs_f64() - converged.as_secs_f64(),
+        converged.as_secs_f64()
+    );
+    let mut samples = Vec::new();
+    let mut round_max = Vec::new();
+    for round in 0..args.rounds {
+        let origin = &cluster.nodes[round % cluster.nodes.len()];
+        let before = origin
+            .adverts()
+            .await?
+            .into_iter()
+            .find(|a| a.host == origin.peer_id)
+            .map_or(0, |a| a.seq);
+        let t0 = now_ns();
+        origin
+            .cli(bin, &["capacity", "set", "--region", &format!("bench-{round}")])
+            .await?;
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let mut latencies: Vec<Option<f64>> = vec![None; cluster.nodes.len()];
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        while latencies.iter().any(Option::is_none) {
+            for (i, node) in cluster.nodes.iter().enumerate() {
+                if latencies[i].is_some() {
+                    continue;
+                }
+                let held = node.adverts().await?.into_iter().find(|a| a.host == origin.peer_id);
+                if let Some(a) = held.filter(|a| a.seq > before) {
+                    latencies[i] = Some(a.first_seen_ns.saturating_sub(t0) as f64 / 1e6);
+                }
+            }
+            if Instant::now() > deadline {
+                let missing = latencies.iter().filter(|l| l.is_none()).count();
+                bail!("round {round}: {missing} nodes never saw the change within 30 s");
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        let got: Vec<f64> = latencies.into_iter().flatten().collect();
+        let max = got.iter().copied().fold(0.0, f64::max);
+        eprintln!("round {round}: reached all {} nodes in {max:.1} ms", got.len());
+        round_max.push(max);
+        samples.extend(got);
+    }
+    cluster.stop().await;
+    samples.sort_by(f64::total_cmp);
+    round_max.sort_by(f64::total_cmp);
+    let (p50, p99, max) = (quantile(&samples, 0.5), quantile(&samples, 0.99), quantile(&samples, 1.0));
+    println!("degroup N={}: {} rounds, per-node latency p50 {p50:.1} ms, p99 {p99:.1} ms, max {max:.1} ms; time to reach all: median {:.1} ms, max {:.1} ms",
+        args.nodes, args.rounds, quantile(&round_max, 0.5), quantile(&round_max, 1.0));
+
+    if args.no_anchor {
+        return Ok(());
+    }
+    let script = args.anchor.clone().unwrap_or_else(|| PathBuf::from("../shared/anchors/serf-propagation.sh"));
+    if !has_serf() {
+        println!("serf: not installed (apt-get install serf); no anchor in this run");
+        return Ok(());
+    }
+    if !script.exists() {
+        println!("serf anchor script not found at {}; pass --anchor", script.display());
+        return Ok(());
+    }
+    eprintln!("running the Serf anchor with N={} …", args.nodes);
+    let out = tokio::process::Command::new("bash").arg(&script).arg(args.nodes.to_string()).output().await?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    let line = text.lines().find(|l| l.starts_with("serf")).unwrap_or("serf: no result").to_owned();
+    println!("{line}");
+    if let (Some(med), Some(smax)) = (number_before(&line, " ms, max"), number_before(&line, " ms\n").or_else(|| last_ms(&line))) {
+        println!(
+            "ratio degroup/serf: p99 {p99:.1} ms vs serf max {smax:.0} ms = {:.3}; degroup median reach-all {:.1} ms vs serf median {med:.0} ms = {:.3}",
+            p99 / smax,
+            quantile(&round_max, 0.5),
+            quantile(&round_max, 0.5) / med
+        );
+    }
+    Ok(())
+}
+
+fn has_serf() -> bool {
+    std::env::var_os("PATH")
+        .map(|p| std::env::split_paths(&p).any(|d| d.join("serf").exists()))
+        .unwrap_or(false)
+}
+
+/// The number right before `marker` in `line`.
+fn number_before(line: &str, marker: &str) -> Option<f64> {
+    let end = line.find(marker)?;
+    let start = line[..end].rfind(' ')? + 1;
+    line[start..end].parse().ok()
+}
+
+fn last_ms(line: &str) -> Option<f64> {
+    let trimmed = line.trim_end().strip_suffix(" ms")?;
+    let start = trimmed.rfind(' ')? + 1;
+    trimmed[start..].parse().ok()
+}
