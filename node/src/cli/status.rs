@@ -30,6 +30,7 @@ pub async fn run(dir: &Path, args: &Args) -> anyhow::Result<()> {
     for a in s.listen_addrs.iter().skip(1) {
         println!("             {a}");
     }
+    println!("adverts      {}", s.adverts_known);
     println!("peers        {}", s.connected_peers.len());
     for p in &s.connected_peers {
         println!("             {p}");

@@ -95,7 +95,12 @@ fn gossip(net: &NetConfig) -> Result<gossipsub::Behaviour, BehaviourError> {
         gossipsub::Behaviour::new(gossipsub::MessageAuthenticity::Anonymous, config)
             .map_err(|e| err(&e))?;
     let topic = gossipsub::IdentTopic::new(ADVERT_TOPIC);
-    let mut params = gossipsub::PeerScoreParams::default();
+    let mut params = gossipsub::PeerScoreParams {
+        // Many hosts of one operator (and every node of a local testnet) share an IP address;
+        // that alone must not push them below the graylist threshold.
+        ip_colocation_factor_weight: 0.0,
+        ..Default::default()
+    };
     // An invalid advert costs a lot; the penalty decays slowly.
     let topic_params = gossipsub::TopicScoreParams {
         invalid_message_deliveries_weight: -100.0,
