@@ -156,9 +156,59 @@ impl Store {
         Ok(())
     }
 
+    /// Applies writes to several trees as one transaction (all or nothing), then flushes, so
+    /// the whole batch is durable once this returns.
+    pub fn apply_durable(&self, ops: &[Op]) -> Result<(), StoreError> {
+        use sled::Transactional as _;
+        let mut domains: Vec<Domain> = Vec::new();
+        for op in ops {
+            let d = op.domain();
+            if !domains.contains(&d) {
+                domains.push(d);
+            }
+        }
+        let trees = domains
+            .iter()
+            .map(|d| self.db.open_tree(d.tree_name()))
+            .collect::<Result<Vec<_>, _>>()?;
+        let result: sled::transaction::TransactionResult<(), ()> =
+            trees.as_slice().transaction(|views| {
+                for op in ops {
+                    let i = domains.iter().position(|d| *d == op.domain()).unwrap_or(0);
+                    match op {
+                        Op::Put(_, k, v) => {
+                            views[i].insert(k.as_slice(), v.as_slice())?;
+                        }
+                        Op::Delete(_, k) => {
+                            views[i].remove(k.as_slice())?;
+                        }
+                    }
+                }
+                Ok(())
+            });
+        result.map_err(|e| StoreError::Db(format!("{e:?}")))?;
+        self.db.flush()?;
+        Ok(())
+    }
+
     /// Where the database lives.
     pub fn path(&self) -> &Path {
         &self.path
+    }
+}
+
+/// One write of an atomic batch ([`Store::apply_durable`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Op {
+    Put(Domain, Vec<u8>, Vec<u8>),
+    Delete(Domain, Vec<u8>),
+}
+
+impl Op {
+    fn domain(&self) -> Domain {
+        match self {
+            Op::Put(d, ..) | Op::Delete(d, _) => *d,
+        }
     }
 }
 
@@ -239,6 +289,21 @@ mod tests {
             Err(StoreError::Newer { found, .. }) => assert_eq!(found, SCHEMA_VERSION + 1),
             other => panic!("expected Newer, got {other:?}"),
         }
+        Ok(())
+    }
+
+    #[test]
+    fn atomic_batches_span_trees() -> Result<(), Box<dyn std::error::Error>> {
+        let dir = tempfile::tempdir()?;
+        let store = Store::open(dir.path())?;
+        store.apply_durable(&[
+            Op::Put(Domain::Scratch, b"a".to_vec(), b"1".to_vec()),
+            Op::Put(Domain::Capacity, b"b".to_vec(), b"2".to_vec()),
+        ])?;
+        assert_eq!(store.tree(Domain::Scratch)?.get(b"a")?, Some(b"1".to_vec()));
+        assert_eq!(store.tree(Domain::Capacity)?.get(b"b")?, Some(b"2".to_vec()));
+        store.apply_durable(&[Op::Delete(Domain::Scratch, b"a".to_vec())])?;
+        assert_eq!(store.tree(Domain::Scratch)?.get(b"a")?, None);
         Ok(())
     }
 
