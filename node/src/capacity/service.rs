@@ -1,7 +1,8 @@
 //! The capacity actor: owns this node's offer and advert.
 //!
 //! One task, driven by commands ([`CapacityHandle`]) and three timers: the publish debounce
-//! (changes within the window become one advert), the refresh (a new advert at a third of the
+//! (leading edge: a change after a quiet spell is published at once, further changes within the
+//! window become one advert at its end), the refresh (a new advert at a third of the
 //! lifetime, so it never expires while the node runs) and the sweep of expired adverts from the
 //! book. Every advert gets the next sequence number, which is stored durably *before* the
 //! advert is signed, so a restart never reuses one.
@@ -171,6 +172,8 @@ impl Service {
         let refresh = Duration::from_millis((self.timing.ttl_ms / 3).max(1000));
         // Publish at once: a node that starts is news.
         let mut publish_at = Instant::now();
+        let debounce = Duration::from_millis(self.timing.debounce_ms);
+        let mut last_published = Instant::now();
         let mut next_sweep = Instant::now() + SWEEP_EVERY;
         loop {
             tokio::select! {
@@ -180,8 +183,17 @@ impl Service {
                     Some(Command::Set { update, force, reply }) => {
                         let result = self.apply(*update, force);
                         if result.is_ok() {
-                            let soon = Instant::now() + Duration::from_millis(self.timing.debounce_ms);
-                            publish_at = publish_at.min(soon);
+                            // Leading-edge debounce: a change after a quiet spell goes out at
+                            // once (and the reply shows its advert); changes that follow within
+                            // the window are coalesced into one advert at the window's end.
+                            let now = Instant::now();
+                            if now >= last_published + debounce && publish_at > now {
+                                self.publish().await;
+                                last_published = Instant::now();
+                                publish_at = last_published + refresh;
+                            } else {
+                                publish_at = publish_at.min(last_published + debounce);
+                            }
                         }
                         let _ = reply.send(result.map(|()| self.view()));
                     }
@@ -189,7 +201,8 @@ impl Service {
                 },
                 () = sleep_until(publish_at) => {
                     self.publish().await;
-                    publish_at = Instant::now() + refresh;
+                    last_published = Instant::now();
+                    publish_at = last_published + refresh;
                 }
                 () = sleep_until(next_sweep) => {
                     let dropped = self.book.sweep(now_ms());

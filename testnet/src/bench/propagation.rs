@@ -20,6 +20,10 @@ pub struct Args {
     /// Capacity changes to time
     #[arg(long, default_value_t = 10)]
     rounds: usize,
+    /// Seconds to let the federation settle after convergence before the first change (the Serf
+    /// anchor script waits 3 s the same way)
+    #[arg(long, default_value_t = 3)]
+    settle_s: u64,
     /// Skip the Serf anchor even when it is installed
     #[arg(long)]
     no_anchor: bool,
@@ -49,6 +53,7 @@ pub async fn run(bin: &Path, args: &Args) -> anyhow::Result<()> {
         started.elapsed().as_secs_f64() - converged.as_secs_f64(),
         converged.as_secs_f64()
     );
+    tokio::time::sleep(Duration::from_secs(args.settle_s)).await;
     let mut samples = Vec::new();
     let mut round_max = Vec::new();
     for round in 0..args.rounds {
@@ -83,6 +88,11 @@ pub async fn run(bin: &Path, args: &Args) -> anyhow::Result<()> {
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
         let got: Vec<f64> = latencies.into_iter().flatten().collect();
+        if std::env::var_os("DEGROUP_BENCH_VERBOSE").is_some() {
+            let mut sorted = got.clone();
+            sorted.sort_by(f64::total_cmp);
+            eprintln!("  per-node ms: {:?}", sorted.iter().map(|v| v.round()).collect::<Vec<_>>());
+        }
         let max = got.iter().copied().fold(0.0, f64::max);
         eprintln!("round {round}: reached all {} nodes in {max:.1} ms", got.len());
         round_max.push(max);
