@@ -11,7 +11,7 @@
 //! envelope bytes as received). Gossip is not acknowledged to anyone, so inserts are not flushed
 //! one by one; sled's periodic flush and the shutdown flush cover them.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use ed25519_dalek::{Signature, VerifyingKey};
@@ -229,11 +229,14 @@ impl AdvertBook {
 
     /// Up to `limit` envelopes of hosts after `after` (in host order), and the cursor for the
     /// next page when there is one.
+    /// Adverts the requester already holds (`known`: host key prefix → sequence number) are
+    /// skipped, so a node that reconnects receives only what it is missing.
     pub fn page(
         &self,
         after: Option<[u8; 32]>,
         limit: usize,
         now_ms: u64,
+        known: &HashMap<[u8; 8], u64>,
     ) -> (Vec<Arc<Vec<u8>>>, Option<[u8; 32]>) {
         use std::ops::Bound;
         let entries = self.lock();
@@ -245,6 +248,9 @@ impl AdvertBook {
             if e.advert.expires_at_ms <= now_ms {
                 continue;
             }
+            if known.get(&prefix(k)).is_some_and(|seq| *seq >= e.advert.seq) {
+                continue;
+            }
             if out.len() == limit {
                 more = true;
                 break;
@@ -253,6 +259,16 @@ impl AdvertBook {
             last = Some(*k);
         }
         (out, if more { last } else { None })
+    }
+
+    /// What this node holds, as (host key prefix, sequence number), for a sync request; empty
+    /// (ask for everything) when it holds more than `max`.
+    pub fn summary(&self, max: usize) -> Vec<([u8; 8], u64)> {
+        let entries = self.lock();
+        if entries.len() > max {
+            return Vec::new();
+        }
+        entries.iter().map(|(k, e)| (prefix(k), e.advert.seq)).collect()
     }
 
     /// Runs a query over the unexpired adverts.
@@ -295,6 +311,13 @@ impl AdvertBook {
             })
             .collect()
     }
+}
+
+/// The first 8 bytes of a host key: enough to tell hosts apart in a sync summary.
+pub fn prefix(host: &[u8; 32]) -> [u8; 8] {
+    let mut p = [0u8; 8];
+    p.copy_from_slice(&host[..8]);
+    p
 }
 
 type Unverified = (Envelope, Advert, VerifyingKey);

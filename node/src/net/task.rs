@@ -19,7 +19,7 @@ use tokio_util::sync::CancellationToken;
 use super::addrs::{dialable, sort_for_display, split_peer_id};
 use super::behaviour::{Behaviour, BehaviourEvent};
 use super::bootstrap::BootstrapPeer;
-use super::sync::{PAGE_LIMIT, SyncRequest, SyncResponse};
+use super::sync::{MAX_KNOWN, PAGE_LIMIT, SyncRequest, SyncResponse};
 use super::{Command, NetError, NetStatus};
 use crate::capacity::advert::now_ms;
 use crate::capacity::{AdvertBook, Verdict};
@@ -363,6 +363,7 @@ impl SwarmTask {
         let request = SyncRequest {
             after,
             limit: PAGE_LIMIT,
+            known: self.book.summary(MAX_KNOWN),
         };
         self.swarm.behaviour_mut().sync.send_request(&peer, request);
     }
@@ -374,7 +375,9 @@ impl SwarmTask {
                     request, channel, ..
                 } => {
                     let limit = usize::from(request.limit.clamp(1, PAGE_LIMIT));
-                    let (page, next) = self.book.page(request.after, limit, now_ms());
+                    let known: HashMap<[u8; 8], u64> =
+                        request.known.iter().take(MAX_KNOWN).copied().collect();
+                    let (page, next) = self.book.page(request.after, limit, now_ms(), &known);
                     let response = SyncResponse {
                         adverts: page.iter().map(|e| e.as_ref().clone()).collect(),
                         next,

@@ -169,7 +169,7 @@ fn pages_cover_every_host_once() {
     let mut seen = 0;
     let mut cursor = None;
     loop {
-        let (page, next) = book.page(cursor, 7, now);
+        let (page, next) = book.page(cursor, 7, now, &HashMap::new());
         seen += page.len();
         match next {
             Some(c) => cursor = Some(c),
@@ -177,4 +177,12 @@ fn pages_cover_every_host_once() {
         }
     }
     assert_eq!(seen, 50);
+    // What the requester already holds is not sent again; newer adverts are.
+    let mut known: HashMap<[u8; 8], u64> = book.summary(1000).into_iter().collect();
+    assert_eq!(known.len(), 50);
+    assert!(book.page(None, 64, now, &known).0.is_empty());
+    let k = key(9);
+    known.insert(prefix(&k.verifying_key().to_bytes()), 0);
+    assert_eq!(book.page(None, 64, now, &known).0.len(), 1);
+    assert!(book.summary(10).is_empty(), "too many to summarise: ask for everything");
 }
