@@ -92,6 +92,35 @@ fn bench(c: &mut Criterion) {
             }
         });
     });
+    let unverified: Vec<_> = items.iter().map(|b| degroup_node::capacity::book::decode_unverified(b)).collect();
+    group.bench_function(BenchmarkId::new("batch_of_64_one_core", N), |b| {
+        b.iter(|| {
+            for page in unverified.chunks(64) {
+                black_box(degroup_node::capacity::book::batch_verify(page.iter().flatten()));
+            }
+        });
+    });
+    group.bench_function(BenchmarkId::new("batch_of_64_all_cores", N), |b| {
+        b.iter(|| {
+            for page in unverified.chunks(64) {
+                black_box(degroup_node::capacity::book::parallel_batch_verify(page));
+            }
+        });
+    });
+    group.bench_function(BenchmarkId::new("verify_strict_all_cores", N), |b| {
+        let threads = std::thread::available_parallelism().map_or(1, usize::from);
+        b.iter(|| {
+            std::thread::scope(|scope| {
+                for part in opened.chunks(opened.len().div_ceil(threads)) {
+                    scope.spawn(move || {
+                        for e in part {
+                            black_box(e.verify("degroup/advert/v1").is_ok());
+                        }
+                    });
+                }
+            });
+        });
+    });
     group.finish();
     drop(store);
     let _ = std::fs::remove_dir_all(&dir);

@@ -147,7 +147,7 @@ impl AdvertBook {
             decoded.push(decode_unverified(bytes));
         }
         let all_ok = decoded.iter().all(Option::is_some);
-        if all_ok && batch_verify(decoded.iter().flatten()) {
+        if all_ok && parallel_batch_verify(&decoded) {
             return decoded
                 .into_iter()
                 .zip(items)
@@ -320,9 +320,11 @@ pub fn prefix(host: &[u8; 32]) -> [u8; 8] {
     p
 }
 
-type Unverified = (Envelope, Advert, VerifyingKey);
+/// A decoded advert envelope whose signature is not checked yet.
+pub type Unverified = (Envelope, Advert, VerifyingKey);
 
-fn decode_unverified(bytes: &[u8]) -> Option<Unverified> {
+/// Decodes an advert envelope without verifying it (weak keys refused).
+pub fn decode_unverified(bytes: &[u8]) -> Option<Unverified> {
     let envelope = Envelope::decode(bytes, Advert::MAX_SIZE).ok()?;
     if envelope.tag() != Advert::TAG {
         return None;
@@ -334,6 +336,25 @@ fn decode_unverified(bytes: &[u8]) -> Option<Unverified> {
     }
     let value = decode_exact::<Advert>(envelope.payload()).ok()?;
     Some((envelope, value, signer))
+}
+
+/// Smallest batch worth splitting across threads.
+const PARALLEL_MIN: usize = 32;
+
+/// Batch verification, split across the available cores for large batches.
+pub fn parallel_batch_verify(decoded: &[Option<Unverified>]) -> bool {
+    let threads = std::thread::available_parallelism().map_or(1, usize::from).min(8);
+    if threads < 2 || decoded.len() < PARALLEL_MIN {
+        return batch_verify(decoded.iter().flatten());
+    }
+    let chunk = decoded.len().div_ceil(threads);
+    std::thread::scope(|scope| {
+        let handles: Vec<_> = decoded
+            .chunks(chunk)
+            .map(|part| scope.spawn(move || batch_verify(part.iter().flatten())))
+            .collect();
+        handles.into_iter().all(|h| h.join().unwrap_or(false))
+    })
 }
 
 /// Verifies many advert signatures at once; false if any fails (or on a malformed signature).
