@@ -28,17 +28,34 @@ fn adverts(seq: u64) -> Vec<Vec<u8>> {
                 issued_at_ms: now,
                 expires_at_ms: now + 600_000,
                 addrs: vec!["/ip4/127.0.0.1/tcp/4001".into()],
-                total: Resources { cpu_millis: 64_000, mem_bytes: 256 << 30, disk_bytes: 4 << 40, gpus: vec![] },
-                free: Resources { cpu_millis: 32_000, mem_bytes: 128 << 30, disk_bytes: 2 << 40, gpus: vec![] },
+                total: Resources {
+                    cpu_millis: 64_000,
+                    mem_bytes: 256 << 30,
+                    disk_bytes: 4 << 40,
+                    gpus: vec![],
+                },
+                free: Resources {
+                    cpu_millis: 32_000,
+                    mem_bytes: 128 << 30,
+                    disk_bytes: 2 << 40,
+                    gpus: vec![],
+                },
                 bandwidth_bps: 10_000_000_000,
                 country: "FR".into(),
                 region: "Île-de-France".into(),
                 operator: "Bench Hosting SAS".into(),
                 certs: vec!["SecNumCloud".into(), "ISO27001".into()],
-                prices: Prices { cpu: 20_000, mem: 4_000, disk: 100, gpu: 0 },
+                prices: Prices {
+                    cpu: 20_000,
+                    mem: 4_000,
+                    disk: 100,
+                    gpu: 0,
+                },
                 plugin_apis: vec!["degroup:plugin@0.1.0".into()],
             };
-            Envelope::seal_kind(&key, &a).map(|e| e.to_bytes()).unwrap_or_default()
+            Envelope::seal_kind(&key, &a)
+                .map(|e| e.to_bytes())
+                .unwrap_or_default()
         })
         .collect()
 }
@@ -84,7 +101,10 @@ fn bench(c: &mut Criterion) {
         );
     });
     let items = adverts(1);
-    let opened: Vec<Envelope> = items.iter().filter_map(|b| Envelope::decode(b, 1 << 16).ok()).collect();
+    let opened: Vec<Envelope> = items
+        .iter()
+        .filter_map(|b| Envelope::decode(b, 1 << 16).ok())
+        .collect();
     group.bench_function(BenchmarkId::new("verify_strict", N), |b| {
         b.iter(|| {
             for e in &opened {
@@ -92,11 +112,16 @@ fn bench(c: &mut Criterion) {
             }
         });
     });
-    let unverified: Vec<_> = items.iter().map(|b| degroup_node::capacity::book::decode_unverified(b)).collect();
+    let unverified: Vec<_> = items
+        .iter()
+        .map(|b| degroup_node::capacity::book::decode_unverified(b))
+        .collect();
     group.bench_function(BenchmarkId::new("batch_of_64_one_core", N), |b| {
         b.iter(|| {
             for page in unverified.chunks(64) {
-                black_box(degroup_node::capacity::book::batch_verify(page.iter().flatten()));
+                black_box(degroup_node::capacity::book::batch_verify(
+                    page.iter().flatten(),
+                ));
             }
         });
     });

@@ -301,7 +301,10 @@ mod tests {
             Op::Put(Domain::Capacity, b"b".to_vec(), b"2".to_vec()),
         ])?;
         assert_eq!(store.tree(Domain::Scratch)?.get(b"a")?, Some(b"1".to_vec()));
-        assert_eq!(store.tree(Domain::Capacity)?.get(b"b")?, Some(b"2".to_vec()));
+        assert_eq!(
+            store.tree(Domain::Capacity)?.get(b"b")?,
+            Some(b"2".to_vec())
+        );
         store.apply_durable(&[Op::Delete(Domain::Scratch, b"a".to_vec())])?;
         assert_eq!(store.tree(Domain::Scratch)?.get(b"a")?, None);
         Ok(())

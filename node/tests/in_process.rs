@@ -25,7 +25,15 @@ async fn api(dir: &Path) -> (String, String) {
 
 async fn get(client: &reqwest::Client, dir: &Path, path: &str) -> serde_json::Value {
     let (base, token) = api(dir).await;
-    client.get(format!("{base}{path}")).bearer_auth(token).send().await.unwrap().json().await.unwrap()
+    client
+        .get(format!("{base}{path}"))
+        .bearer_auth(token)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -47,7 +55,12 @@ async fn three_nodes_in_one_process_share_adverts() {
             ..Default::default()
         };
         let config = load(&dir, &flags).unwrap();
-        tasks.push(tokio::spawn(degroup_node::node::run(config, identity, shutdown.clone(), false)));
+        tasks.push(tokio::spawn(degroup_node::node::run(
+            config,
+            identity,
+            shutdown.clone(),
+            false,
+        )));
         let status = get(&client, &dir, "/v1/status").await;
         if first_addr.is_none() {
             first_addr = Some(format!(
@@ -60,15 +73,32 @@ async fn three_nodes_in_one_process_share_adverts() {
     }
     let (base, token) = api(&dirs[0]).await;
     let body = serde_json::json!({"settings": {"country": "NL", "certs": ["ISO27001"]}});
-    let r = client.put(format!("{base}/v1/capacity")).bearer_auth(&token).json(&body).send().await.unwrap();
+    let r = client
+        .put(format!("{base}/v1/capacity"))
+        .bearer_auth(&token)
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
     assert!(r.status().is_success());
     let bad = serde_json::json!({"settings": {"country": "XX"}});
-    let r = client.put(format!("{base}/v1/capacity")).bearer_auth(&token).json(&bad).send().await.unwrap();
+    let r = client
+        .put(format!("{base}/v1/capacity"))
+        .bearer_auth(&token)
+        .json(&bad)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status().as_u16(), 400, "invalid country refused");
 
     let mut seen = false;
     for _ in 0..200 {
-        let found = get(&client, &dirs[2], "/v1/find?q=country%3DNL%20cert%3DISO27001").await;
+        let found = get(
+            &client,
+            &dirs[2],
+            "/v1/find?q=country%3DNL%20cert%3DISO27001",
+        )
+        .await;
         if found["matches"].as_array().is_some_and(|m| m.len() == 1) {
             seen = true;
             break;

@@ -28,7 +28,9 @@ pub fn find_degroup(flag: Option<PathBuf>) -> anyhow::Result<PathBuf> {
             return Ok(candidate);
         }
     }
-    bail!("cannot find the `degroup` binary; build it (cargo build --release -p degroup-node) or pass --degroup PATH")
+    bail!(
+        "cannot find the `degroup` binary; build it (cargo build --release -p degroup-node) or pass --degroup PATH"
+    )
 }
 
 /// A running set of nodes. Dropping it kills them all.
@@ -46,7 +48,8 @@ impl Cluster {
         if n == 0 {
             bail!("a testnet needs at least one node (-n 1 or more)");
         }
-        std::fs::create_dir_all(&root).with_context(|| format!("cannot create {}", root.display()))?;
+        std::fs::create_dir_all(&root)
+            .with_context(|| format!("cannot create {}", root.display()))?;
         let mut cluster = Self {
             nodes: Vec::with_capacity(n),
             root,
@@ -84,7 +87,10 @@ impl Cluster {
                 return Ok(started.elapsed());
             }
             if started.elapsed() > limit {
-                bail!("the {n} nodes did not all learn each other's adverts within {limit:?}; logs are in {}", self.root.display());
+                bail!(
+                    "the {n} nodes did not all learn each other's adverts within {limit:?}; logs are in {}",
+                    self.root.display()
+                );
             }
             tokio::time::sleep(Duration::from_millis(250)).await;
         }
@@ -132,11 +138,23 @@ pub async fn up(bin: &Path, n: usize, dir: Option<PathBuf>, keep: bool) -> anyho
     let cluster = Cluster::start(bin, n, root, keep).await?;
     println!("{:<8} {:<54} {:<22} DATA DIR", "NAME", "PEER ID", "API");
     for node in &cluster.nodes {
-        println!("{:<8} {:<54} {:<22} {}", node.name, node.peer_id, node.api_addr, node.dir.display());
+        println!(
+            "{:<8} {:<54} {:<22} {}",
+            node.name,
+            node.peer_id,
+            node.api_addr,
+            node.dir.display()
+        );
     }
     println!();
-    println!("try: degroup --data-dir {} status", cluster.nodes[0].dir.display());
-    println!("     degroup --data-dir {} find --explain", cluster.nodes[0].dir.display());
+    println!(
+        "try: degroup --data-dir {} status",
+        cluster.nodes[0].dir.display()
+    );
+    println!(
+        "     degroup --data-dir {} find --explain",
+        cluster.nodes[0].dir.display()
+    );
     eprintln!("running; Ctrl-C stops and cleans up");
     wait_for_signal().await;
     eprintln!("stopping …");
@@ -150,7 +168,10 @@ pub async fn up(bin: &Path, n: usize, dir: Option<PathBuf>, keep: bool) -> anyho
 
 async fn wait_for_signal() {
     use tokio::signal::unix::{SignalKind, signal};
-    match (signal(SignalKind::interrupt()), signal(SignalKind::terminate())) {
+    match (
+        signal(SignalKind::interrupt()),
+        signal(SignalKind::terminate()),
+    ) {
         (Ok(mut i), Ok(mut t)) => {
             tokio::select! {
                 _ = i.recv() => {}

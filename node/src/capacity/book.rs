@@ -248,7 +248,10 @@ impl AdvertBook {
             if e.advert.expires_at_ms <= now_ms {
                 continue;
             }
-            if known.get(&prefix(k)).is_some_and(|seq| *seq >= e.advert.seq) {
+            if known
+                .get(&prefix(k))
+                .is_some_and(|seq| *seq >= e.advert.seq)
+            {
                 continue;
             }
             if out.len() == limit {
@@ -268,7 +271,10 @@ impl AdvertBook {
         if entries.len() > max {
             return Vec::new();
         }
-        entries.iter().map(|(k, e)| (prefix(k), e.advert.seq)).collect()
+        entries
+            .iter()
+            .map(|(k, e)| (prefix(k), e.advert.seq))
+            .collect()
     }
 
     /// Runs a query over the unexpired adverts.
@@ -343,7 +349,9 @@ const PARALLEL_MIN: usize = 32;
 
 /// Batch verification, split across the available cores for large batches.
 pub fn parallel_batch_verify(decoded: &[Option<Unverified>]) -> bool {
-    let threads = std::thread::available_parallelism().map_or(1, usize::from).min(8);
+    let threads = std::thread::available_parallelism()
+        .map_or(1, usize::from)
+        .min(8);
     if threads < 2 || decoded.len() < PARALLEL_MIN {
         return batch_verify(decoded.iter().flatten());
     }

@@ -66,7 +66,10 @@ pub async fn run(bin: &Path, args: &Args) -> anyhow::Result<()> {
             .map_or(0, |a| a.seq);
         let t0 = now_ns();
         origin
-            .cli(bin, &["capacity", "set", "--region", &format!("bench-{round}")])
+            .cli(
+                bin,
+                &["capacity", "set", "--region", &format!("bench-{round}")],
+            )
             .await?;
         let deadline = Instant::now() + Duration::from_secs(30);
         let mut latencies: Vec<Option<f64>> = vec![None; cluster.nodes.len()];
@@ -76,7 +79,11 @@ pub async fn run(bin: &Path, args: &Args) -> anyhow::Result<()> {
                 if latencies[i].is_some() {
                     continue;
                 }
-                let held = node.adverts().await?.into_iter().find(|a| a.host == origin.peer_id);
+                let held = node
+                    .adverts()
+                    .await?
+                    .into_iter()
+                    .find(|a| a.host == origin.peer_id);
                 if let Some(a) = held.filter(|a| a.seq > before) {
                     latencies[i] = Some(a.first_seen_ns.saturating_sub(t0) as f64 / 1e6);
                 }
@@ -91,38 +98,70 @@ pub async fn run(bin: &Path, args: &Args) -> anyhow::Result<()> {
         if std::env::var_os("DEGROUP_BENCH_VERBOSE").is_some() {
             let mut sorted = got.clone();
             sorted.sort_by(f64::total_cmp);
-            eprintln!("  per-node ms: {:?}", sorted.iter().map(|v| v.round()).collect::<Vec<_>>());
+            eprintln!(
+                "  per-node ms: {:?}",
+                sorted.iter().map(|v| v.round()).collect::<Vec<_>>()
+            );
         }
         let max = got.iter().copied().fold(0.0, f64::max);
-        eprintln!("round {round}: reached all {} nodes in {max:.1} ms", got.len());
+        eprintln!(
+            "round {round}: reached all {} nodes in {max:.1} ms",
+            got.len()
+        );
         round_max.push(max);
         samples.extend(got);
     }
     cluster.stop().await;
     samples.sort_by(f64::total_cmp);
     round_max.sort_by(f64::total_cmp);
-    let (p50, p99, max) = (quantile(&samples, 0.5), quantile(&samples, 0.99), quantile(&samples, 1.0));
-    println!("degroup N={}: {} rounds, per-node latency p50 {p50:.1} ms, p99 {p99:.1} ms, max {max:.1} ms; time to reach all: median {:.1} ms, max {:.1} ms",
-        args.nodes, args.rounds, quantile(&round_max, 0.5), quantile(&round_max, 1.0));
+    let (p50, p99, max) = (
+        quantile(&samples, 0.5),
+        quantile(&samples, 0.99),
+        quantile(&samples, 1.0),
+    );
+    println!(
+        "degroup N={}: {} rounds, per-node latency p50 {p50:.1} ms, p99 {p99:.1} ms, max {max:.1} ms; time to reach all: median {:.1} ms, max {:.1} ms",
+        args.nodes,
+        args.rounds,
+        quantile(&round_max, 0.5),
+        quantile(&round_max, 1.0)
+    );
 
     if args.no_anchor {
         return Ok(());
     }
-    let script = args.anchor.clone().unwrap_or_else(|| PathBuf::from("../shared/anchors/serf-propagation.sh"));
+    let script = args
+        .anchor
+        .clone()
+        .unwrap_or_else(|| PathBuf::from("../shared/anchors/serf-propagation.sh"));
     if !has_serf() {
         println!("serf: not installed (apt-get install serf); no anchor in this run");
         return Ok(());
     }
     if !script.exists() {
-        println!("serf anchor script not found at {}; pass --anchor", script.display());
+        println!(
+            "serf anchor script not found at {}; pass --anchor",
+            script.display()
+        );
         return Ok(());
     }
     eprintln!("running the Serf anchor with N={} …", args.nodes);
-    let out = tokio::process::Command::new("bash").arg(&script).arg(args.nodes.to_string()).output().await?;
+    let out = tokio::process::Command::new("bash")
+        .arg(&script)
+        .arg(args.nodes.to_string())
+        .output()
+        .await?;
     let text = String::from_utf8_lossy(&out.stdout);
-    let line = text.lines().find(|l| l.starts_with("serf")).unwrap_or("serf: no result").to_owned();
+    let line = text
+        .lines()
+        .find(|l| l.starts_with("serf"))
+        .unwrap_or("serf: no result")
+        .to_owned();
     println!("{line}");
-    if let (Some(med), Some(smax)) = (number_before(&line, " ms, max"), number_before(&line, " ms\n").or_else(|| last_ms(&line))) {
+    if let (Some(med), Some(smax)) = (
+        number_before(&line, " ms, max"),
+        number_before(&line, " ms\n").or_else(|| last_ms(&line)),
+    ) {
         println!(
             "ratio degroup/serf (same run, N={}): p50 {p50:.1} / serf median {med:.0} ms = {:.3}; p99 {p99:.1} / serf median = {:.3}; max {max:.1} / serf max {smax:.0} ms = {:.3}",
             args.nodes,

@@ -32,7 +32,12 @@ pub struct Node {
 
 impl Node {
     /// Starts a node and waits until its API answers.
-    pub async fn start(bin: &Path, name: String, dir: &Path, bootstrap: &[String]) -> anyhow::Result<Self> {
+    pub async fn start(
+        bin: &Path,
+        name: String,
+        dir: &Path,
+        bootstrap: &[String],
+    ) -> anyhow::Result<Self> {
         std::fs::create_dir_all(dir)?;
         let log = std::fs::File::create(dir.join("node.log"))?;
         let mut cmd = Command::new(bin);
@@ -46,17 +51,29 @@ impl Node {
         for b in bootstrap {
             cmd.args(["--bootstrap", b]);
         }
-        let child = cmd.spawn().with_context(|| format!("cannot start {}", bin.display()))?;
+        let child = cmd
+            .spawn()
+            .with_context(|| format!("cannot start {}", bin.display()))?;
         let deadline = Instant::now() + Duration::from_secs(30);
         while !dir.join("api.addr").exists() {
             if Instant::now() > deadline {
-                bail!("{name} did not start within 30 s; see {}", dir.join("node.log").display());
+                bail!(
+                    "{name} did not start within 30 s; see {}",
+                    dir.join("node.log").display()
+                );
             }
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
-        let api_addr = std::fs::read_to_string(dir.join("api.addr"))?.trim().to_owned();
-        let token = std::fs::read_to_string(dir.join("api.token"))?.trim().to_owned();
-        let http = reqwest::Client::builder().no_proxy().timeout(Duration::from_secs(30)).build()?;
+        let api_addr = std::fs::read_to_string(dir.join("api.addr"))?
+            .trim()
+            .to_owned();
+        let token = std::fs::read_to_string(dir.join("api.token"))?
+            .trim()
+            .to_owned();
+        let http = reqwest::Client::builder()
+            .no_proxy()
+            .timeout(Duration::from_secs(30))
+            .build()?;
         let mut node = Self {
             name,
             dir: dir.to_owned(),
@@ -84,7 +101,11 @@ impl Node {
             .await
             .with_context(|| format!("{}: GET {path}", self.name))?;
         if !r.status().is_success() {
-            bail!("{}: GET {path}: {}", self.name, r.text().await.unwrap_or_default());
+            bail!(
+                "{}: GET {path}: {}",
+                self.name,
+                r.text().await.unwrap_or_default()
+            );
         }
         Ok(r.json().await?)
     }
@@ -96,9 +117,19 @@ impl Node {
 
     /// Runs `degroup --data-dir DIR ARGS…` against this node and checks it succeeded.
     pub async fn cli(&self, bin: &Path, args: &[&str]) -> anyhow::Result<String> {
-        let out = Command::new(bin).arg("--data-dir").arg(&self.dir).args(args).output().await?;
+        let out = Command::new(bin)
+            .arg("--data-dir")
+            .arg(&self.dir)
+            .args(args)
+            .output()
+            .await?;
         if !out.status.success() {
-            bail!("{}: degroup {}: {}", self.name, args.join(" "), String::from_utf8_lossy(&out.stderr));
+            bail!(
+                "{}: degroup {}: {}",
+                self.name,
+                args.join(" "),
+                String::from_utf8_lossy(&out.stderr)
+            );
         }
         Ok(String::from_utf8_lossy(&out.stdout).into_owned())
     }
@@ -106,13 +137,19 @@ impl Node {
     /// Sends SIGTERM.
     pub fn terminate(&mut self) {
         if let Some(pid) = self.child.id().and_then(|p| i32::try_from(p).ok()) {
-            let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::Signal::SIGTERM);
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(pid),
+                nix::sys::signal::Signal::SIGTERM,
+            );
         }
     }
 
     /// Waits for exit; kills after `limit`.
     pub async fn wait_or_kill(&mut self, limit: Duration) {
-        if tokio::time::timeout(limit, self.child.wait()).await.is_err() {
+        if tokio::time::timeout(limit, self.child.wait())
+            .await
+            .is_err()
+        {
             self.kill();
         }
     }

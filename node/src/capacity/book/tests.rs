@@ -32,7 +32,12 @@ fn advert(signer: &SigningKey, seq: u64, issued: u64) -> Advert {
 }
 
 fn seal(signer: &SigningKey, a: &Advert) -> Vec<u8> {
-    Envelope::seal(signer, Advert::TAG, postcard::to_stdvec(a).unwrap_or_default()).to_bytes()
+    Envelope::seal(
+        signer,
+        Advert::TAG,
+        postcard::to_stdvec(a).unwrap_or_default(),
+    )
+    .to_bytes()
 }
 
 fn book() -> (tempfile::TempDir, Store, AdvertBook) {
@@ -50,11 +55,20 @@ fn newer_accepted_duplicates_and_older_ignored() {
     let v2 = seal(&k, &advert(&k, 2, now));
     assert_eq!(book.offer(&v2, now), Verdict::Accepted);
     assert_eq!(book.offer(&v2, now), Verdict::Ignored("duplicate"));
-    assert_eq!(book.offer(&seal(&k, &advert(&k, 1, now)), now), Verdict::Ignored("not_newer"));
+    assert_eq!(
+        book.offer(&seal(&k, &advert(&k, 1, now)), now),
+        Verdict::Ignored("not_newer")
+    );
     let mut same_seq = advert(&k, 2, now);
     same_seq.operator = "Other".into();
-    assert_eq!(book.offer(&seal(&k, &same_seq), now), Verdict::Ignored("not_newer"));
-    assert_eq!(book.offer(&seal(&k, &advert(&k, 3, now)), now), Verdict::Accepted);
+    assert_eq!(
+        book.offer(&seal(&k, &same_seq), now),
+        Verdict::Ignored("not_newer")
+    );
+    assert_eq!(
+        book.offer(&seal(&k, &advert(&k, 3, now)), now),
+        Verdict::Accepted
+    );
     assert_eq!(book.len(), 1, "one advert per host");
 }
 
@@ -81,7 +95,10 @@ fn every_rejection_reason() {
     big.operator = "x".repeat(MAX_ADVERT_SIZE);
     assert_eq!(rejected(&seal(&k, &big)), Some(Rejection::Oversize));
 
-    assert!(matches!(rejected(b"\x01\x02garbage"), Some(Rejection::Malformed(_))));
+    assert!(matches!(
+        rejected(b"\x01\x02garbage"),
+        Some(Rejection::Malformed(_))
+    ));
 
     let future = advert(&k, 1, now + MAX_CLOCK_SKEW + 60_000);
     assert_eq!(rejected(&seal(&k, &future)), Some(Rejection::FromTheFuture));
@@ -96,14 +113,24 @@ fn every_rejection_reason() {
 
     let mut country = advert(&k, 1, now);
     country.country = "ZZ".into();
-    assert!(matches!(rejected(&seal(&k, &country)), Some(Rejection::Malformed(_))));
+    assert!(matches!(
+        rejected(&seal(&k, &country)),
+        Some(Rejection::Malformed(_))
+    ));
 
     let mut trailing = seal(&k, &advert(&k, 1, now));
     trailing.push(0);
     assert!(matches!(rejected(&trailing), Some(Rejection::Malformed(_))));
 
-    let wrong_tag = Envelope::seal(&k, "degroup/lease/v1", postcard::to_stdvec(&advert(&k, 1, now)).unwrap_or_default());
-    assert!(matches!(rejected(&wrong_tag.to_bytes()), Some(Rejection::Malformed(_))));
+    let wrong_tag = Envelope::seal(
+        &k,
+        "degroup/lease/v1",
+        postcard::to_stdvec(&advert(&k, 1, now)).unwrap_or_default(),
+    );
+    assert!(matches!(
+        rejected(&wrong_tag.to_bytes()),
+        Some(Rejection::Malformed(_))
+    ));
 
     assert!(book.is_empty(), "nothing rejected entered the book");
 }
@@ -119,7 +146,10 @@ fn survives_reopen_and_drops_expired() {
     {
         let store = Store::open(dir.path()).unwrap_or_else(|e| panic!("{e}"));
         let book = AdvertBook::open(&store, now).unwrap_or_else(|e| panic!("{e}"));
-        assert_eq!(book.offer(&seal(&k1, &advert(&k1, 5, now)), now), Verdict::Accepted);
+        assert_eq!(
+            book.offer(&seal(&k1, &advert(&k1, 5, now)), now),
+            Verdict::Accepted
+        );
         let mut short = advert(&k2, 1, now);
         short.expires_at_ms = now + 1000;
         assert_eq!(book.offer(&seal(&k2, &short), now), Verdict::Accepted);
@@ -130,10 +160,15 @@ fn survives_reopen_and_drops_expired() {
     let later = now + 2000;
     let book = AdvertBook::open(&store, later).unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(book.len(), 1, "the expired advert is gone");
-    let (a, seen) = book.get(&k1.verifying_key().to_bytes()).unwrap_or_else(|| panic!("kept"));
+    let (a, seen) = book
+        .get(&k1.verifying_key().to_bytes())
+        .unwrap_or_else(|| panic!("kept"));
     assert_eq!(a.seq, 5);
     assert_eq!(Some(seen), first_seen, "first acceptance time is kept");
-    assert_eq!(book.offer(&seal(&k1, &advert(&k1, 5, now)), later), Verdict::Ignored("duplicate"));
+    assert_eq!(
+        book.offer(&seal(&k1, &advert(&k1, 5, now)), later),
+        Verdict::Ignored("duplicate")
+    );
 }
 
 #[test]
@@ -164,7 +199,10 @@ fn pages_cover_every_host_once() {
     let now = now_ms();
     for seed in 1..=50u8 {
         let k = key(seed);
-        assert_eq!(book.offer(&seal(&k, &advert(&k, 1, now)), now), Verdict::Accepted);
+        assert_eq!(
+            book.offer(&seal(&k, &advert(&k, 1, now)), now),
+            Verdict::Accepted
+        );
     }
     let mut seen = 0;
     let mut cursor = None;
@@ -184,5 +222,8 @@ fn pages_cover_every_host_once() {
     let k = key(9);
     known.insert(prefix(&k.verifying_key().to_bytes()), 0);
     assert_eq!(book.page(None, 64, now, &known).0.len(), 1);
-    assert!(book.summary(10).is_empty(), "too many to summarise: ask for everything");
+    assert!(
+        book.summary(10).is_empty(),
+        "too many to summarise: ask for everything"
+    );
 }
