@@ -15,7 +15,6 @@ use crate::capacity::CapacityError;
 use crate::capacity::advert::now_ms;
 use crate::capacity::offer::OfferSettings;
 use crate::capacity::query::{self, QueryError};
-use crate::identity::peer_id_of;
 
 /// Body of `PUT /v1/capacity`.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -76,16 +75,6 @@ pub(super) async fn set(
     }
 }
 
-/// Hex host keys become peer ids, which is what users see everywhere else.
-fn host_to_peer(host: &mut String) {
-    let mut key = [0u8; 32];
-    if hex::decode_to_slice(host.as_str(), &mut key).is_ok()
-        && let Ok(vk) = ed25519_dalek::VerifyingKey::from_bytes(&key)
-    {
-        *host = peer_id_of(&vk).to_string();
-    }
-}
-
 pub(super) async fn find(
     State(state): State<Arc<ApiState>>,
     params: Result<QueryParams<FindParams>, axum::extract::rejection::QueryRejection>,
@@ -120,15 +109,7 @@ pub(super) async fn find(
     })
     .await;
     match result {
-        Ok(mut r) => {
-            for m in &mut r.matches {
-                host_to_peer(&mut m.host);
-            }
-            for m in &mut r.not_matching {
-                host_to_peer(&mut m.host);
-            }
-            Json(r).into_response()
-        }
+        Ok(r) => Json(r).into_response(),
         Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, &e.to_string()).into_response(),
     }
 }

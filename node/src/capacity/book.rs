@@ -58,6 +58,14 @@ struct Entry {
     advert: Advert,
     envelope: Arc<Vec<u8>>,
     first_seen_ns: u64,
+    /// The host's peer id, computed once (it costs a point decompression).
+    label: String,
+}
+
+fn label_of(advert: &Advert) -> String {
+    advert
+        .peer_id()
+        .map_or_else(|| hex::encode(advert.host), |p| p.to_string())
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -107,6 +115,7 @@ impl AdvertBook {
                     entries.insert(
                         opened.value.host,
                         Entry {
+                            label: label_of(&opened.value),
                             advert: opened.value,
                             envelope: Arc::new(s.envelope),
                             first_seen_ns: s.first_seen_ns,
@@ -194,6 +203,7 @@ impl AdvertBook {
         entries.insert(
             host,
             Entry {
+                label: label_of(&opened.value),
                 advert: opened.value,
                 envelope: Arc::new(stored.envelope),
                 first_seen_ns,
@@ -290,7 +300,7 @@ impl AdvertBook {
         let live = entries
             .values()
             .filter(|e| e.advert.expires_at_ms > now_ms)
-            .map(|e| &e.advert);
+            .map(|e| (&e.advert, e.label.as_str()));
         find(query, text, live, now_ms, limit, explain)
     }
 
@@ -306,10 +316,7 @@ impl AdvertBook {
         self.lock()
             .values()
             .map(|e| AdvertMeta {
-                host: e
-                    .advert
-                    .peer_id()
-                    .map_or_else(|| hex::encode(e.advert.host), |p| p.to_string()),
+                host: e.label.clone(),
                 seq: e.advert.seq,
                 issued_at_ms: e.advert.issued_at_ms,
                 expires_at_ms: e.advert.expires_at_ms,

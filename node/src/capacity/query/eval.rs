@@ -314,31 +314,33 @@ impl AdvertSummary {
     }
 }
 
-/// Runs `query` over `adverts`: matches sorted by slice price, then newest first, then host;
-/// `limit` caps the matches; with `explain`, every other host with the clause it fails.
+/// Runs `query` over `adverts`, each with the label that names its host in the result (the
+/// book passes peer ids it computed once): matches sorted by slice price, then newest first,
+/// then host; `limit` caps the matches; with `explain`, every other host with the clause it
+/// fails.
 pub fn find<'a>(
     query: &Query,
     text: &str,
-    adverts: impl IntoIterator<Item = &'a Advert>,
+    adverts: impl IntoIterator<Item = (&'a Advert, &'a str)>,
     now_ms: u64,
     limit: Option<usize>,
     explain: bool,
 ) -> FindResult {
     let mut considered = 0;
-    let mut hits: Vec<(f64, &Advert)> = Vec::new();
+    let mut hits: Vec<(f64, &Advert, &str)> = Vec::new();
     let mut misses = Vec::new();
-    for a in adverts {
+    for (a, label) in adverts {
         considered += 1;
         if explain {
             match query.first_failure(a, now_ms) {
-                None => hits.push((query.slice_price_micros(a), a)),
-                Some(f) => misses.push((a, f)),
+                None => hits.push((query.slice_price_micros(a), a, label)),
+                Some(f) => misses.push((a, label, f)),
             }
         } else if query.matches(a, now_ms) {
-            hits.push((query.slice_price_micros(a), a));
+            hits.push((query.slice_price_micros(a), a, label));
         }
     }
-    hits.sort_by(|(pa, a), (pb, b)| {
+    hits.sort_by(|(pa, a, _), (pb, b, _)| {
         pa.total_cmp(pb)
             .then(b.issued_at_ms.cmp(&a.issued_at_ms))
             .then(a.host.cmp(&b.host))
@@ -346,22 +348,22 @@ pub fn find<'a>(
     if let Some(l) = limit {
         hits.truncate(l);
     }
-    misses.sort_by_key(|(a, _)| a.host);
+    misses.sort_by_key(|(a, _, _)| a.host);
     FindResult {
         query: text.to_owned(),
         hosts_considered: considered,
         matches: hits
             .into_iter()
-            .map(|(p, a)| HostMatch {
-                host: hex::encode(a.host),
+            .map(|(p, a, label)| HostMatch {
+                host: label.to_owned(),
                 slice_price_eur: p / MICROS_PER_EUR,
                 advert: AdvertSummary::of(a),
             })
             .collect(),
         not_matching: misses
             .into_iter()
-            .map(|(a, f)| HostMiss {
-                host: hex::encode(a.host),
+            .map(|(a, label, f)| HostMiss {
+                host: label.to_owned(),
                 clause: f.clause,
                 actual: f.actual,
                 country: a.country.clone(),

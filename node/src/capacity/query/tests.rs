@@ -162,7 +162,9 @@ fn find_sorts_by_slice_price_then_freshness_and_limits() {
         host(4, "DE", 16, 64, 1_000),
     ];
     let query = q("cpu>=8 country=FR");
-    let r = find(&query, "cpu>=8 country=FR", &adverts, NOW, None, true);
+    let labels: Vec<String> = adverts.iter().map(|a| hex::encode(a.host)).collect();
+    let items = || adverts.iter().zip(labels.iter().map(String::as_str));
+    let r = find(&query, "cpu>=8 country=FR", items(), NOW, None, true);
     let order: Vec<String> = r.matches.iter().map(|m| m.host.clone()).collect();
     // Hosts 2 and 3 cost the same; 2 was issued later (fresher), so it comes first.
     assert_eq!(
@@ -180,7 +182,7 @@ fn find_sorts_by_slice_price_then_freshness_and_limits() {
     assert_eq!(r.not_matching.len(), 1);
     assert_eq!(r.not_matching[0].clause, "country=FR");
     assert_eq!(r.hosts_considered, 4);
-    let limited = find(&query, "", &adverts, NOW, Some(1), false);
+    let limited = find(&query, "", items(), NOW, Some(1), false);
     assert_eq!(limited.matches.len(), 1);
     assert!(
         limited.not_matching.is_empty(),
