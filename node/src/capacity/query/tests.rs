@@ -155,7 +155,7 @@ fn explain_names_first_failing_clause_and_actual_value() {
 
 #[test]
 fn find_sorts_by_slice_price_then_freshness_and_limits() {
-    let adverts = vec![
+    let adverts = [
         host(1, "FR", 16, 64, 30_000),
         host(2, "FR", 16, 64, 10_000),
         host(3, "FR", 16, 64, 10_000),
