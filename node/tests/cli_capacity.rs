@@ -134,3 +134,51 @@ fn five_nodes_set_capacity_and_find_it_across_a_restart() {
     );
     drop(host);
 }
+
+#[test]
+fn detected_gpus_are_offered_and_found() {
+    use std::os::unix::fs::PermissionsExt as _;
+    let tmp = tempfile::tempdir().unwrap();
+    let fake = tmp.path().join("nvidia-smi");
+    let fixture = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/fixtures/inventory/h100/nvidia-smi-query.csv"
+    );
+    std::fs::write(&fake, format!("#!/bin/sh\ncat {fixture}\n")).unwrap();
+    std::fs::set_permissions(&fake, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let node = NodeProc::start_with_env(
+        &tmp.path().join("gpu"),
+        &[],
+        &[("DEGROUP_NVIDIA_SMI", fake.to_str().unwrap())],
+    );
+    let show: serde_json::Value =
+        serde_json::from_slice(&degroup(&node.dir, &["capacity", "show", "--json"]).stdout)
+            .unwrap();
+    assert_eq!(
+        show["detected"]["gpus"][0]["model"], "NVIDIA H100 80GB HBM3",
+        "{show}"
+    );
+    let found = find_json(&node.dir, "gpu.model~H100 gpu.mem>=79GiB", &[]);
+    assert_eq!(hosts(&found, "matches"), vec![node.peer_id()]);
+    // Offering more GPUs than detected needs --force; bad input is refused with exit code 2.
+    let o = degroup(&node.dir, &["capacity", "set", "--gpu", "2xH100:80GiB"]);
+    assert!(
+        !o.status.success() && stderr(&o).contains("--force"),
+        "{}",
+        stderr(&o)
+    );
+    let o = degroup(&node.dir, &["capacity", "set", "--country", "XX"]);
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    assert!(stderr(&o).contains("ISO 3166-1"));
+    let o = degroup(&node.dir, &["capacity", "set", "--mem", "lots"]);
+    assert_eq!(o.status.code(), Some(2));
+    let o = degroup(&node.dir, &["capacity", "set"]);
+    assert_eq!(o.status.code(), Some(2), "nothing to set");
+    let after: serde_json::Value =
+        serde_json::from_slice(&degroup(&node.dir, &["capacity", "show", "--json"]).stdout)
+            .unwrap();
+    assert_eq!(
+        after["settings"], show["settings"],
+        "refused changes change nothing"
+    );
+}

@@ -346,6 +346,7 @@ mod tests {
             disk_total_bytes: 2 << 40,
             disk_free_bytes: 1 << 40,
             gpus: vec![],
+            notes: vec![],
         }
     }
 

@@ -56,8 +56,13 @@ pub struct NodeProc {
 
 impl NodeProc {
     pub fn start(dir: &Path, extra: &[&str]) -> Self {
+        Self::start_with_env(dir, extra, &[])
+    }
+
+    pub fn start_with_env(dir: &Path, extra: &[&str], env: &[(&str, &str)]) -> Self {
         let log = std::fs::File::create(dir.with_extension("log")).expect("log file");
         let child = Command::new(bin())
+            .envs(env.iter().copied())
             .arg("--data-dir")
             .arg(dir)
             .args(["node", "--listen", "/ip4/127.0.0.1/tcp/0"])
