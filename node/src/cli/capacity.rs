@@ -248,10 +248,19 @@ fn print_view(v: &CapacityView) {
         format_eur(o.prices.disk),
         format_eur(o.prices.gpu)
     );
+    if let Some(model) = &d.cpu_model {
+        println!("cpu model  {model}");
+    }
+    for note in &d.notes {
+        println!("note       {note}");
+    }
+    let now = crate::capacity::advert::now_ms();
     match &v.advert {
         Some(a) => println!(
-            "advert     seq {}  issued {}  expires {}",
-            a.seq, a.issued_at_ms, a.expires_at_ms
+            "advert     seq {}  issued {} ago  expires in {}",
+            a.seq,
+            crate::capacity::units::format_duration(now.saturating_sub(a.issued_at_ms)),
+            crate::capacity::units::format_duration(a.expires_at_ms.saturating_sub(now))
         ),
         None => println!("advert     not published yet"),
     }

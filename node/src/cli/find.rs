@@ -3,7 +3,7 @@
 use std::path::Path;
 
 use crate::capacity::query::{self, FindResult};
-use crate::capacity::units::{format_eur, format_size};
+use crate::capacity::units::format_size;
 
 use super::UsageError;
 
@@ -85,8 +85,7 @@ fn print_result(r: &FindResult, explain: bool) {
         println!();
         println!("not matching:");
         for m in &r.not_matching {
-            println!("  {}  fails `{}` (has {})", m.host, m.clause, m.actual);
+            println!("  {}  fails `{}`: has {}", m.host, m.clause, m.actual);
         }
     }
-    let _ = format_eur;
 }
