@@ -191,6 +191,18 @@ pub fn peer_id_of(key: &VerifyingKey) -> PeerId {
     }
 }
 
+/// The libp2p peer id of an ed25519 public key given as bytes, without decompressing the point:
+/// an ed25519 peer id is the identity multihash of the protobuf-encoded key
+/// (`08 01 12 20` ‖ key). `None` only if libp2p refuses the multihash, which it does not for 36
+/// bytes.
+pub fn peer_id_of_bytes(key: &[u8; 32]) -> Option<PeerId> {
+    let mut encoded = [0u8; 36];
+    encoded[..4].copy_from_slice(&[0x08, 0x01, 0x12, 0x20]);
+    encoded[4..].copy_from_slice(key);
+    let mh = libp2p::multihash::Multihash::<64>::wrap(0x00, &encoded).ok()?;
+    PeerId::from_multihash(mh).ok()
+}
+
 fn malformed(path: &Path, reason: &'static str) -> IdentityError {
     IdentityError::Malformed {
         path: path.to_owned(),
