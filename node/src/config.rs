@@ -5,7 +5,8 @@
 //! is the validated form the node runs with. Every validation error names the key, the bad
 //! value, where it came from and what a good value looks like.
 //!
-//! Environment variables: `DEGROUP_LISTEN`, `DEGROUP_BOOTSTRAP` (TOML arrays or one address),
+//! Environment variables: `DEGROUP_LISTEN`, `DEGROUP_BOOTSTRAP` (a TOML array, or addresses
+//! separated by commas),
 //! `DEGROUP_API`, `DEGROUP_METRICS`, and `DEGROUP_NET__<KEY>` for the `[net]` table.
 
 use std::net::SocketAddr;
@@ -30,7 +31,9 @@ const ENV_KEYS: &[&str] = &["listen", "bootstrap", "api", "metrics", "net", "cap
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(default, deny_unknown_fields)]
 pub struct RawConfig {
+    #[serde(deserialize_with = "one_or_many")]
     pub listen: Vec<String>,
+    #[serde(deserialize_with = "one_or_many")]
     pub bootstrap: Vec<String>,
     pub api: String,
     pub metrics: Option<String>,
@@ -52,6 +55,25 @@ impl Default for RawConfig {
             capacity: CapacityConfig::default(),
         }
     }
+}
+
+/// Accepts a list, or one string (`DEGROUP_BOOTSTRAP=/ip4/…`), which may hold several
+/// addresses separated by commas or whitespace.
+fn one_or_many<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum OneOrMany {
+        One(String),
+        Many(Vec<String>),
+    }
+    Ok(match OneOrMany::deserialize(d)? {
+        OneOrMany::Many(v) => v,
+        OneOrMany::One(s) => s
+            .split(|c: char| c == ',' || c.is_whitespace())
+            .filter(|p| !p.is_empty())
+            .map(str::to_owned)
+            .collect(),
+    })
 }
 
 /// The `[net]` table.
@@ -312,6 +334,16 @@ mod tests {
             ..Default::default()
         };
         assert_eq!(load(dir.path(), &flags)?.api.port(), 7002);
+        Ok(())
+    }
+
+    #[test]
+    fn one_address_or_a_list() -> Result<(), Box<dyn std::error::Error>> {
+        let raw: RawConfig =
+            toml::from_str("bootstrap = \"/ip4/127.0.0.1/tcp/1,/ip4/127.0.0.1/tcp/2\"")?;
+        assert_eq!(raw.bootstrap.len(), 2);
+        let raw: RawConfig = toml::from_str("bootstrap = [\"/ip4/127.0.0.1/tcp/1\"]")?;
+        assert_eq!(raw.bootstrap.len(), 1);
         Ok(())
     }
 
