@@ -1,9 +1,21 @@
-//! ISO 3166-1 alpha-2 country codes: the 249 officially assigned ones (Debian's iso-codes,
-//! identical to tzdata's `iso3166.tab`). User-assigned codes such as `XK`, `ZZ` or `EU`, and
-//! non-codes such as `UK`, are refused: adverts are filtered on this field, so it must mean one
-//! thing everywhere.
+//! ISO 3166-1 alpha-2 country codes.
+//!
+//! Adverts are filtered on their country, so the field must mean one thing on every node: only
+//! the 249 *officially assigned* alpha-2 codes are accepted. The list is the one published by
+//! Debian's `iso-codes` (`iso_3166-1.json`), which is identical to tzdata's `iso3166.tab`; both
+//! were checked against each other when the table was written.
+//!
+//! Refused on purpose:
+//! - user-assigned codes (`AA`, `QM`–`QZ`, `XA`–`XZ`, `ZZ`), among them `XK` (Kosovo, used by
+//!   some registries but not assigned by ISO);
+//! - exceptionally or transitionally reserved codes such as `UK` (use `GB`) and `EU`;
+//! - anything that is not exactly two upper-case ASCII letters ([`normalize_country`] is the
+//!   lenient entry point for human input).
+//!
+//! The table is a sorted `const` array searched with [`slice::binary_search`]: no allocation,
+//! no lazy initialisation, and a test checks that it stays sorted and complete.
 
-/// The assigned codes, sorted (binary search).
+/// The officially assigned ISO 3166-1 alpha-2 codes, sorted for binary search.
 const CODES: [&str; 249] = [
     "AD", "AE", "AF", "AG", "AI", "AL", "AM", "AO", "AQ", "AR", "AS", "AT", "AU", "AW", "AX", "AZ",
     "BA", "BB", "BD", "BE", "BF", "BG", "BH", "BI", "BJ", "BL", "BM", "BN", "BO", "BQ", "BR", "BS",
@@ -23,41 +35,129 @@ const CODES: [&str; 249] = [
     "VN", "VU", "WF", "WS", "YE", "YT", "ZA", "ZM", "ZW",
 ];
 
-/// Whether `code` is an assigned ISO 3166-1 alpha-2 code (upper case, exact).
+/// Whether `code` is an officially assigned ISO 3166-1 alpha-2 code.
+///
+/// The match is exact: upper case, no surrounding whitespace (`"FR"` yes, `"fr"` or `" FR"`
+/// no). Use [`normalize_country`] for input typed by a person.
 pub fn is_iso_alpha2(code: &str) -> bool {
     CODES.binary_search(&code).is_ok()
 }
 
-/// Trims and upper-cases `input` and checks it, with an error that says what is expected.
+/// Longest piece of rejected input quoted back in an error message.
+const MAX_QUOTED: usize = 32;
+
+/// Trims and upper-cases `input` (ASCII only, so `ß` does not turn into `SS`) and checks that
+/// the result is an assigned ISO 3166-1 alpha-2 code.
+///
+/// # Errors
+///
+/// A message fit for a person, quoting the (trimmed, shortened) input, e.g.
+/// ``"`XX` is not an ISO 3166-1 alpha-2 country code (e.g. FR, DE, NL)"``.
 pub fn normalize_country(input: &str) -> Result<String, String> {
-    let code = input.trim().to_ascii_uppercase();
+    let trimmed = input.trim();
+    let code = trimmed.to_ascii_uppercase();
     if is_iso_alpha2(&code) {
-        Ok(code)
-    } else {
-        Err(format!(
-            "`{}` is not an ISO 3166-1 alpha-2 country code (e.g. FR, DE, NL)",
-            input.trim()
-        ))
+        return Ok(code);
     }
+    let mut quoted: String = trimmed.chars().take(MAX_QUOTED).collect();
+    if trimmed.chars().nth(MAX_QUOTED).is_some() {
+        quoted.push('…');
+    }
+    Err(format!(
+        "`{quoted}` is not an ISO 3166-1 alpha-2 country code (e.g. FR, DE, NL)"
+    ))
 }
 
 #[cfg(test)]
 mod tests {
+    use proptest::prelude::*;
+
     use super::*;
 
     #[test]
-    fn assigned_codes_only() {
+    fn table_is_sorted_unique_and_well_formed() {
         assert!(
             CODES.windows(2).all(|w| w[0] < w[1]),
-            "sorted for binary search"
+            "sorted, no duplicates"
         );
-        for ok in ["FR", "DE", "US", "GB", "CH", "NO", "AX", "EH", "SS"] {
+        assert!(
+            CODES
+                .iter()
+                .all(|c| c.len() == 2 && c.bytes().all(|b| b.is_ascii_uppercase()))
+        );
+    }
+
+    #[test]
+    fn every_code_in_the_table_is_found() {
+        for code in CODES {
+            assert!(is_iso_alpha2(code), "{code}");
+        }
+    }
+
+    #[test]
+    fn assigned_codes_are_accepted() {
+        for ok in [
+            "FR", "DE", "US", "GB", "CH", "NO", "AX", "EH", "SS", "NL", "AD", "ZW", "BQ", "CW",
+            "SX", "TL", "PS", "TW", "AQ", "UM",
+        ] {
             assert!(is_iso_alpha2(ok), "{ok}");
         }
-        for bad in ["XK", "UK", "EU", "ZZ", "fr", "F", "FRA", ""] {
-            assert!(!is_iso_alpha2(bad), "{bad}");
+    }
+
+    #[test]
+    fn unassigned_user_assigned_and_malformed_codes_are_refused() {
+        for bad in [
+            "XK", "UK", "EU", "ZZ", "AA", "QM", "XA", "AN", "YU", "CS", "SU", "fr", "Fr", "F",
+            "FRA", "", " FR", "FR ", "F R", "\u{0}FR", "ＦＲ",
+        ] {
+            assert!(!is_iso_alpha2(bad), "{bad:?}");
         }
+    }
+
+    #[test]
+    fn normalize_trims_and_upper_cases() {
         assert_eq!(normalize_country(" fr "), Ok("FR".to_owned()));
-        assert!(normalize_country("UK").is_err_and(|e| e.contains("ISO 3166-1")));
+        assert_eq!(normalize_country("De"), Ok("DE".to_owned()));
+        assert_eq!(normalize_country("\tnl\n"), Ok("NL".to_owned()));
+        assert_eq!(normalize_country("ax"), Ok("AX".to_owned()));
+    }
+
+    #[test]
+    fn normalize_explains_refusals() {
+        assert_eq!(
+            normalize_country("XX"),
+            Err("`XX` is not an ISO 3166-1 alpha-2 country code (e.g. FR, DE, NL)".to_owned())
+        );
+        assert!(normalize_country(" uk ").is_err_and(|e| e.starts_with("`uk` ")));
+        assert!(normalize_country("xk").is_err());
+        assert!(normalize_country("").is_err_and(|e| e.starts_with("`` ")));
+        // Unicode upper-casing would turn `ß` into `SS` (South Sudan).
+        assert!(normalize_country("ß").is_err());
+        let long = "x".repeat(1000);
+        assert!(normalize_country(&long).is_err_and(|e| e.len() < 120 && e.contains('…')));
+    }
+
+    proptest! {
+        #[test]
+        fn normalize_never_panics_and_agrees_with_is_iso_alpha2(s in "\\PC{0,40}") {
+            match normalize_country(&s) {
+                Ok(code) => {
+                    prop_assert!(is_iso_alpha2(&code));
+                    prop_assert_eq!(normalize_country(&code), Ok(code.clone()));
+                }
+                Err(e) => prop_assert!(e.contains("ISO 3166-1")),
+            }
+        }
+
+        #[test]
+        fn accepted_codes_are_two_upper_case_letters(s in "[A-Za-z]{2}") {
+            if is_iso_alpha2(&s) {
+                prop_assert!(s.bytes().all(|b| b.is_ascii_uppercase()));
+            }
+            prop_assert_eq!(
+                is_iso_alpha2(&s.to_ascii_uppercase()),
+                CODES.contains(&s.to_ascii_uppercase().as_str())
+            );
+        }
     }
 }
