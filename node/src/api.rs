@@ -4,11 +4,12 @@
 //! `api.token` and `api.addr` into the data directory, both mode 0600 and both atomically, the
 //! address last: a CLI that finds `api.addr` also finds the token. The files are removed at a
 //! clean shutdown. Routes: `GET /v1/status`, `GET|PUT /v1/capacity`, `GET /v1/find?q=…`,
-//! `GET /v1/adverts`, and `GET /metrics` (Prometheus text; also served without a token on
+//! `GET /v1/adverts`, the lease routes under `/v1/leases` (see [`lease`]), and `GET /metrics` (Prometheus text; also served without a token on
 //! `--metrics ADDR` when that is set). Errors are JSON `{"error": "…"}`.
 
 mod auth;
 pub mod capacity;
+pub mod lease;
 mod routes;
 
 use std::net::SocketAddr;
@@ -23,6 +24,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::capacity::CapacityHandle;
 use crate::identity::write_private;
+use crate::lease::LeaseHandle;
 use crate::metrics::NodeMetrics;
 use crate::net::Network;
 
@@ -43,6 +45,10 @@ pub struct StatusResponse {
     pub api_addr: String,
     /// Valid capacity adverts this node holds (its own included).
     pub adverts_known: usize,
+    /// Active leases this node hosts.
+    pub leases_hosted: usize,
+    /// Active leases this node holds as a tenant.
+    pub leases_rented: usize,
 }
 
 /// An API error body.
@@ -60,6 +66,7 @@ pub(crate) struct ApiState {
     pub started: Instant,
     pub net: Network,
     pub capacity: CapacityHandle,
+    pub leases: LeaseHandle,
     pub registry: Arc<Registry>,
     pub metrics: NodeMetrics,
 }
@@ -105,6 +112,7 @@ impl Api {
         config: ApiConfig,
         net: Network,
         capacity: CapacityHandle,
+        leases: LeaseHandle,
         registry: Arc<Registry>,
         metrics: NodeMetrics,
         shutdown: CancellationToken,
@@ -139,6 +147,7 @@ impl Api {
             started: config.started,
             net,
             capacity,
+            leases,
             registry: registry.clone(),
             metrics,
         });

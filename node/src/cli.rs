@@ -12,6 +12,7 @@ mod debug;
 mod find;
 mod init;
 mod key;
+mod lease;
 mod node;
 mod status;
 
@@ -47,6 +48,9 @@ enum Command {
     Capacity(capacity::CapacityCommand),
     /// Find capacity across the federation, e.g. 'cpu>=8 mem>=32GiB country=FR'
     Find(find::Args),
+    /// Lease capacity from a host, and manage leases (as tenant or host)
+    #[command(subcommand)]
+    Lease(lease::LeaseCommand),
     /// Generate or show ed25519 keys (node, tenant, publisher)
     #[command(subcommand)]
     Key(key::KeyCommand),
@@ -126,6 +130,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Status(a) => runtime()?.block_on(status::run(&dir, &a)),
         Command::Capacity(c) => runtime()?.block_on(capacity::run(&dir, c)),
         Command::Find(a) => runtime()?.block_on(find::run(&dir, &a)),
+        Command::Lease(c) => runtime()?.block_on(lease::run(&dir, c)),
         Command::Key(k) => key::run(&dir, k),
         Command::Completions(a) => completions::run(&a),
         Command::Debug(d) => debug::run(&dir, d),

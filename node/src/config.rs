@@ -19,13 +19,22 @@ use libp2p::Multiaddr;
 use serde::{Deserialize, Serialize};
 
 use crate::capacity::offer::{CapacityConfig, OfferSettings};
+use crate::lease::{LeaseConfig, Policy};
 
 /// Name of the configuration file inside a data directory.
 pub const CONFIG_FILE: &str = "config.toml";
 
 /// Keys read from the environment (`DEGROUP_<KEY>`); anything else with the prefix, such as
 /// `DEGROUP_DATA_DIR`, is not a config key.
-const ENV_KEYS: &[&str] = &["listen", "bootstrap", "api", "metrics", "net", "capacity"];
+const ENV_KEYS: &[&str] = &[
+    "listen",
+    "bootstrap",
+    "api",
+    "metrics",
+    "net",
+    "capacity",
+    "lease",
+];
 
 /// Configuration as written by a user, before validation.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -39,6 +48,7 @@ pub struct RawConfig {
     pub metrics: Option<String>,
     pub net: NetConfig,
     pub capacity: CapacityConfig,
+    pub lease: LeaseConfig,
 }
 
 impl Default for RawConfig {
@@ -53,6 +63,7 @@ impl Default for RawConfig {
             metrics: None,
             net: NetConfig::default(),
             capacity: CapacityConfig::default(),
+            lease: LeaseConfig::default(),
         }
     }
 }
@@ -132,6 +143,8 @@ pub struct NodeConfig {
     /// The `[capacity]` table as settings.
     pub offer: OfferSettings,
     pub capacity: CapacityConfig,
+    /// The `[lease]` table: host policy and protocol timing.
+    pub lease: Policy,
 }
 
 impl NodeConfig {
@@ -207,6 +220,7 @@ fn validate(data_dir: &Path, raw: RawConfig) -> Result<NodeConfig, ConfigError> 
         ));
     }
     let offer = raw.capacity.to_settings().map_err(ConfigError::Invalid)?;
+    let lease = raw.lease.to_policy().map_err(ConfigError::Invalid)?;
     Ok(NodeConfig {
         data_dir: data_dir.to_owned(),
         listen,
@@ -216,6 +230,7 @@ fn validate(data_dir: &Path, raw: RawConfig) -> Result<NodeConfig, ConfigError> 
         net: raw.net,
         offer,
         capacity: raw.capacity,
+        lease,
     })
 }
 
@@ -298,6 +313,23 @@ pub fn default_file() -> String {
 # mem = 0.004
 # disk = 0.0001
 # gpu = 2.5
+
+[lease]
+# Host policy for leases of this node's capacity (see docs/operator-guide.md).
+# Peer ids allowed to lease (empty: everyone not denied), and never allowed.
+# allow = ["12D3KooW..."]
+# deny = []
+# Longest and shortest lease; a renewal may not leave more than max_duration to run.
+# max_duration = "30d"
+# min_duration = "1s"
+# Lowest price of a leased slice, in EUR per hour (0: none).
+# min_hourly_price = 0.0
+# How long an offer waits for the tenant's countersignature before its capacity is released.
+# offer_hold = "30s"
+# Length of the periods of the signed usage receipts.
+# receipt_period = "1h"
+# Requests created further than this from this node's clock are refused as stale.
+# request_window = "2m"
 "#,
         d.max_connections,
         d.max_connections_per_peer,

@@ -203,6 +203,16 @@ pub fn peer_id_of_bytes(key: &[u8; 32]) -> Option<PeerId> {
     PeerId::from_multihash(mh).ok()
 }
 
+/// The ed25519 public key inside a peer id (ed25519 peer ids embed their key), if it is one.
+pub fn key_of_peer(peer: &PeerId) -> Option<[u8; 32]> {
+    let mh: libp2p::multihash::Multihash<64> = (*peer).into();
+    if mh.code() != 0x00 {
+        return None;
+    }
+    let pk = libp2p::identity::PublicKey::try_decode_protobuf(mh.digest()).ok()?;
+    Some(pk.try_into_ed25519().ok()?.to_bytes())
+}
+
 fn malformed(path: &Path, reason: &'static str) -> IdentityError {
     IdentityError::Malformed {
         path: path.to_owned(),

@@ -9,6 +9,7 @@
 //! - [`signed`] — signed envelopes: domain tag, exact payload bytes, signer, signature.
 //! - [`capacity`] — hardware inventory, signed capacity adverts, the advert book, discovery.
 //! - [`store`] — the embedded sled database; the only module that names sled.
+//! - [`lease`] — two-party signed leases: protocol, reservation book, expiry, usage receipts.
 //! - [`config`] — layered configuration: defaults < `config.toml` < `DEGROUP_*` < flags.
 //! - [`net`] — the libp2p swarm, owned by one task, driven through a cloneable handle.
 //! - [`api`] — the admin HTTP API (bearer token) and Prometheus metrics.
@@ -23,6 +24,7 @@ pub mod capacity;
 pub mod cli;
 pub mod config;
 pub mod identity;
+pub mod lease;
 pub mod metrics;
 pub mod net;
 pub mod node;

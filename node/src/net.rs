@@ -19,6 +19,7 @@ mod task;
 
 use std::sync::Arc;
 
+use libp2p::request_response::ResponseChannel;
 use libp2p::{Multiaddr, PeerId};
 use prometheus_client::registry::Registry;
 use tokio::sync::{mpsc, oneshot};
@@ -27,6 +28,7 @@ use tokio_util::sync::CancellationToken;
 use crate::capacity::AdvertBook;
 use crate::config::NodeConfig;
 use crate::identity::Identity;
+use crate::lease::wire::{LeaseMsg, LeaseReply};
 use crate::metrics::NodeMetrics;
 
 pub use addrs::{dialable, split_peer_id};
@@ -52,6 +54,17 @@ pub enum NetError {
     Listen { addr: Multiaddr, reason: String },
     #[error("cannot dial {addr}: {reason}")]
     Dial { addr: Multiaddr, reason: String },
+    #[error("request to {peer} failed: {reason}")]
+    Request { peer: PeerId, reason: String },
+}
+
+/// A lease protocol message from a peer, with the channel its answer goes back on
+/// ([`Network::respond_lease`]).
+#[derive(Debug)]
+pub struct InboundLease {
+    pub peer: PeerId,
+    pub msg: LeaseMsg,
+    pub channel: ResponseChannel<LeaseReply>,
 }
 
 /// Requests to the swarm task.
@@ -63,6 +76,15 @@ pub(crate) enum Command {
     WaitListening(oneshot::Sender<()>),
     /// Publish an advert envelope on the advert topic.
     PublishAdvert(Vec<u8>),
+    /// Send a lease protocol message (dialling `addrs` if not connected) and wait for the reply.
+    LeaseRequest {
+        peer: PeerId,
+        addrs: Vec<Multiaddr>,
+        msg: LeaseMsg,
+        reply: oneshot::Sender<Result<LeaseReply, NetError>>,
+    },
+    /// Answer an inbound lease message.
+    LeaseRespond(ResponseChannel<LeaseReply>, LeaseReply),
 }
 
 /// Cloneable handle to the swarm task.
@@ -81,10 +103,12 @@ impl Network {
         registry: &mut Registry,
         metrics: NodeMetrics,
         book: Arc<AdvertBook>,
+        inbound_lease: mpsc::Sender<InboundLease>,
         shutdown: CancellationToken,
     ) -> Result<(Self, tokio::task::JoinHandle<()>), NetError> {
-        let (tx, rx) = mpsc::channel(256);
-        let task = task::SwarmTask::new(identity, config, registry, metrics, book, rx)?;
+        let (tx, rx) = mpsc::channel(1024);
+        let task =
+            task::SwarmTask::new(identity, config, registry, metrics, book, inbound_lease, rx)?;
         let local_peer_id = identity.peer_id();
         let handle = tokio::spawn(task.run(shutdown));
         Ok((Self { tx, local_peer_id }, handle))
@@ -121,6 +145,28 @@ impl Network {
     /// that connect later get it through the sync protocol).
     pub async fn publish_advert(&self, envelope: Vec<u8>) {
         let _ = self.tx.send(Command::PublishAdvert(envelope)).await;
+    }
+
+    /// Sends a lease message to `peer` and waits for its answer. `addrs` are tried if there is
+    /// no connection yet.
+    pub async fn lease_request(
+        &self,
+        peer: PeerId,
+        addrs: Vec<Multiaddr>,
+        msg: LeaseMsg,
+    ) -> Result<LeaseReply, NetError> {
+        self.ask(|reply| Command::LeaseRequest {
+            peer,
+            addrs,
+            msg,
+            reply,
+        })
+        .await?
+    }
+
+    /// Answers an inbound lease message.
+    pub async fn respond_lease(&self, channel: ResponseChannel<LeaseReply>, reply: LeaseReply) {
+        let _ = self.tx.send(Command::LeaseRespond(channel, reply)).await;
     }
 
     /// Waits until the swarm listens on at least one address.

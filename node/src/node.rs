@@ -45,6 +45,8 @@ pub enum NodeError {
     },
     #[error(transparent)]
     Capacity(#[from] CapacityError),
+    #[error(transparent)]
+    Lease(#[from] crate::lease::LeaseError),
     #[error("cannot install signal handlers: {0}")]
     Signals(std::io::Error),
 }
@@ -114,12 +116,14 @@ pub async fn run(
     let mut registry = Registry::default();
     let metrics = NodeMetrics::register(&mut registry);
     let book = Arc::new(AdvertBook::open(&store, now_ms())?);
+    let (inbound_lease_tx, inbound_lease) = tokio::sync::mpsc::channel(4096);
     let (net, net_task) = Network::start(
         &identity,
         &config,
         &mut registry,
         metrics.clone(),
         book.clone(),
+        inbound_lease_tx,
         shutdown.clone(),
     )?;
     let registry = Arc::new(registry);
@@ -142,6 +146,15 @@ pub async fn run(
         },
         shutdown.clone(),
     )?;
+    let (leases, lease_task) = crate::lease::service::start(
+        identity.clone(),
+        &store,
+        config.lease.clone(),
+        net.clone(),
+        capacity.clone(),
+        inbound_lease,
+        shutdown.clone(),
+    )?;
     let api = Api::start(
         ApiConfig {
             bind: config.api,
@@ -151,6 +164,7 @@ pub async fn run(
         },
         net.clone(),
         capacity,
+        leases,
         registry,
         metrics,
         shutdown.clone(),
@@ -167,6 +181,7 @@ pub async fn run(
     shutdown.cancel();
     let stop = async {
         api.stopped().await;
+        let _ = lease_task.await;
         let _ = capacity_task.await;
         let _ = net_task.await;
         if let Err(e) = store.flush_async().await {

@@ -28,6 +28,10 @@ pub enum Domain {
     Adverts,
     /// This node's offer settings and advert sequence number.
     Capacity,
+    /// Every lease this node is party to (host or tenant), by lease id.
+    Leases,
+    /// Signed usage receipts, by lease id and period start.
+    Receipts,
 }
 
 impl Domain {
@@ -37,6 +41,8 @@ impl Domain {
             Domain::Scratch => "scratch",
             Domain::Adverts => "adverts",
             Domain::Capacity => "capacity",
+            Domain::Leases => "leases",
+            Domain::Receipts => "receipts",
         }
     }
 }

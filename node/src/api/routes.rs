@@ -32,6 +32,7 @@ pub(super) fn router(state: Arc<ApiState>) -> Router {
         )
         .route("/v1/find", get(super::capacity::find))
         .route("/v1/adverts", get(super::capacity::adverts))
+        .merge(super::lease::routes())
         .fallback(not_found)
         .layer(middleware::from_fn_with_state(
             state.clone(),
@@ -83,8 +84,22 @@ async fn not_found() -> impl IntoResponse {
 }
 
 async fn status(State(state): State<Arc<ApiState>>) -> Response {
+    let (hosted, rented) = match state.leases.list().await {
+        Ok(l) => {
+            let active = |role: &str| {
+                l.leases
+                    .iter()
+                    .filter(|v| v.role == role && v.state == "active")
+                    .count()
+            };
+            (active("host"), active("tenant"))
+        }
+        Err(_) => (0, 0),
+    };
     match state.net.status().await {
         Ok(net) => Json(StatusResponse {
+            leases_hosted: hosted,
+            leases_rented: rented,
             peer_id: state.net.local_peer_id().to_string(),
             version: env!("CARGO_PKG_VERSION").to_owned(),
             data_dir: state.data_dir.clone(),

@@ -11,16 +11,17 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot, watch};
 use tokio::time::{Instant, sleep_until};
 use tokio_util::sync::CancellationToken;
 
-use super::advert::{Advert, now_ms};
+use super::advert::{Advert, Resources, now_ms};
 use super::book::{AdvertBook, Verdict};
 use super::inventory::{Detected, detect};
 use super::offer::{OfferSettings, Offered};
 use super::query::AdvertSummary;
 use crate::identity::Identity;
+use crate::lease::contract::Slice;
 use crate::net::Network;
 use crate::signed::Envelope;
 use crate::store::{Domain, Store, StoreError, Tree};
@@ -28,6 +29,8 @@ use crate::store::{Domain, Store, StoreError, Tree};
 const SEQ_KEY: &[u8] = b"advert_seq";
 const SETTINGS_KEY: &[u8] = b"settings";
 const SWEEP_EVERY: Duration = Duration::from_secs(5);
+/// Least time between two adverts caused by lease changes (a busy host coalesces them).
+const LEASED_DEBOUNCE: Duration = Duration::from_millis(200);
 /// Plugin API versions this build runs (announced in adverts).
 pub const PLUGIN_APIS: &[&str] = &["degroup:plugin@0.1.0"];
 
@@ -60,6 +63,8 @@ enum Command {
         force: bool,
         reply: oneshot::Sender<Result<CapacityView, CapacityError>>,
     },
+    /// What active leases take from the offer; the advert's free capacity follows.
+    Leased(Slice),
 }
 
 /// Cloneable handle to the capacity actor.
@@ -67,6 +72,7 @@ enum Command {
 pub struct CapacityHandle {
     tx: mpsc::Sender<Command>,
     book: Arc<AdvertBook>,
+    offered: watch::Receiver<Offered>,
 }
 
 impl std::fmt::Debug for CapacityHandle {
@@ -79,6 +85,17 @@ impl CapacityHandle {
     /// The advert book.
     pub fn book(&self) -> &Arc<AdvertBook> {
         &self.book
+    }
+
+    /// What this node offers now (updated on every `capacity set`).
+    pub fn offered(&self) -> Offered {
+        self.offered.borrow().clone()
+    }
+
+    /// Tells the actor what active leases take; the next advert's free capacity is the offer
+    /// minus this. Never blocks: a full queue drops the update, and the next one carries it.
+    pub fn set_leased(&self, leased: Slice) {
+        let _ = self.tx.try_send(Command::Leased(leased));
     }
 
     /// The current capacity view.
@@ -128,6 +145,8 @@ struct Service {
     timing: Timing,
     current: Option<Advert>,
     data_dir: std::path::PathBuf,
+    leased: Slice,
+    offered_tx: watch::Sender<Offered>,
 }
 
 /// Starts the actor; it publishes a first advert right away.
@@ -151,20 +170,24 @@ pub fn start(
         None => OfferSettings::default(),
     };
     let (tx, rx) = mpsc::channel(64);
+    let detected = detect(data_dir);
+    let (offered_tx, offered) = watch::channel(config.overlay(&settings).effective(&detected));
     let service = Service {
         identity,
         net,
         book: book.clone(),
         tree,
-        detected: detect(data_dir),
+        detected,
         config,
         settings,
         timing,
         current: None,
         data_dir: data_dir.to_owned(),
+        leased: Slice::default(),
+        offered_tx,
     };
     let task = tokio::spawn(service.run(rx, shutdown));
-    Ok((CapacityHandle { tx, book }, task))
+    Ok((CapacityHandle { tx, book, offered }, task))
 }
 
 impl Service {
@@ -196,6 +219,13 @@ impl Service {
                             }
                         }
                         let _ = reply.send(result.map(|()| self.view()));
+                    }
+                    Some(Command::Leased(leased)) => {
+                        if leased != self.leased {
+                            self.leased = leased;
+                            let soonest = last_published + debounce.max(LEASED_DEBOUNCE);
+                            publish_at = publish_at.min(soonest);
+                        }
                     }
                     None => break,
                 },
@@ -244,6 +274,9 @@ impl Service {
             postcard::to_stdvec(&merged).map_err(|e| CapacityError::Invalid(e.to_string()))?;
         self.tree.insert_durable(SETTINGS_KEY, &bytes)?;
         self.settings = merged;
+        let _ = self
+            .offered_tx
+            .send(self.effective_settings().effective(&self.detected));
         Ok(())
     }
 
@@ -278,7 +311,7 @@ impl Service {
             issued_at_ms: now,
             expires_at_ms: now + self.timing.ttl_ms,
             addrs,
-            free: offered.total.clone(),
+            free: free_of(&offered.total, &self.leased),
             total: offered.total,
             bandwidth_bps: offered.bandwidth_bps,
             country: offered.country,
@@ -302,5 +335,30 @@ impl Service {
         tracing::debug!(seq, "publishing advert");
         self.current = Some(advert);
         self.net.publish_advert(envelope).await;
+    }
+}
+
+/// What is left of `total` once `leased` is taken (never below zero). Leased GPUs are taken
+/// from the end of the list.
+pub fn free_of(total: &Resources, leased: &Slice) -> Resources {
+    let keep = total
+        .gpus
+        .len()
+        .saturating_sub(usize::try_from(leased.gpus).unwrap_or(usize::MAX));
+    Resources {
+        cpu_millis: total.cpu_millis.saturating_sub(leased.cpu_millis),
+        mem_bytes: total.mem_bytes.saturating_sub(leased.mem_bytes),
+        disk_bytes: total.disk_bytes.saturating_sub(leased.disk_bytes),
+        gpus: total.gpus[..keep].to_vec(),
+    }
+}
+
+/// The offer as a lease slice (GPUs counted).
+pub fn slice_of(total: &Resources) -> Slice {
+    Slice {
+        cpu_millis: total.cpu_millis,
+        mem_bytes: total.mem_bytes,
+        disk_bytes: total.disk_bytes,
+        gpus: u32::try_from(total.gpus.len()).unwrap_or(u32::MAX),
     }
 }

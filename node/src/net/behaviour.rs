@@ -11,6 +11,7 @@ use libp2p::{
 use super::sync::{SYNC_PROTOCOL, SyncCodec};
 use crate::capacity::advert::MAX_ADVERT_SIZE;
 use crate::config::NetConfig;
+use crate::lease::wire::{LEASE_PROTOCOL, LeaseCodec};
 
 /// Kademlia protocol name: a federation of its own, apart from the IPFS DHT.
 pub const KAD_PROTOCOL: StreamProtocol = StreamProtocol::new("/degroup/kad/1.0.0");
@@ -27,6 +28,7 @@ pub(crate) struct Behaviour {
     pub kad: kad::Behaviour<kad::store::MemoryStore>,
     pub gossipsub: gossipsub::Behaviour,
     pub sync: request_response::Behaviour<SyncCodec>,
+    pub lease: request_response::Behaviour<LeaseCodec>,
 }
 
 /// Why the behaviour could not be built.
@@ -69,6 +71,13 @@ impl Behaviour {
                 SyncCodec,
                 [(SYNC_PROTOCOL, request_response::ProtocolSupport::Full)],
                 request_response::Config::default().with_request_timeout(Duration::from_secs(20)),
+            ),
+            lease: request_response::Behaviour::with_codec(
+                LeaseCodec,
+                [(LEASE_PROTOCOL, request_response::ProtocolSupport::Full)],
+                request_response::Config::default()
+                    .with_request_timeout(Duration::from_secs(10))
+                    .with_max_concurrent_streams(1024),
             ),
         })
     }

@@ -43,7 +43,8 @@ pub struct SyncResponse {
 #[derive(Debug, Clone, Default)]
 pub struct SyncCodec;
 
-async fn read_capped<T, R>(io: &mut R, cap: u64) -> std::io::Result<T>
+/// Reads one postcard frame of at most `cap` bytes, rejecting trailing bytes.
+pub(crate) async fn read_capped<T, R>(io: &mut R, cap: u64) -> std::io::Result<T>
 where
     T: serde::de::DeserializeOwned,
     R: futures::AsyncRead + Unpin + Send,
@@ -53,14 +54,15 @@ where
     if buf.len() as u64 > cap {
         return Err(std::io::Error::new(
             std::io::ErrorKind::InvalidData,
-            "sync message over its size cap",
+            "message over its size cap",
         ));
     }
     decode_exact(&buf)
         .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e.to_string()))
 }
 
-async fn write_all<T, W>(io: &mut W, value: &T) -> std::io::Result<()>
+/// Writes one postcard frame and closes the stream.
+pub(crate) async fn write_all<T, W>(io: &mut W, value: &T) -> std::io::Result<()>
 where
     T: Serialize,
     W: futures::AsyncWrite + Unpin + Send,

@@ -20,11 +20,12 @@ use super::addrs::{dialable, sort_for_display, split_peer_id};
 use super::behaviour::{Behaviour, BehaviourEvent};
 use super::bootstrap::BootstrapPeer;
 use super::sync::{MAX_KNOWN, PAGE_LIMIT, SyncRequest, SyncResponse};
-use super::{Command, NetError, NetStatus};
+use super::{Command, InboundLease, NetError, NetStatus};
 use crate::capacity::advert::now_ms;
 use crate::capacity::{AdvertBook, Verdict};
 use crate::config::{NetConfig, NodeConfig};
 use crate::identity::Identity;
+use crate::lease::wire::{LeaseMsg, LeaseReply, Refusal, RefusalCode};
 use crate::metrics::AdvertLabels;
 use crate::metrics::NodeMetrics;
 use std::sync::Arc;
@@ -46,6 +47,9 @@ pub(crate) struct SwarmTask {
     kad_bootstrapped: bool,
     book: Arc<AdvertBook>,
     advert_topic: gossipsub::IdentTopic,
+    inbound_lease: mpsc::Sender<InboundLease>,
+    pending_lease:
+        HashMap<request_response::OutboundRequestId, oneshot::Sender<Result<LeaseReply, NetError>>>,
 }
 
 impl SwarmTask {
@@ -55,6 +59,7 @@ impl SwarmTask {
         registry: &mut Registry,
         metrics: NodeMetrics,
         book: Arc<AdvertBook>,
+        inbound_lease: mpsc::Sender<InboundLease>,
         commands: mpsc::Receiver<Command>,
     ) -> Result<Self, NetError> {
         let transport = |e: &dyn std::fmt::Display| NetError::Transport(e.to_string());
@@ -115,6 +120,8 @@ impl SwarmTask {
             kad_bootstrapped: false,
             book,
             advert_topic: gossipsub::IdentTopic::new(super::ADVERT_TOPIC),
+            inbound_lease,
+            pending_lease: HashMap::new(),
         })
     }
 
@@ -151,6 +158,26 @@ impl SwarmTask {
                     reason: e.to_string(),
                 });
                 let _ = reply.send(result);
+            }
+            Command::LeaseRequest {
+                peer,
+                addrs,
+                msg,
+                reply,
+            } => {
+                let id = self.send_lease(peer, addrs, msg);
+                self.pending_lease.insert(id, reply);
+            }
+            Command::LeaseRespond(channel, reply) => {
+                if self
+                    .swarm
+                    .behaviour_mut()
+                    .lease
+                    .send_response(channel, reply)
+                    .is_err()
+                {
+                    tracing::debug!("lease reply not sent: the peer's stream is gone");
+                }
             }
             Command::PublishAdvert(envelope) => {
                 let topic = self.advert_topic.clone();
@@ -325,6 +352,7 @@ impl SwarmTask {
                 }
             }
             BehaviourEvent::Sync(event) => self.on_sync_event(event),
+            BehaviourEvent::Lease(event) => self.on_lease_event(event),
             BehaviourEvent::Limits(never) => match never {},
         }
     }
@@ -407,6 +435,75 @@ impl SwarmTask {
             }
             request_response::Event::InboundFailure { peer, error, .. } => {
                 tracing::debug!(%peer, %error, "advert sync request from peer failed");
+            }
+            request_response::Event::ResponseSent { .. } => {}
+        }
+    }
+
+    fn send_lease(
+        &mut self,
+        peer: PeerId,
+        addrs: Vec<Multiaddr>,
+        msg: LeaseMsg,
+    ) -> request_response::OutboundRequestId {
+        for addr in addrs {
+            self.swarm.add_peer_address(peer, addr);
+        }
+        self.swarm.behaviour_mut().lease.send_request(&peer, msg)
+    }
+
+    fn on_lease_event(&mut self, event: request_response::Event<LeaseMsg, LeaseReply>) {
+        match event {
+            request_response::Event::Message { peer, message, .. } => match message {
+                request_response::Message::Request {
+                    request, channel, ..
+                } => {
+                    let inbound = InboundLease {
+                        peer,
+                        msg: request,
+                        channel,
+                    };
+                    if let Err(e) = self.inbound_lease.try_send(inbound) {
+                        // The lease actor is saturated (or gone): say so at once.
+                        let inbound = match e {
+                            mpsc::error::TrySendError::Full(i)
+                            | mpsc::error::TrySendError::Closed(i) => i,
+                        };
+                        let busy = LeaseReply::Refused(Refusal::new(
+                            RefusalCode::Unavailable,
+                            "the host is busy; retry in a moment",
+                        ));
+                        let _ = self
+                            .swarm
+                            .behaviour_mut()
+                            .lease
+                            .send_response(inbound.channel, busy);
+                    }
+                }
+                request_response::Message::Response {
+                    request_id,
+                    response,
+                } => {
+                    if let Some(reply) = self.pending_lease.remove(&request_id) {
+                        let _ = reply.send(Ok(response));
+                    }
+                }
+            },
+            request_response::Event::OutboundFailure {
+                peer,
+                request_id,
+                error,
+                ..
+            } => {
+                if let Some(reply) = self.pending_lease.remove(&request_id) {
+                    let _ = reply.send(Err(NetError::Request {
+                        peer,
+                        reason: error.to_string(),
+                    }));
+                }
+            }
+            request_response::Event::InboundFailure { peer, error, .. } => {
+                tracing::debug!(%peer, %error, "inbound lease message failed");
             }
             request_response::Event::ResponseSent { .. } => {}
         }

@@ -1,0 +1,319 @@
+//! The signed documents of the lease protocol and their offline verification.
+//!
+//! - [`LeaseRequest`] (`degroup/lease-request/v1`), signed by the tenant: a new slice, or the
+//!   renewal of a lease, with a nonce, an idempotency key and the tenant's price ceiling.
+//! - [`Contract`] (`degroup/lease/v1`), signed by the host: the terms it offers. It names the
+//!   request it answers by hash, so the tenant's intent is bound to the terms.
+//! - [`Acceptance`] (`degroup/lease-accept/v1`), signed by the tenant: the countersignature, over
+//!   the hash of the exact contract envelope bytes.
+//! - [`LeaseEnd`] (`degroup/lease-end/v1`), signed by the host: the lease ended (released by the
+//!   tenant, terminated by the host with a reason, or expired).
+//! - [`UsageReceipt`] (`degroup/usage/v1`), signed by the host: what a lease used in a period.
+//!
+//! A fully signed lease is a [`LeaseDoc`]: contract + acceptance envelope bytes, exactly as
+//! signed. [`verify_doc`] checks both signatures and that they bind to each other, with no
+//! node and no network.
+
+use serde::{Deserialize, Serialize};
+
+use crate::capacity::advert::Prices;
+use crate::signed::{Envelope, EnvelopeError, Kind, Opened};
+
+/// Largest signed lease message accepted (request, contract, acceptance, end, receipt).
+pub const MAX_LEASE_MSG: usize = 4 * 1024;
+/// Longest reason text of a termination.
+pub const MAX_REASON: usize = 256;
+
+/// A lease id: 16 bytes, shown as 32 hex digits.
+pub type LeaseId = [u8; 16];
+
+/// Hex form of a lease id.
+pub fn id_hex(id: &LeaseId) -> String {
+    hex::encode(id)
+}
+
+/// An amount of hardware leased: CPU in millicores, bytes, and a number of GPUs.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct Slice {
+    pub cpu_millis: u64,
+    pub mem_bytes: u64,
+    pub disk_bytes: u64,
+    pub gpus: u32,
+}
+
+impl Slice {
+    /// Component-wise sum (saturating: amounts are validated long before they get near it).
+    pub fn plus(&self, o: &Slice) -> Slice {
+        Slice {
+            cpu_millis: self.cpu_millis.saturating_add(o.cpu_millis),
+            mem_bytes: self.mem_bytes.saturating_add(o.mem_bytes),
+            disk_bytes: self.disk_bytes.saturating_add(o.disk_bytes),
+            gpus: self.gpus.saturating_add(o.gpus),
+        }
+    }
+
+    /// Component-wise difference, floored at zero.
+    pub fn minus(&self, o: &Slice) -> Slice {
+        Slice {
+            cpu_millis: self.cpu_millis.saturating_sub(o.cpu_millis),
+            mem_bytes: self.mem_bytes.saturating_sub(o.mem_bytes),
+            disk_bytes: self.disk_bytes.saturating_sub(o.disk_bytes),
+            gpus: self.gpus.saturating_sub(o.gpus),
+        }
+    }
+
+    /// Whether every component is at most `o`'s.
+    pub fn fits_in(&self, o: &Slice) -> bool {
+        self.cpu_millis <= o.cpu_millis
+            && self.mem_bytes <= o.mem_bytes
+            && self.disk_bytes <= o.disk_bytes
+            && self.gpus <= o.gpus
+    }
+
+    /// Whether nothing at all is asked for.
+    pub fn is_empty(&self) -> bool {
+        self.cpu_millis == 0 && self.mem_bytes == 0 && self.disk_bytes == 0 && self.gpus == 0
+    }
+
+    /// Price of this slice per hour, in micro-euros, at `prices` (per core-hour, GiB-hour,
+    /// GPU-hour). Rounded up, so that a host never undercharges by rounding.
+    pub fn hourly_micros(&self, prices: &Prices) -> u64 {
+        const GIB: u128 = 1 << 30;
+        let cpu = u128::from(self.cpu_millis) * u128::from(prices.cpu);
+        let mem = u128::from(self.mem_bytes) * u128::from(prices.mem);
+        let disk = u128::from(self.disk_bytes) * u128::from(prices.disk);
+        let total = cpu.div_ceil(1000)
+            + mem.div_ceil(GIB)
+            + disk.div_ceil(GIB)
+            + u128::from(self.gpus) * u128::from(prices.gpu);
+        u64::try_from(total).unwrap_or(u64::MAX)
+    }
+}
+
+/// What a request asks for.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Ask {
+    /// A new lease of this slice.
+    New(Slice),
+    /// Extend an active lease by the request's duration.
+    Renew(LeaseId),
+}
+
+/// A tenant's request, signed by the tenant.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LeaseRequest {
+    /// The host asked (its ed25519 key); a request sent to another host is refused.
+    pub host: [u8; 32],
+    pub ask: Ask,
+    /// Length of the lease (or of the extension), in milliseconds.
+    pub duration_ms: u64,
+    /// Highest price per hour of the slice the tenant accepts, in micro-euros.
+    pub max_hourly_micros: Option<u64>,
+    /// Fresh random bytes: a host refuses a nonce it has seen with another idempotency key.
+    pub nonce: [u8; 16],
+    /// Retries with the same key get the same answer, never a second lease.
+    pub idempotency_key: [u8; 16],
+    /// Unix ms; requests far from the host's clock are refused as stale.
+    pub created_at_ms: u64,
+}
+
+impl Kind for LeaseRequest {
+    const TAG: &'static str = "degroup/lease-request/v1";
+    const MAX_SIZE: usize = MAX_LEASE_MSG;
+}
+
+/// The terms, signed by the host.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Contract {
+    pub lease_id: LeaseId,
+    /// 1 when created, +1 with every renewal.
+    pub version: u32,
+    pub host: [u8; 32],
+    pub tenant: [u8; 32],
+    pub slice: Slice,
+    pub starts_at_ms: u64,
+    pub ends_at_ms: u64,
+    /// Unit prices applied (micro-euros per core-hour, GiB-hour, GPU-hour).
+    pub prices: Prices,
+    /// Price of the slice per hour, in micro-euros.
+    pub hourly_micros: u64,
+    /// blake3 of the tenant's request envelope this contract answers.
+    pub request_hash: [u8; 32],
+    /// The offer lapses if not countersigned by then (Unix ms).
+    pub offer_expires_at_ms: u64,
+}
+
+impl Kind for Contract {
+    const TAG: &'static str = "degroup/lease/v1";
+    const MAX_SIZE: usize = MAX_LEASE_MSG;
+}
+
+impl Contract {
+    /// Price of the whole term in micro-euros (hourly × hours, rounded up).
+    pub fn total_micros(&self) -> u64 {
+        let ms = u128::from(self.ends_at_ms.saturating_sub(self.starts_at_ms));
+        let t = (u128::from(self.hourly_micros) * ms).div_ceil(3_600_000);
+        u64::try_from(t).unwrap_or(u64::MAX)
+    }
+}
+
+/// The tenant's countersignature of a contract.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Acceptance {
+    pub lease_id: LeaseId,
+    pub version: u32,
+    /// blake3 of the exact contract envelope bytes accepted.
+    pub contract_hash: [u8; 32],
+}
+
+impl Kind for Acceptance {
+    const TAG: &'static str = "degroup/lease-accept/v1";
+    const MAX_SIZE: usize = MAX_LEASE_MSG;
+}
+
+/// How a lease ended.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum EndReason {
+    Released,
+    Terminated(String),
+    Expired,
+}
+
+/// The tenant's signed wish to end a lease early.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReleaseRequest {
+    pub lease_id: LeaseId,
+    pub at_ms: u64,
+}
+
+impl Kind for ReleaseRequest {
+    const TAG: &'static str = "degroup/lease-release/v1";
+    const MAX_SIZE: usize = MAX_LEASE_MSG;
+}
+
+/// The host's signed statement that a lease ended.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LeaseEnd {
+    pub lease_id: LeaseId,
+    pub host: [u8; 32],
+    pub tenant: [u8; 32],
+    pub at_ms: u64,
+    pub reason: EndReason,
+}
+
+impl Kind for LeaseEnd {
+    const TAG: &'static str = "degroup/lease-end/v1";
+    const MAX_SIZE: usize = MAX_LEASE_MSG;
+}
+
+/// What a lease used in one period, signed by the host.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UsageReceipt {
+    pub lease_id: LeaseId,
+    pub host: [u8; 32],
+    pub tenant: [u8; 32],
+    pub period_start_ms: u64,
+    pub period_end_ms: u64,
+    /// Time the lease was active in the period.
+    pub wall_ms: u64,
+    /// Wasm fuel consumed by the lease's deployments.
+    pub cpu_fuel: u64,
+    /// Highest linear memory of the lease's deployments.
+    pub peak_mem_bytes: u64,
+    /// Key-value bytes stored at the end of the period.
+    pub storage_bytes: u64,
+}
+
+impl Kind for UsageReceipt {
+    const TAG: &'static str = "degroup/usage/v1";
+    const MAX_SIZE: usize = MAX_LEASE_MSG;
+}
+
+/// blake3 of some bytes.
+pub fn hash(bytes: &[u8]) -> [u8; 32] {
+    *blake3::hash(bytes).as_bytes()
+}
+
+/// The id of a new lease: derived from host, tenant and idempotency key, so that a retry maps
+/// to the same lease.
+pub fn new_lease_id(host: &[u8; 32], tenant: &[u8; 32], idempotency_key: &[u8; 16]) -> LeaseId {
+    let mut h = blake3::Hasher::new();
+    h.update(b"degroup/lease-id/v1");
+    h.update(host);
+    h.update(tenant);
+    h.update(idempotency_key);
+    let mut id = [0u8; 16];
+    id.copy_from_slice(&h.finalize().as_bytes()[..16]);
+    id
+}
+
+/// Why a lease document does not verify.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum DocError {
+    #[error("host contract: {0}")]
+    Contract(EnvelopeError),
+    #[error("tenant acceptance: {0}")]
+    Acceptance(EnvelopeError),
+    #[error("end notice: {0}")]
+    End(EnvelopeError),
+    #[error("the contract is not signed by the host it names")]
+    ContractSigner,
+    #[error("the acceptance is not signed by the tenant the contract names")]
+    AcceptanceSigner,
+    #[error("the acceptance is for another contract (lease id, version or hash differ)")]
+    Mismatch,
+    #[error("the end notice is for another lease or not signed by its host")]
+    EndMismatch,
+}
+
+/// A lease as both parties signed it: the exact envelope bytes.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LeaseDoc {
+    pub contract: Vec<u8>,
+    pub acceptance: Vec<u8>,
+}
+
+/// A verified lease document.
+#[derive(Debug, Clone)]
+pub struct VerifiedDoc {
+    pub contract: Contract,
+    pub acceptance: Acceptance,
+}
+
+/// Checks both signatures and that the acceptance countersigns exactly this contract.
+pub fn verify_doc(doc: &LeaseDoc) -> Result<VerifiedDoc, DocError> {
+    let c: Opened<Contract> = Envelope::open(&doc.contract).map_err(DocError::Contract)?;
+    if c.signer.as_bytes() != &c.value.host {
+        return Err(DocError::ContractSigner);
+    }
+    let a: Opened<Acceptance> = Envelope::open(&doc.acceptance).map_err(DocError::Acceptance)?;
+    if a.signer.as_bytes() != &c.value.tenant {
+        return Err(DocError::AcceptanceSigner);
+    }
+    if a.value.lease_id != c.value.lease_id
+        || a.value.version != c.value.version
+        || a.value.contract_hash != hash(&doc.contract)
+    {
+        return Err(DocError::Mismatch);
+    }
+    Ok(VerifiedDoc {
+        contract: c.value,
+        acceptance: a.value,
+    })
+}
+
+/// Checks a host's end notice against the contract it ends.
+pub fn verify_end(bytes: &[u8], contract: &Contract) -> Result<LeaseEnd, DocError> {
+    let e: Opened<LeaseEnd> = Envelope::open(bytes).map_err(DocError::End)?;
+    if e.signer.as_bytes() != &contract.host
+        || e.value.host != contract.host
+        || e.value.tenant != contract.tenant
+        || e.value.lease_id != contract.lease_id
+    {
+        return Err(DocError::EndMismatch);
+    }
+    Ok(e.value)
+}
+
+#[cfg(test)]
+mod tests;

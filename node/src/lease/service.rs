@@ -1,0 +1,477 @@
+//! The lease actor: one task owns the [`LeaseBook`]; everything else talks to it through a
+//! cloneable [`LeaseHandle`].
+//!
+//! It multiplexes three sources: lease messages from peers (answered as host, or as tenant for
+//! termination notices), commands from the admin API, and a sweep timer (lapsed offers, expired
+//! leases, usage receipts). Inbound messages are taken in batches: every countersignature in a
+//! batch is committed in one sled transaction and one flush (group commit), and only then are
+//! the tenants acknowledged. After anything that changes what is leased, the capacity actor is
+//! told, so the advert's free capacity follows.
+
+mod host;
+mod sweep;
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use tokio::sync::{mpsc, oneshot};
+use tokio::time::{Instant, sleep_until};
+use tokio_util::sync::CancellationToken;
+
+use super::book::{Lease, LeaseBook, Role, StoredLease};
+use super::contract::{EndReason, LeaseId, MAX_REASON, Slice, id_hex};
+use super::policy::Policy;
+use super::tenant::{CreateParams, Tenant, check_receipt};
+use super::view::{LeaseExport, LeaseList, LeaseView};
+use super::wire::{Refusal, RefusalCode};
+use crate::capacity::CapacityHandle;
+use crate::capacity::advert::now_ms;
+use crate::capacity::service::slice_of;
+use crate::capacity::units::format_size;
+use crate::identity::Identity;
+use crate::net::{InboundLease, Network};
+use crate::store::{Store, StoreError};
+
+/// Most inbound messages handled (and countersignatures committed) in one batch.
+const MAX_BATCH: usize = 256;
+/// Longest wait between two sweeps.
+const SWEEP_MAX: Duration = Duration::from_secs(1);
+
+/// Lease failures that reach users.
+#[derive(Debug, thiserror::Error)]
+pub enum LeaseError {
+    #[error("{0}")]
+    BadInput(String),
+    #[error("{0}")]
+    NotFound(String),
+    #[error("the host refused: {}", describe(.0))]
+    Refused(Refusal),
+    #[error(
+        "cannot reach host {peer}: {reason}; check that it runs and that this node knows its address (`degroup find`, or --bootstrap)"
+    )]
+    Unreachable { peer: String, reason: String },
+    #[error("the host broke the lease protocol: {0}")]
+    Protocol(String),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("the lease service has stopped")]
+    Stopped,
+}
+
+fn describe(r: &Refusal) -> String {
+    match (&r.code, &r.free) {
+        (RefusalCode::Capacity, Some(f)) => format!(
+            "{} (free now: cpu {} cores, mem {}, disk {}, gpus {}); ask for less, or pick another host with `degroup find`",
+            r.message,
+            f.cpu_millis as f64 / 1000.0,
+            format_size(f.mem_bytes),
+            format_size(f.disk_bytes),
+            f.gpus
+        ),
+        _ => r.message.clone(),
+    }
+}
+
+enum Command {
+    List(oneshot::Sender<LeaseList>),
+    Get(String, oneshot::Sender<Result<Lease, LeaseError>>),
+    Store(Box<StoredLease>, oneshot::Sender<Result<Lease, LeaseError>>),
+    End {
+        id: LeaseId,
+        at_ms: u64,
+        reason: EndReason,
+        notice: Option<Vec<u8>>,
+        reply: oneshot::Sender<Result<Lease, LeaseError>>,
+    },
+    AddReceipts(
+        Vec<(LeaseId, u64, u64, Vec<u8>)>,
+        oneshot::Sender<Result<(), LeaseError>>,
+    ),
+    Receipts(LeaseId, oneshot::Sender<Vec<Vec<u8>>>),
+    Terminate(String, String, oneshot::Sender<Result<Lease, LeaseError>>),
+    Check(oneshot::Sender<Result<(), String>>),
+}
+
+/// Cloneable handle to the lease actor.
+#[derive(Clone)]
+pub struct LeaseHandle {
+    tx: mpsc::Sender<Command>,
+    tenant: Tenant,
+}
+
+impl std::fmt::Debug for LeaseHandle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LeaseHandle").finish_non_exhaustive()
+    }
+}
+
+/// A usage receipt as `lease receipts --json` prints it.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct ReceiptView {
+    pub period_start_ms: u64,
+    pub period_end_ms: u64,
+    pub wall_ms: u64,
+    pub cpu_fuel: u64,
+    pub peak_mem_bytes: u64,
+    pub storage_bytes: u64,
+    /// The host's signature checks out.
+    pub verified: bool,
+    /// The signed envelope, hex.
+    pub signed: String,
+}
+
+/// `GET /v1/leases/{id}/receipts`.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct ReceiptList {
+    pub lease: String,
+    pub receipts: Vec<ReceiptView>,
+    /// Set when the host could not be asked for newer receipts (the list is what is stored).
+    pub warning: Option<String>,
+}
+
+impl LeaseHandle {
+    async fn ask<T>(
+        &self,
+        make: impl FnOnce(oneshot::Sender<T>) -> Command,
+    ) -> Result<T, LeaseError> {
+        let (reply, rx) = oneshot::channel();
+        self.tx
+            .send(make(reply))
+            .await
+            .map_err(|_| LeaseError::Stopped)?;
+        rx.await.map_err(|_| LeaseError::Stopped)
+    }
+
+    /// Every lease and the host's totals.
+    pub async fn list(&self) -> Result<LeaseList, LeaseError> {
+        self.ask(Command::List).await
+    }
+
+    /// A lease by id or unique prefix.
+    pub async fn get(&self, id: &str) -> Result<Lease, LeaseError> {
+        self.ask(|r| Command::Get(id.to_owned(), r)).await?
+    }
+
+    /// Negotiates a lease with a host; returns it once committed on both sides.
+    pub async fn create(&self, params: &CreateParams) -> Result<LeaseView, LeaseError> {
+        let doc = self.tenant.create(params).await?;
+        let stored = StoredLease {
+            role: Role::Tenant,
+            receipts_until_ms: 0,
+            doc,
+            ended: None,
+            end_notice: None,
+            renewal_keys: Vec::new(),
+        };
+        let lease = self.ask(|r| Command::Store(Box::new(stored), r)).await??;
+        Ok(LeaseView::of(&lease))
+    }
+
+    fn tenant_side(lease: &Lease, what: &str) -> Result<(), LeaseError> {
+        if lease.stored.role != Role::Tenant {
+            return Err(LeaseError::BadInput(format!(
+                "this node is the host of lease {}; only its tenant can {what} it{}",
+                lease.id_hex(),
+                if what == "release" {
+                    " (a host ends a lease with `degroup lease terminate ID --reason TEXT`)"
+                } else {
+                    ""
+                }
+            )));
+        }
+        if !lease.is_active() {
+            return Err(LeaseError::BadInput(format!(
+                "lease {} has ended; create a new one with `degroup lease create`",
+                lease.id_hex()
+            )));
+        }
+        Ok(())
+    }
+
+    /// Extends a lease by `duration_ms` past its current end.
+    pub async fn renew(
+        &self,
+        id: &str,
+        duration_ms: u64,
+        max_hourly_micros: Option<u64>,
+    ) -> Result<LeaseView, LeaseError> {
+        let lease = self.get(id).await?;
+        Self::tenant_side(&lease, "renew")?;
+        let doc = self
+            .tenant
+            .renew(&lease.contract, duration_ms, max_hourly_micros)
+            .await?;
+        let mut stored = lease.stored.clone();
+        stored.doc = doc;
+        let lease = self.ask(|r| Command::Store(Box::new(stored), r)).await??;
+        Ok(LeaseView::of(&lease))
+    }
+
+    /// Ends a lease early (tenant side).
+    pub async fn release(&self, id: &str) -> Result<LeaseView, LeaseError> {
+        let lease = self.get(id).await?;
+        Self::tenant_side(&lease, "release")?;
+        let (notice, end) = self.tenant.release(&lease.contract).await?;
+        let lease = self
+            .ask(|reply| Command::End {
+                id: lease.contract.lease_id,
+                at_ms: end.at_ms,
+                reason: end.reason,
+                notice: Some(notice),
+                reply,
+            })
+            .await??;
+        Ok(LeaseView::of(&lease))
+    }
+
+    /// Ends a lease as its host, with a reason the tenant is told.
+    pub async fn terminate(&self, id: &str, reason: &str) -> Result<LeaseView, LeaseError> {
+        let lease = self
+            .ask(|r| Command::Terminate(id.to_owned(), reason.to_owned(), r))
+            .await??;
+        Ok(LeaseView::of(&lease))
+    }
+
+    /// The export file of a lease.
+    pub async fn export(&self, id: &str) -> Result<LeaseExport, LeaseError> {
+        Ok(LeaseExport::of(&self.get(id).await?))
+    }
+
+    /// Usage receipts of a lease; a tenant first fetches the newest from the host.
+    pub async fn receipts(&self, id: &str) -> Result<ReceiptList, LeaseError> {
+        let lease = self.get(id).await?;
+        let lid = lease.contract.lease_id;
+        let mut warning = None;
+        if lease.stored.role == Role::Tenant {
+            let since = lease.stored.receipts_until_ms;
+            match self.tenant.receipts(&lease.contract, since).await {
+                Ok(fetched) => {
+                    self.ask(|r| Command::AddReceipts(fetched, r)).await??;
+                }
+                Err(e) => warning = Some(format!("showing stored receipts only: {e}")),
+            }
+        }
+        let receipts = self
+            .ask(|r| Command::Receipts(lid, r))
+            .await?
+            .into_iter()
+            .map(|bytes| {
+                let r = check_receipt(&bytes, &lease.contract);
+                ReceiptView {
+                    period_start_ms: r.as_ref().map_or(0, |r| r.period_start_ms),
+                    period_end_ms: r.as_ref().map_or(0, |r| r.period_end_ms),
+                    wall_ms: r.as_ref().map_or(0, |r| r.wall_ms),
+                    cpu_fuel: r.as_ref().map_or(0, |r| r.cpu_fuel),
+                    peak_mem_bytes: r.as_ref().map_or(0, |r| r.peak_mem_bytes),
+                    storage_bytes: r.as_ref().map_or(0, |r| r.storage_bytes),
+                    verified: r.is_some(),
+                    signed: hex::encode(&bytes),
+                }
+            })
+            .collect();
+        Ok(ReceiptList {
+            lease: id_hex(&lid),
+            receipts,
+            warning,
+        })
+    }
+
+    /// Checks the reservation invariant (for tests and the testnet's `verify_*`).
+    pub async fn check(&self) -> Result<Result<(), String>, LeaseError> {
+        self.ask(Command::Check).await
+    }
+}
+
+struct Service {
+    identity: Identity,
+    key: [u8; 32],
+    book: LeaseBook,
+    policy: Policy,
+    net: Network,
+    capacity: CapacityHandle,
+    /// (tenant, nonce) → (idempotency key, first seen ms).
+    nonces: HashMap<([u8; 32], [u8; 16]), ([u8; 16], u64)>,
+    last_leased: Option<Slice>,
+}
+
+/// Starts the lease actor.
+pub fn start(
+    identity: Identity,
+    store: &Store,
+    policy: Policy,
+    net: Network,
+    capacity: CapacityHandle,
+    inbound: mpsc::Receiver<InboundLease>,
+    shutdown: CancellationToken,
+) -> Result<(LeaseHandle, tokio::task::JoinHandle<()>), LeaseError> {
+    let book = LeaseBook::open(store)?;
+    let (tx, rx) = mpsc::channel(256);
+    let tenant = Tenant::new(identity.clone(), net.clone(), capacity.book().clone());
+    let service = Service {
+        key: identity.verifying_key().to_bytes(),
+        identity,
+        book,
+        policy,
+        net,
+        capacity,
+        nonces: HashMap::new(),
+        last_leased: None,
+    };
+    let task = tokio::spawn(service.run(inbound, rx, shutdown));
+    Ok((LeaseHandle { tx, tenant }, task))
+}
+
+impl Service {
+    async fn run(
+        mut self,
+        mut inbound: mpsc::Receiver<InboundLease>,
+        mut commands: mpsc::Receiver<Command>,
+        shutdown: CancellationToken,
+    ) {
+        // Leases that ended while the node was down end now, before anything is answered.
+        self.sweep(now_ms());
+        self.publish_leased();
+        loop {
+            let wake = self.next_wake();
+            tokio::select! {
+                () = shutdown.cancelled() => break,
+                Some(first) = inbound.recv() => {
+                    let mut batch = vec![first];
+                    while batch.len() < MAX_BATCH {
+                        match inbound.try_recv() {
+                            Ok(m) => batch.push(m),
+                            Err(_) => break,
+                        }
+                    }
+                    self.on_inbound(batch).await;
+                }
+                Some(cmd) = commands.recv() => self.on_command(cmd),
+                () = sleep_until(wake) => self.sweep(now_ms()),
+            }
+            self.publish_leased();
+        }
+        tracing::debug!("lease service stopped");
+    }
+
+    fn offered(&self) -> Slice {
+        slice_of(&self.capacity.offered().total)
+    }
+
+    fn publish_leased(&mut self) {
+        let used = self.book.used();
+        if self.last_leased != Some(used) {
+            self.last_leased = Some(used);
+            self.capacity.set_leased(used);
+        }
+    }
+
+    fn next_wake(&self) -> Instant {
+        let now = now_ms();
+        let next = [self.book.next_offer_expiry(), self.book.next_lease_end()]
+            .into_iter()
+            .flatten()
+            .min()
+            .map_or(SWEEP_MAX, |t| Duration::from_millis(t.saturating_sub(now)));
+        Instant::now() + next.min(SWEEP_MAX)
+    }
+
+    fn on_command(&mut self, cmd: Command) {
+        match cmd {
+            Command::List(reply) => {
+                let offered = self.offered();
+                let _ = reply.send(LeaseList {
+                    leases: self.book.list().into_iter().map(LeaseView::of).collect(),
+                    host: self.book.totals(&offered),
+                    offers_held: self.book.offers_held(),
+                });
+            }
+            Command::Get(id, reply) => {
+                let r = self.book.find(&id).cloned().map_err(LeaseError::NotFound);
+                let _ = reply.send(r);
+            }
+            Command::Store(stored, reply) => {
+                let r = self
+                    .book
+                    .put(*stored)
+                    .map_err(LeaseError::from)
+                    .and_then(|id| {
+                        self.book
+                            .get(&id)
+                            .cloned()
+                            .ok_or_else(|| LeaseError::NotFound(id_hex(&id)))
+                    });
+                let _ = reply.send(r);
+            }
+            Command::End {
+                id,
+                at_ms,
+                reason,
+                notice,
+                reply,
+            } => {
+                let r = self
+                    .book
+                    .end(&id, at_ms, reason, notice)
+                    .map_err(LeaseError::from)
+                    .and_then(|_| {
+                        self.book
+                            .get(&id)
+                            .cloned()
+                            .ok_or_else(|| LeaseError::NotFound(id_hex(&id)))
+                    });
+                let _ = reply.send(r);
+            }
+            Command::AddReceipts(list, reply) => {
+                let _ = reply.send(self.book.add_receipts(&list).map_err(LeaseError::from));
+            }
+            Command::Receipts(id, reply) => {
+                let _ = reply.send(self.book.receipts(&id, 0, usize::MAX));
+            }
+            Command::Terminate(id, reason, reply) => {
+                let _ = reply.send(self.terminate(&id, &reason));
+            }
+            Command::Check(reply) => {
+                let offered = self.offered();
+                let _ = reply.send(self.book.check_invariant(&offered));
+            }
+        }
+    }
+
+    fn terminate(&mut self, id: &str, reason: &str) -> Result<Lease, LeaseError> {
+        let reason = reason.trim();
+        if reason.is_empty() || reason.len() > MAX_REASON {
+            return Err(LeaseError::BadInput(format!(
+                "give a reason of 1 to {MAX_REASON} bytes with --reason; the tenant is told"
+            )));
+        }
+        let lease = self.book.find(id).map_err(LeaseError::NotFound)?.clone();
+        if lease.stored.role != Role::Host {
+            return Err(LeaseError::BadInput(format!(
+                "this node is the tenant of lease {}; a tenant ends a lease with `degroup lease release ID`",
+                lease.id_hex()
+            )));
+        }
+        if !lease.is_active() {
+            return Err(LeaseError::BadInput(format!(
+                "lease {} has already ended",
+                lease.id_hex()
+            )));
+        }
+        let now = now_ms();
+        let notice = self.end_as_host(&lease, now, EndReason::Terminated(reason.to_owned()))?;
+        // Tell the tenant, best effort: its own copy expires on time regardless.
+        if let Some(tenant) = crate::identity::peer_id_of_bytes(&lease.contract.tenant) {
+            let net = self.net.clone();
+            tokio::spawn(async move {
+                let msg = super::wire::LeaseMsg::Ended(notice);
+                if let Err(e) = net.lease_request(tenant, Vec::new(), msg).await {
+                    tracing::info!(%tenant, error = %e, "tenant not told of the termination");
+                }
+            });
+        }
+        self.book
+            .get(&lease.contract.lease_id)
+            .cloned()
+            .ok_or_else(|| LeaseError::NotFound(lease.id_hex()))
+    }
+}

@@ -1,0 +1,321 @@
+//! The tenant's side: negotiate a lease, renew it, release it, fetch its receipts.
+//!
+//! These run in the caller's task (an API request), talk to the host through the network
+//! handle, check every signed answer, and hand the result to the lease actor to store. The
+//! host's answers are checked against what was asked: a host cannot slip in other terms, a
+//! higher price or another tenant.
+
+use std::sync::Arc;
+
+use libp2p::{Multiaddr, PeerId};
+
+use super::contract::{
+    Acceptance, Ask, Contract, LeaseDoc, LeaseEnd, LeaseId, LeaseRequest, ReleaseRequest, Slice,
+    UsageReceipt, hash, new_lease_id, verify_doc, verify_end,
+};
+use super::service::LeaseError;
+use super::wire::{LeaseMsg, LeaseReply, MAX_RECEIPTS_PER_REPLY};
+use crate::capacity::AdvertBook;
+use crate::capacity::advert::now_ms;
+use crate::identity::{Identity, key_of_peer};
+use crate::net::Network;
+use crate::signed::{Envelope, Opened};
+
+/// What a tenant asks for.
+#[derive(Debug, Clone)]
+pub struct CreateParams {
+    pub host: PeerId,
+    pub slice: Slice,
+    pub duration_ms: u64,
+    pub max_hourly_micros: Option<u64>,
+    /// Reuse to retry safely; a fresh one is drawn when `None`.
+    pub idempotency_key: Option<[u8; 16]>,
+}
+
+/// The tenant's tools: its key, the network and the advert book (for host addresses).
+#[derive(Clone)]
+pub struct Tenant {
+    identity: Identity,
+    net: Network,
+    adverts: Arc<AdvertBook>,
+}
+
+impl std::fmt::Debug for Tenant {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Tenant").finish_non_exhaustive()
+    }
+}
+
+fn random16() -> Result<[u8; 16], LeaseError> {
+    let mut b = [0u8; 16];
+    getrandom::fill(&mut b).map_err(|e| LeaseError::BadInput(format!("no randomness: {e}")))?;
+    Ok(b)
+}
+
+fn protocol(what: impl Into<String>) -> LeaseError {
+    LeaseError::Protocol(what.into())
+}
+
+impl Tenant {
+    /// The tenant's tools.
+    pub fn new(identity: Identity, net: Network, adverts: Arc<AdvertBook>) -> Self {
+        Self {
+            identity,
+            net,
+            adverts,
+        }
+    }
+
+    fn my_key(&self) -> [u8; 32] {
+        self.identity.verifying_key().to_bytes()
+    }
+
+    fn host_key(host: &PeerId) -> Result<[u8; 32], LeaseError> {
+        key_of_peer(host).ok_or_else(|| {
+            LeaseError::BadInput(format!(
+                "{host} is not an ed25519 peer id; degroup hosts have ids starting with 12D3KooW"
+            ))
+        })
+    }
+
+    fn addrs_of(&self, host_key: &[u8; 32]) -> Vec<Multiaddr> {
+        self.adverts
+            .get(host_key)
+            .map(|(a, _)| a.addrs.iter().filter_map(|s| s.parse().ok()).collect())
+            .unwrap_or_default()
+    }
+
+    async fn send(&self, host: PeerId, msg: LeaseMsg) -> Result<LeaseReply, LeaseError> {
+        let key = Self::host_key(&host)?;
+        let addrs = self.addrs_of(&key);
+        self.net
+            .lease_request(host, addrs, msg)
+            .await
+            .map_err(|e| LeaseError::Unreachable {
+                peer: host.to_string(),
+                reason: e.to_string(),
+            })
+    }
+
+    /// Negotiates a new lease; returns the fully signed document, committed on the host.
+    pub async fn create(&self, p: &CreateParams) -> Result<LeaseDoc, LeaseError> {
+        if p.host == self.identity.peer_id() {
+            return Err(LeaseError::BadInput(
+                "that is this node's own peer id; a node cannot lease from itself".into(),
+            ));
+        }
+        let host_key = Self::host_key(&p.host)?;
+        let idempotency_key = match p.idempotency_key {
+            Some(k) => k,
+            None => random16()?,
+        };
+        let request = LeaseRequest {
+            host: host_key,
+            ask: Ask::New(p.slice),
+            duration_ms: p.duration_ms,
+            max_hourly_micros: p.max_hourly_micros,
+            nonce: random16()?,
+            idempotency_key,
+            created_at_ms: now_ms(),
+        };
+        let expect_id = new_lease_id(&host_key, &self.my_key(), &idempotency_key);
+        let check = |c: &Contract| -> Result<(), LeaseError> {
+            if c.lease_id != expect_id || c.version != 1 {
+                return Err(protocol("the host's contract has another lease id"));
+            }
+            if c.slice != p.slice {
+                return Err(protocol("the host's contract is for another slice"));
+            }
+            if c.ends_at_ms.saturating_sub(c.starts_at_ms) != p.duration_ms {
+                return Err(protocol("the host's contract has another duration"));
+            }
+            Ok(())
+        };
+        self.negotiate(p.host, host_key, &request, check).await
+    }
+
+    /// Renews an active lease by `duration_ms` past its current end.
+    pub async fn renew(
+        &self,
+        current: &Contract,
+        duration_ms: u64,
+        max_hourly_micros: Option<u64>,
+    ) -> Result<LeaseDoc, LeaseError> {
+        let host = peer_of(&current.host)?;
+        let request = LeaseRequest {
+            host: current.host,
+            ask: Ask::Renew(current.lease_id),
+            duration_ms,
+            max_hourly_micros,
+            nonce: random16()?,
+            idempotency_key: random16()?,
+            created_at_ms: now_ms(),
+        };
+        let check = |c: &Contract| -> Result<(), LeaseError> {
+            if c.lease_id != current.lease_id || c.version <= current.version {
+                return Err(protocol("the host's renewal is for another lease"));
+            }
+            if c.slice != current.slice || c.starts_at_ms != current.starts_at_ms {
+                return Err(protocol("the host's renewal changes the slice or start"));
+            }
+            if c.ends_at_ms != current.ends_at_ms.saturating_add(duration_ms) {
+                return Err(protocol("the host's renewal has another end time"));
+            }
+            Ok(())
+        };
+        self.negotiate(host, current.host, &request, check).await
+    }
+
+    async fn negotiate(
+        &self,
+        host: PeerId,
+        host_key: [u8; 32],
+        request: &LeaseRequest,
+        check: impl Fn(&Contract) -> Result<(), LeaseError>,
+    ) -> Result<LeaseDoc, LeaseError> {
+        let me = self.my_key();
+        let env = Envelope::seal_kind(self.identity.signing_key(), request)
+            .map_err(|e| LeaseError::BadInput(e.to_string()))?;
+        let check_terms = |c: &Contract| -> Result<(), LeaseError> {
+            if c.host != host_key || c.tenant != me {
+                return Err(protocol("the contract names another host or tenant"));
+            }
+            if let Some(max) = request.max_hourly_micros
+                && c.hourly_micros > max
+            {
+                return Err(protocol("the host's price is above your maximum"));
+            }
+            check(c)
+        };
+        match self.send(host, LeaseMsg::Request(env.to_bytes())).await? {
+            LeaseReply::Offer(offer) => {
+                let opened: Opened<Contract> = Envelope::open(&offer)
+                    .map_err(|e| protocol(format!("the host's offer does not verify: {e}")))?;
+                if opened.signer.as_bytes() != &host_key {
+                    return Err(protocol("the offer is not signed by the host"));
+                }
+                check_terms(&opened.value)?;
+                let acceptance = Acceptance {
+                    lease_id: opened.value.lease_id,
+                    version: opened.value.version,
+                    contract_hash: hash(&offer),
+                };
+                let acc = Envelope::seal_kind(self.identity.signing_key(), &acceptance)
+                    .map_err(|e| LeaseError::BadInput(e.to_string()))?
+                    .to_bytes();
+                match self.send(host, LeaseMsg::Accept(acc.clone())).await? {
+                    LeaseReply::Committed {
+                        contract,
+                        acceptance,
+                    } if contract == offer && acceptance == acc => Ok(LeaseDoc {
+                        contract,
+                        acceptance,
+                    }),
+                    LeaseReply::Refused(r) => Err(LeaseError::Refused(r)),
+                    other => Err(protocol(format!(
+                        "unexpected answer to the countersignature: {}",
+                        reply_kind(&other)
+                    ))),
+                }
+            }
+            // A retry of a request the host already committed: the same lease comes back.
+            LeaseReply::Committed {
+                contract,
+                acceptance,
+            } => {
+                let doc = LeaseDoc {
+                    contract,
+                    acceptance,
+                };
+                let v = verify_doc(&doc)
+                    .map_err(|e| protocol(format!("the host's lease does not verify: {e}")))?;
+                if v.contract.host != host_key || v.contract.tenant != me {
+                    return Err(protocol("the lease names another host or tenant"));
+                }
+                Ok(doc)
+            }
+            LeaseReply::Refused(r) => Err(LeaseError::Refused(r)),
+            other => Err(protocol(format!(
+                "unexpected answer to a lease request: {}",
+                reply_kind(&other)
+            ))),
+        }
+    }
+
+    /// Asks the host to end the lease now; returns its signed end notice.
+    pub async fn release(&self, contract: &Contract) -> Result<(Vec<u8>, LeaseEnd), LeaseError> {
+        let host = peer_of(&contract.host)?;
+        let req = ReleaseRequest {
+            lease_id: contract.lease_id,
+            at_ms: now_ms(),
+        };
+        let env = Envelope::seal_kind(self.identity.signing_key(), &req)
+            .map_err(|e| LeaseError::BadInput(e.to_string()))?;
+        match self.send(host, LeaseMsg::Release(env.to_bytes())).await? {
+            LeaseReply::Ended(bytes) => {
+                let end = verify_end(&bytes, contract)
+                    .map_err(|e| protocol(format!("the host's end notice: {e}")))?;
+                Ok((bytes, end))
+            }
+            LeaseReply::Refused(r) => Err(LeaseError::Refused(r)),
+            other => Err(protocol(format!(
+                "unexpected answer to a release: {}",
+                reply_kind(&other)
+            ))),
+        }
+    }
+
+    /// Fetches the host's signed receipts for a lease and keeps those that verify.
+    pub async fn receipts(
+        &self,
+        contract: &Contract,
+        since_ms: u64,
+    ) -> Result<Vec<(LeaseId, u64, u64, Vec<u8>)>, LeaseError> {
+        let host = peer_of(&contract.host)?;
+        let msg = LeaseMsg::Receipts {
+            lease_id: contract.lease_id,
+            since_ms,
+        };
+        match self.send(host, msg).await? {
+            LeaseReply::Receipts(list) => Ok(list
+                .into_iter()
+                .take(MAX_RECEIPTS_PER_REPLY)
+                .filter_map(|bytes| {
+                    let r = check_receipt(&bytes, contract)?;
+                    Some((r.lease_id, r.period_start_ms, r.period_end_ms, bytes))
+                })
+                .collect()),
+            LeaseReply::Refused(r) => Err(LeaseError::Refused(r)),
+            other => Err(protocol(format!(
+                "unexpected answer to a receipts request: {}",
+                reply_kind(&other)
+            ))),
+        }
+    }
+}
+
+/// Verifies a receipt of this lease, signed by its host.
+pub fn check_receipt(bytes: &[u8], contract: &Contract) -> Option<UsageReceipt> {
+    let r: Opened<UsageReceipt> = Envelope::open(bytes).ok()?;
+    (r.signer.as_bytes() == &contract.host
+        && r.value.host == contract.host
+        && r.value.tenant == contract.tenant
+        && r.value.lease_id == contract.lease_id)
+        .then_some(r.value)
+}
+
+fn peer_of(key: &[u8; 32]) -> Result<PeerId, LeaseError> {
+    crate::identity::peer_id_of_bytes(key)
+        .ok_or_else(|| protocol("the lease names a host key that is not a peer id"))
+}
+
+fn reply_kind(r: &LeaseReply) -> &'static str {
+    match r {
+        LeaseReply::Offer(_) => "offer",
+        LeaseReply::Committed { .. } => "committed",
+        LeaseReply::Ended(_) => "ended",
+        LeaseReply::Receipts(_) => "receipts",
+        LeaseReply::Ok => "ok",
+        LeaseReply::Refused(_) => "refused",
+    }
+}

@@ -1,0 +1,181 @@
+//! The `/degroup/lease/1` request-response protocol: what travels, and its codec.
+//!
+//! Every message that carries meaning is a signed envelope (see [`super::contract`]); the
+//! frames around them ([`LeaseMsg`], [`LeaseReply`]) are postcard, read with a hard size cap and
+//! with trailing bytes rejected.
+
+use libp2p::StreamProtocol;
+use serde::{Deserialize, Serialize};
+
+use super::contract::{LeaseId, Slice};
+use crate::net::sync::{read_capped, write_all};
+use crate::signed::decode_exact;
+
+/// Protocol name.
+pub const LEASE_PROTOCOL: StreamProtocol = StreamProtocol::new("/degroup/lease/1");
+/// Largest request frame.
+pub const MAX_MSG_FRAME: u64 = 16 * 1024;
+/// Largest reply frame (a page of receipts).
+pub const MAX_REPLY_FRAME: u64 = 1024 * 1024;
+/// Most receipts in one reply.
+pub const MAX_RECEIPTS_PER_REPLY: usize = 200;
+
+/// A message to a host (or, for [`LeaseMsg::Ended`], to a tenant).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum LeaseMsg {
+    /// A signed [`super::contract::LeaseRequest`].
+    Request(Vec<u8>),
+    /// A signed [`super::contract::Acceptance`].
+    Accept(Vec<u8>),
+    /// A signed [`super::contract::ReleaseRequest`].
+    Release(Vec<u8>),
+    /// Host → tenant: a signed [`super::contract::LeaseEnd`] (termination notice).
+    Ended(Vec<u8>),
+    /// The receipts of a lease with a period starting at or after `since_ms`.
+    Receipts { lease_id: LeaseId, since_ms: u64 },
+}
+
+/// The answer.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum LeaseReply {
+    /// A signed [`super::contract::Contract`], held for the tenant's countersignature.
+    Offer(Vec<u8>),
+    /// The lease is durably committed on the host: both signed envelopes.
+    Committed {
+        contract: Vec<u8>,
+        acceptance: Vec<u8>,
+    },
+    /// A signed [`super::contract::LeaseEnd`].
+    Ended(Vec<u8>),
+    /// Signed [`super::contract::UsageReceipt`]s, oldest first.
+    Receipts(Vec<Vec<u8>>),
+    /// Noted.
+    Ok,
+    /// Refused, with the reason; nothing changed on the host.
+    Refused(Refusal),
+}
+
+/// Why a host refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum RefusalCode {
+    /// Not enough free capacity; `free` says what is.
+    Capacity,
+    /// Host policy: tenant not allowed, duration out of bounds, price below minimum.
+    Policy,
+    /// Above the tenant's maximum price.
+    Price,
+    /// Malformed, forged, wrongly signed or addressed to someone else.
+    Invalid,
+    /// A nonce seen before with another idempotency key, or a stale request.
+    Replay,
+    /// No such lease or offer (or not yours).
+    Unknown,
+    /// The lease is not active.
+    NotActive,
+    /// The host is overloaded or its store failed; try again.
+    Unavailable,
+}
+
+impl RefusalCode {
+    /// Short label for metrics and JSON.
+    pub fn label(self) -> &'static str {
+        match self {
+            RefusalCode::Capacity => "capacity",
+            RefusalCode::Policy => "policy",
+            RefusalCode::Price => "price",
+            RefusalCode::Invalid => "invalid",
+            RefusalCode::Replay => "replay",
+            RefusalCode::Unknown => "unknown",
+            RefusalCode::NotActive => "not_active",
+            RefusalCode::Unavailable => "unavailable",
+        }
+    }
+}
+
+/// A refusal: code, message for people, and what is free when capacity was short.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Refusal {
+    pub code: RefusalCode,
+    pub message: String,
+    pub free: Option<Slice>,
+}
+
+impl Refusal {
+    /// A refusal without a capacity figure.
+    pub fn new(code: RefusalCode, message: impl Into<String>) -> Self {
+        Self {
+            code,
+            message: message.into(),
+            free: None,
+        }
+    }
+}
+
+impl std::fmt::Display for Refusal {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+/// Postcard codec with size caps.
+#[derive(Debug, Clone, Default)]
+pub struct LeaseCodec;
+
+impl libp2p::request_response::Codec for LeaseCodec {
+    type Protocol = StreamProtocol;
+    type Request = LeaseMsg;
+    type Response = LeaseReply;
+
+    async fn read_request<T>(&mut self, _: &StreamProtocol, io: &mut T) -> std::io::Result<LeaseMsg>
+    where
+        T: futures::AsyncRead + Unpin + Send,
+    {
+        read_capped(io, MAX_MSG_FRAME).await
+    }
+
+    async fn read_response<T>(
+        &mut self,
+        _: &StreamProtocol,
+        io: &mut T,
+    ) -> std::io::Result<LeaseReply>
+    where
+        T: futures::AsyncRead + Unpin + Send,
+    {
+        read_capped(io, MAX_REPLY_FRAME).await
+    }
+
+    async fn write_request<T>(
+        &mut self,
+        _: &StreamProtocol,
+        io: &mut T,
+        req: LeaseMsg,
+    ) -> std::io::Result<()>
+    where
+        T: futures::AsyncWrite + Unpin + Send,
+    {
+        write_all(io, &req).await
+    }
+
+    async fn write_response<T>(
+        &mut self,
+        _: &StreamProtocol,
+        io: &mut T,
+        res: LeaseReply,
+    ) -> std::io::Result<()>
+    where
+        T: futures::AsyncWrite + Unpin + Send,
+    {
+        write_all(io, &res).await
+    }
+}
+
+/// Decodes a request frame from raw bytes (the fuzz target's entry point).
+pub fn decode_msg(bytes: &[u8]) -> Result<LeaseMsg, crate::signed::EnvelopeError> {
+    if bytes.len() as u64 > MAX_MSG_FRAME {
+        return Err(crate::signed::EnvelopeError::TooLarge {
+            size: bytes.len(),
+            max: MAX_MSG_FRAME as usize,
+        });
+    }
+    decode_exact(bytes)
+}
