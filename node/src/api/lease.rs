@@ -104,9 +104,9 @@ fn respond<T: Serialize>(r: Result<T, LeaseError>) -> Response {
     }
 }
 
-fn body<T>(b: Result<Json<T>, JsonRejection>) -> Result<T, Response> {
+fn body<T>(b: Result<Json<T>, JsonRejection>) -> Result<T, LeaseError> {
     b.map(|Json(v)| v)
-        .map_err(|e| error(StatusCode::BAD_REQUEST, &e.body_text()).into_response())
+        .map_err(|e| LeaseError::BadInput(e.body_text()))
 }
 
 async fn list(State(state): State<Arc<ApiState>>) -> Response {
@@ -176,7 +176,7 @@ async fn create(
 ) -> Response {
     let b = match body(b) {
         Ok(b) => b,
-        Err(r) => return r,
+        Err(e) => return lease_error(&e),
     };
     let params = match create_params(&b) {
         Ok(p) => p,
@@ -192,7 +192,7 @@ async fn renew(
 ) -> Response {
     let b = match body(b) {
         Ok(b) => b,
-        Err(r) => return r,
+        Err(e) => return lease_error(&e),
     };
     respond(
         state
@@ -213,7 +213,7 @@ async fn terminate(
 ) -> Response {
     let b = match body(b) {
         Ok(b) => b,
-        Err(r) => return r,
+        Err(e) => return lease_error(&e),
     };
     respond(state.leases.terminate(&id, &b.reason).await)
 }

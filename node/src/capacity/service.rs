@@ -93,9 +93,9 @@ impl CapacityHandle {
     }
 
     /// Tells the actor what active leases take; the next advert's free capacity is the offer
-    /// minus this. Never blocks: a full queue drops the update, and the next one carries it.
-    pub fn set_leased(&self, leased: Slice) {
-        let _ = self.tx.try_send(Command::Leased(leased));
+    /// minus this. Never blocks: returns false when the queue is full (the caller tries again).
+    pub fn set_leased(&self, leased: Slice) -> bool {
+        self.tx.try_send(Command::Leased(leased)).is_ok()
     }
 
     /// The current capacity view.

@@ -155,7 +155,14 @@ impl CreateArgs {
             gpus: self.gpu.unwrap_or(0),
             duration_ms: duration("--for", &self.duration)?,
             max_hourly_micros: max_price(self.max_price.as_deref())?,
-            idempotency_key: self.idempotency_key.clone(),
+            idempotency_key: Some(match &self.idempotency_key {
+                Some(k) => k.clone(),
+                None => {
+                    let mut k = [0u8; 16];
+                    getrandom::fill(&mut k).map_err(|e| anyhow::anyhow!("no randomness: {e}"))?;
+                    hex::encode(k)
+                }
+            }),
         };
         if body.cpu_millis == 0 && body.mem_bytes == 0 && body.disk_bytes == 0 && body.gpus == 0 {
             return Err(usage(
@@ -200,7 +207,19 @@ pub async fn run(dir: &Path, command: LeaseCommand) -> anyhow::Result<()> {
     match command {
         LeaseCommand::Create(a) => {
             let body = create_body.context("arguments")?;
-            let view: LeaseView = client.post("/v1/leases", &body).await?;
+            let key = body.idempotency_key.clone().unwrap_or_default();
+            let view: LeaseView = client.post("/v1/leases", &body).await.map_err(|e| {
+                let text = format!("{e:#}");
+                if text.contains("the host refused") {
+                    e
+                } else {
+                    // The host may have committed the lease before the failure: the same key
+                    // gets that lease back instead of a second one.
+                    anyhow::anyhow!(
+                        "{text}; to retry without risking a second lease, add --idempotency-key {key}"
+                    )
+                }
+            })?;
             print_one(&view, a.json)
         }
         LeaseCommand::List { json } => {

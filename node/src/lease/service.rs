@@ -282,6 +282,9 @@ impl LeaseHandle {
     }
 }
 
+/// Nonces seen: (tenant, nonce) → (idempotency key, first seen ms).
+type NonceBook = HashMap<([u8; 32], [u8; 16]), ([u8; 16], u64)>;
+
 struct Service {
     identity: Identity,
     key: [u8; 32],
@@ -289,8 +292,7 @@ struct Service {
     policy: Policy,
     net: Network,
     capacity: CapacityHandle,
-    /// (tenant, nonce) → (idempotency key, first seen ms).
-    nonces: HashMap<([u8; 32], [u8; 16]), ([u8; 16], u64)>,
+    nonces: NonceBook,
     last_leased: Option<Slice>,
 }
 
@@ -331,8 +333,9 @@ impl Service {
         // Leases that ended while the node was down end now, before anything is answered.
         self.sweep(now_ms());
         self.publish_leased();
+        let mut last_sweep = Instant::now();
         loop {
-            let wake = self.next_wake();
+            let wake = self.next_wake(last_sweep);
             tokio::select! {
                 () = shutdown.cancelled() => break,
                 Some(first) = inbound.recv() => {
@@ -346,7 +349,10 @@ impl Service {
                     self.on_inbound(batch).await;
                 }
                 Some(cmd) = commands.recv() => self.on_command(cmd),
-                () = sleep_until(wake) => self.sweep(now_ms()),
+                () = sleep_until(wake) => {
+                    self.sweep(now_ms());
+                    last_sweep = Instant::now();
+                }
             }
             self.publish_leased();
         }
@@ -359,20 +365,23 @@ impl Service {
 
     fn publish_leased(&mut self) {
         let used = self.book.used();
-        if self.last_leased != Some(used) {
+        if self.last_leased != Some(used) && self.capacity.set_leased(used) {
             self.last_leased = Some(used);
-            self.capacity.set_leased(used);
         }
     }
 
-    fn next_wake(&self) -> Instant {
+    /// When to sweep next: at the next offer lapse or lease end, and at least every
+    /// [`SWEEP_MAX`] however busy the actor is.
+    fn next_wake(&self, last_sweep: Instant) -> Instant {
         let now = now_ms();
-        let next = [self.book.next_offer_expiry(), self.book.next_lease_end()]
+        let regular = last_sweep + SWEEP_MAX;
+        [self.book.next_offer_expiry(), self.book.next_lease_end()]
             .into_iter()
             .flatten()
             .min()
-            .map_or(SWEEP_MAX, |t| Duration::from_millis(t.saturating_sub(now)));
-        Instant::now() + next.min(SWEEP_MAX)
+            .map_or(regular, |t| {
+                (Instant::now() + Duration::from_millis(t.saturating_sub(now))).min(regular)
+            })
     }
 
     fn on_command(&mut self, cmd: Command) {

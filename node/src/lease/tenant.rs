@@ -148,7 +148,9 @@ impl Tenant {
             duration_ms,
             max_hourly_micros,
             nonce: random16()?,
-            idempotency_key: random16()?,
+            // One key per version renewed: a retry after a lost answer gets the renewal the host
+            // already committed, instead of being stuck on the old version.
+            idempotency_key: renewal_key(&current.lease_id, current.version),
             created_at_ms: now_ms(),
         };
         let check = |c: &Contract| -> Result<(), LeaseError> {
@@ -302,6 +304,17 @@ pub fn check_receipt(bytes: &[u8], contract: &Contract) -> Option<UsageReceipt> 
         && r.value.tenant == contract.tenant
         && r.value.lease_id == contract.lease_id)
         .then_some(r.value)
+}
+
+/// The idempotency key of renewing version `version` of a lease.
+pub fn renewal_key(id: &LeaseId, version: u32) -> [u8; 16] {
+    let mut h = blake3::Hasher::new();
+    h.update(b"degroup/lease-renewal/v1");
+    h.update(id);
+    h.update(&version.to_be_bytes());
+    let mut k = [0u8; 16];
+    k.copy_from_slice(&h.finalize().as_bytes()[..16]);
+    k
 }
 
 fn peer_of(key: &[u8; 32]) -> Result<PeerId, LeaseError> {

@@ -78,7 +78,18 @@ fn slice(cpu: u64, mem: u64) -> Slice {
 fn run(steps: &[Step]) -> Result<(), TestCaseError> {
     let dir = tempfile::tempdir().map_err(|e| TestCaseError::fail(e.to_string()))?;
     let open = || -> Result<LeaseBook, TestCaseError> {
-        let store = Store::open(dir.path()).map_err(|e| TestCaseError::fail(e.to_string()))?;
+        // sled's background flusher lets go of the file lock a moment after the last handle
+        // is dropped; a restarted process never sees that, a restart in one process may.
+        let mut tries = 0;
+        let store = loop {
+            match Store::open(dir.path()) {
+                Err(crate::store::StoreError::Locked { .. }) if tries < 200 => {
+                    tries += 1;
+                    std::thread::sleep(std::time::Duration::from_millis(10));
+                }
+                other => break other.map_err(|e| TestCaseError::fail(e.to_string()))?,
+            }
+        };
         LeaseBook::open(&store).map_err(|e| TestCaseError::fail(e.to_string()))
     };
     let host = Identity::from_secret([1; 32]);
