@@ -1,7 +1,9 @@
 //! Crash safety of leases: a host process under lease load is killed with SIGKILL at random
 //! moments and restarted. Every lease acknowledged to a tenant must be on the host afterwards,
 //! intact (both signatures verify) and active; offers held before the crash are released; and
-//! the reservation invariant holds (no capacity leaked or over-booked).
+//! the reservation invariant holds (no capacity leaked or over-booked). Every fourth trial kills
+//! the tenant instead: after its restart it holds every lease it acknowledged, and no lease is
+//! left pending.
 //!
 //! `DEGROUP_LEASE_CRASH_TRIALS` sets the number of trials (100 by default; the documented long
 //! run uses 1000).
@@ -42,6 +44,40 @@ fn start_host(dir: &std::path::Path, listen: &str) -> NodeProc {
     NodeProc::start(dir, &["--listen", listen])
 }
 
+/// After a tenant restart: every acknowledged lease is there, and the leases left pending by
+/// the crash are confirmed with the host (or dropped if it never committed them).
+fn check_tenant(
+    rt: &tokio::runtime::Runtime,
+    api: &ApiClient,
+    acked: &HashSet<String>,
+    trial: u64,
+) {
+    let mut list: Option<LeaseList> = None;
+    for _ in 0..200 {
+        let l: LeaseList = rt.block_on(api.get("/v1/leases")).unwrap();
+        if l.leases.iter().all(|l| l.state != "pending") {
+            list = Some(l);
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let list = list.unwrap_or_else(|| panic!("trial {trial}: pending leases never reconciled"));
+    let held: HashSet<&str> = list
+        .leases
+        .iter()
+        .filter(|l| l.verified && l.state == "active")
+        .map(|l| l.id.as_str())
+        .collect();
+    let lost = acked
+        .iter()
+        .filter(|id| !held.contains(id.as_str()))
+        .count();
+    assert_eq!(
+        lost, 0,
+        "trial {trial}: the tenant lost acknowledged leases"
+    );
+}
+
 #[test]
 fn acknowledged_leases_survive_sigkill_of_the_host() {
     let tmp = tempfile::tempdir().unwrap();
@@ -51,16 +87,15 @@ fn acknowledged_leases_survive_sigkill_of_the_host() {
     let o = degroup(&host.dir, &["capacity", "set", "--cpu", "1000", "--force"]);
     assert!(o.status.success(), "{}", stderr(&o));
     let host_id = host.peer_id();
-    let tenant = NodeProc::start(
-        &tmp.path().join("tenant"),
-        &["--bootstrap", &format!("{listen}/p2p/{host_id}")],
-    );
+    let tenant_dir = tmp.path().join("tenant");
+    let tenant_boot = format!("{listen}/p2p/{host_id}");
+    let mut tenant = NodeProc::start(&tenant_dir, &["--bootstrap", &tenant_boot]);
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
         .build()
         .unwrap();
-    let tenant_api = ApiClient::from_data_dir(&tenant.dir).unwrap();
+    let mut tenant_api = ApiClient::from_data_dir(&tenant.dir).unwrap();
 
     // Deterministic kill points, so that a failure can be replayed.
     let mut seed: u64 = 0x2545_F491_4F6C_DD1D;
@@ -72,6 +107,7 @@ fn acknowledged_leases_survive_sigkill_of_the_host() {
     };
     let mut acked: HashSet<String> = HashSet::new();
     let mut killed_mid_load = 0;
+    let mut reconciled = 0;
     for trial in 0..trials() {
         let stop = Arc::new(AtomicBool::new(false));
         let workers: Vec<_> = (0..WORKERS)
@@ -106,8 +142,11 @@ fn acknowledged_leases_survive_sigkill_of_the_host() {
             })
             .collect();
         std::thread::sleep(Duration::from_millis(20 + next() % 250));
-        host.child.kill().unwrap();
-        let _ = host.child.wait();
+        // Every fourth trial kills the tenant instead: what it acknowledged must survive too.
+        let kill_tenant = trial % 4 == 3;
+        let victim = if kill_tenant { &mut tenant } else { &mut host };
+        victim.child.kill().unwrap();
+        let _ = victim.child.wait();
         stop.store(true, Ordering::Relaxed);
         let mut this_trial = 0;
         for w in workers {
@@ -119,6 +158,14 @@ fn acknowledged_leases_survive_sigkill_of_the_host() {
             killed_mid_load += 1;
         }
 
+        if kill_tenant {
+            let _ = std::fs::remove_file(tenant_dir.join("api.addr"));
+            tenant = NodeProc::start(&tenant_dir, &["--bootstrap", &tenant_boot]);
+            tenant_api = ApiClient::from_data_dir(&tenant.dir).unwrap();
+            check_tenant(&rt, &tenant_api, &acked, trial);
+            reconciled += tenant.log().matches("pending lease").count();
+            continue;
+        }
         host = start_host(&host_dir, &listen);
         let host_api = ApiClient::from_data_dir(&host.dir).unwrap();
         let (list, check): (LeaseList, serde_json::Value) = rt.block_on(async {
@@ -169,7 +216,7 @@ fn acknowledged_leases_survive_sigkill_of_the_host() {
     let at_tenant: HashSet<&str> = tenant_list.leases.iter().map(|l| l.id.as_str()).collect();
     assert!(acked.iter().all(|id| at_tenant.contains(id.as_str())));
     eprintln!(
-        "{} trials, {} acknowledged leases, all present after every kill",
+        "{} trials, {} acknowledged leases, all present after every kill; {reconciled} pending lease(s) reconciled after tenant kills",
         trials(),
         acked.len()
     );

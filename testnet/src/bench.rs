@@ -1,5 +1,6 @@
 //! `degroup-testnet bench …`: benchmarks on real node processes, side by side with anchors.
 
+mod lease;
 mod propagation;
 
 use std::path::Path;
@@ -9,11 +10,14 @@ use std::path::Path;
 pub enum BenchCommand {
     /// Time for a capacity change to reach every node (and Serf's, when installed)
     Propagation(propagation::Args),
+    /// Lease negotiation latency and throughput, committed durably on both sides
+    Lease(lease::Args),
 }
 
 pub async fn run(bin: &Path, command: BenchCommand) -> anyhow::Result<()> {
     match command {
         BenchCommand::Propagation(a) => propagation::run(bin, &a).await,
+        BenchCommand::Lease(a) => lease::run(bin, &a).await,
     }
 }
 

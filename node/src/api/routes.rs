@@ -84,18 +84,7 @@ async fn not_found() -> impl IntoResponse {
 }
 
 async fn status(State(state): State<Arc<ApiState>>) -> Response {
-    let (hosted, rented) = match state.leases.list().await {
-        Ok(l) => {
-            let active = |role: &str| {
-                l.leases
-                    .iter()
-                    .filter(|v| v.role == role && v.state == "active")
-                    .count()
-            };
-            (active("host"), active("tenant"))
-        }
-        Err(_) => (0, 0),
-    };
+    let (hosted, rented) = state.leases.counts().await.unwrap_or((0, 0));
     match state.net.status().await {
         Ok(net) => Json(StatusResponse {
             leases_hosted: hosted,

@@ -45,6 +45,8 @@ pub struct StoredLease {
     pub renewal_keys: Vec<[u8; 16]>,
     /// Usage receipts exist up to here (Unix ms).
     pub receipts_until_ms: u64,
+    /// Tenant side: countersigned and stored, the host's commit not yet confirmed.
+    pub pending: bool,
 }
 
 /// A lease in memory: the stored form and its decoded contract.
@@ -123,6 +125,7 @@ impl HeldOffer {
 pub struct CommitItem {
     key: (LeaseId, u32),
     stored: StoredLease,
+    contract: Contract,
 }
 
 impl CommitItem {
@@ -260,6 +263,25 @@ impl LeaseBook {
         }
     }
 
+    /// Active leases: (hosted, rented).
+    pub fn active_counts(&self) -> (usize, usize) {
+        let mut c = (0, 0);
+        for l in self.leases.values().filter(|l| l.is_active()) {
+            match l.stored.role {
+                Role::Host => c.0 += 1,
+                Role::Tenant => c.1 += 1,
+            }
+        }
+        c
+    }
+
+    /// Active leases this node hosts, in no particular order.
+    pub fn active_hosted(&self) -> impl Iterator<Item = &Lease> {
+        self.leases
+            .values()
+            .filter(|l| l.stored.role == Role::Host && l.is_active())
+    }
+
     /// All leases, newest first.
     pub fn list(&self) -> Vec<&Lease> {
         let mut v: Vec<&Lease> = self.leases.values().collect();
@@ -382,6 +404,7 @@ impl LeaseBook {
                 end_notice: None,
                 renewal_keys: Vec::new(),
                 receipts_until_ms: offer.contract.starts_at_ms,
+                pending: false,
             },
             (OfferKind::Renew { idempotency_key }, Some(old)) if old.is_active() => {
                 let mut s = old.stored.clone();
@@ -401,7 +424,11 @@ impl LeaseBook {
                 ));
             }
         };
-        Ok(CommitItem { key, stored })
+        Ok(CommitItem {
+            key,
+            stored,
+            contract: offer.contract.clone(),
+        })
     }
 
     /// Writes countersigned offers in one transaction, flushes, and only then makes them
@@ -425,15 +452,29 @@ impl LeaseBook {
         }
         for item in items {
             self.drop_offer(&item.key);
-            self.install(item.stored.clone());
+            // The host signed the contract and checked the countersignature: verified.
+            self.install(Lease {
+                stored: item.stored.clone(),
+                contract: item.contract.clone(),
+                verified: true,
+            });
         }
         Ok(())
     }
 
-    fn install(&mut self, stored: StoredLease) {
-        let Ok(lease) = Lease::from_stored(stored) else {
-            return;
-        };
+    /// Replaces the record of a lease whose signed document did not change.
+    fn restate(&mut self, id: &LeaseId, stored: StoredLease) {
+        if let Some(old) = self.leases.get(id) {
+            let lease = Lease {
+                stored,
+                contract: old.contract.clone(),
+                verified: old.verified,
+            };
+            self.install(lease);
+        }
+    }
+
+    fn install(&mut self, lease: Lease) {
         let id = lease.contract.lease_id;
         if let Some(old) = self.leases.remove(&id)
             && old.stored.role == Role::Host
@@ -449,11 +490,44 @@ impl LeaseBook {
 
     /// Stores a lease durably (the tenant's copy, or any rewrite of a record).
     pub fn put(&mut self, stored: StoredLease) -> Result<LeaseId, StoreError> {
-        let lease = Lease::from_stored(stored.clone()).map_err(StoreError::Db)?;
+        let bytes = encode(&stored)?;
+        let lease = Lease::from_stored(stored).map_err(StoreError::Db)?;
         let id = lease.contract.lease_id;
-        self.leases_tree.insert_durable(&id, &encode(&stored)?)?;
-        self.install(stored);
+        self.leases_tree.insert_durable(&id, &bytes)?;
+        self.install(lease);
         Ok(id)
+    }
+
+    /// Marks a tenant's pending lease as confirmed by its host. Not flushed: a crash before
+    /// the next flush leaves it pending, and the start-up reconciliation confirms it again.
+    pub fn confirm(&mut self, id: &LeaseId) -> Result<bool, StoreError> {
+        let Some(lease) = self.leases.get(id).filter(|l| l.stored.pending) else {
+            return Ok(false);
+        };
+        let mut stored = lease.stored.clone();
+        stored.pending = false;
+        self.leases_tree.insert(id, &encode(&stored)?)?;
+        self.restate(id, stored);
+        Ok(true)
+    }
+
+    /// Drops a tenant's pending lease that its host never committed.
+    pub fn forget(&mut self, id: &LeaseId) -> Result<bool, StoreError> {
+        if !self.leases.get(id).is_some_and(|l| l.stored.pending) {
+            return Ok(false);
+        }
+        self.leases_tree.remove(id)?;
+        self.leases.remove(id);
+        Ok(true)
+    }
+
+    /// The tenant's leases whose commit is not confirmed yet.
+    pub fn pending(&self) -> Vec<Lease> {
+        self.leases
+            .values()
+            .filter(|l| l.stored.pending)
+            .cloned()
+            .collect()
     }
 
     /// Ends an active lease durably; its capacity is free once this returns.
@@ -473,7 +547,8 @@ impl LeaseBook {
         let mut stored = lease.stored.clone();
         stored.ended = Some((at_ms, reason));
         stored.end_notice = notice;
-        self.put(stored)?;
+        self.leases_tree.insert_durable(id, &encode(&stored)?)?;
+        self.restate(id, stored);
         Ok(true)
     }
 
@@ -520,12 +595,12 @@ impl LeaseBook {
                 let mut s = l.stored.clone();
                 s.receipts_until_ms = s.receipts_until_ms.max(*mark);
                 ops.push(Op::Put(Domain::Leases, id.to_vec(), encode(&s)?));
-                updated.push(s);
+                updated.push((*id, s));
             }
         }
         self.store.apply_durable(&ops)?;
-        for s in updated {
-            self.install(s);
+        for (id, s) in updated {
+            self.restate(&id, s);
         }
         Ok(())
     }

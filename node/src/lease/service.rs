@@ -21,7 +21,7 @@ use tokio_util::sync::CancellationToken;
 use super::book::{Lease, LeaseBook, Role, StoredLease};
 use super::contract::{EndReason, LeaseId, MAX_REASON, Slice, id_hex};
 use super::policy::Policy;
-use super::tenant::{CreateParams, Tenant, check_receipt};
+use super::tenant::{CreateParams, Proposal, Tenant, check_receipt, peer_of};
 use super::view::{LeaseExport, LeaseList, LeaseView};
 use super::wire::{Refusal, RefusalCode};
 use crate::capacity::CapacityHandle;
@@ -74,6 +74,7 @@ fn describe(r: &Refusal) -> String {
 
 enum Command {
     List(oneshot::Sender<LeaseList>),
+    Counts(oneshot::Sender<(usize, usize)>),
     Get(String, oneshot::Sender<Result<Lease, LeaseError>>),
     Store(Box<StoredLease>, oneshot::Sender<Result<Lease, LeaseError>>),
     End {
@@ -90,6 +91,9 @@ enum Command {
     Receipts(LeaseId, oneshot::Sender<Vec<Vec<u8>>>),
     Terminate(String, String, oneshot::Sender<Result<Lease, LeaseError>>),
     Check(oneshot::Sender<Result<(), String>>),
+    Confirm(LeaseId, oneshot::Sender<Result<Lease, LeaseError>>),
+    Forget(LeaseId),
+    Pending(oneshot::Sender<Vec<Lease>>),
 }
 
 /// Cloneable handle to the lease actor.
@@ -147,24 +151,87 @@ impl LeaseHandle {
         self.ask(Command::List).await
     }
 
+    /// Active leases this node hosts, and holds as a tenant.
+    pub async fn counts(&self) -> Result<(usize, usize), LeaseError> {
+        self.ask(Command::Counts).await
+    }
+
     /// A lease by id or unique prefix.
     pub async fn get(&self, id: &str) -> Result<Lease, LeaseError> {
         self.ask(|r| Command::Get(id.to_owned(), r)).await?
     }
 
     /// Negotiates a lease with a host; returns it once committed on both sides.
+    ///
+    /// The countersigned contract is stored (flushed) on this node while the countersignature
+    /// travels and the host commits, so that both flushes overlap; it is marked pending until
+    /// the host's answer arrives. A pending lease left by a crash is confirmed (or dropped, if
+    /// the host never committed it) at the next start.
     pub async fn create(&self, params: &CreateParams) -> Result<LeaseView, LeaseError> {
-        let doc = self.tenant.create(params).await?;
-        let stored = StoredLease {
+        let (host, proposal) = self.tenant.propose_new(params).await?;
+        let tenant_copy = |doc, pending| StoredLease {
             role: Role::Tenant,
             receipts_until_ms: 0,
             doc,
             ended: None,
             end_notice: None,
             renewal_keys: Vec::new(),
+            pending,
         };
-        let lease = self.ask(|r| Command::Store(Box::new(stored), r)).await??;
+        let doc = match proposal {
+            Proposal::Committed(doc) => doc,
+            Proposal::Offer(doc) => {
+                let pending = tenant_copy(doc.clone(), true);
+                let (answer, stored) = tokio::join!(
+                    self.tenant.confirm(host, &doc),
+                    self.ask(|r| Command::Store(Box::new(pending), r))
+                );
+                let lease = stored??;
+                let id = lease.contract.lease_id;
+                return match answer {
+                    Ok(_) => Ok(LeaseView::listed(
+                        &self.ask(|r| Command::Confirm(id, r)).await??,
+                    )),
+                    Err(e) => {
+                        if matches!(e, LeaseError::Refused(_)) {
+                            let _ = self.tx.send(Command::Forget(id)).await;
+                        }
+                        Err(e)
+                    }
+                };
+            }
+        };
+        let lease = self
+            .ask(|r| Command::Store(Box::new(tenant_copy(doc, false)), r))
+            .await??;
         Ok(LeaseView::of(&lease))
+    }
+
+    /// Confirms (or drops) the leases left pending by a crash between countersigning and the
+    /// host's answer; a host that cannot be reached leaves them pending until the next start.
+    async fn reconcile(self) {
+        let Ok(pending) = self.ask(Command::Pending).await else {
+            return;
+        };
+        for lease in pending {
+            let Ok(host) = peer_of(&lease.contract.host) else {
+                continue;
+            };
+            let id = lease.contract.lease_id;
+            match self.tenant.confirm(host, &lease.stored.doc).await {
+                Ok(_) => {
+                    let _ = self.ask(|r| Command::Confirm(id, r)).await;
+                    tracing::info!(lease = %lease.id_hex(), "pending lease confirmed by its host");
+                }
+                Err(LeaseError::Refused(r)) => {
+                    let _ = self.tx.send(Command::Forget(id)).await;
+                    tracing::info!(lease = %lease.id_hex(), reason = %r, "pending lease was never committed; dropped");
+                }
+                Err(e) => {
+                    tracing::warn!(lease = %lease.id_hex(), error = %e, "pending lease not confirmed yet");
+                }
+            }
+        }
     }
 
     fn tenant_side(lease: &Lease, what: &str) -> Result<(), LeaseError> {
@@ -320,7 +387,9 @@ pub fn start(
         last_leased: None,
     };
     let task = tokio::spawn(service.run(inbound, rx, shutdown));
-    Ok((LeaseHandle { tx, tenant }, task))
+    let handle = LeaseHandle { tx, tenant };
+    tokio::spawn(handle.clone().reconcile());
+    Ok((handle, task))
 }
 
 impl Service {
@@ -389,10 +458,18 @@ impl Service {
             Command::List(reply) => {
                 let offered = self.offered();
                 let _ = reply.send(LeaseList {
-                    leases: self.book.list().into_iter().map(LeaseView::of).collect(),
+                    leases: self
+                        .book
+                        .list()
+                        .into_iter()
+                        .map(LeaseView::listed)
+                        .collect(),
                     host: self.book.totals(&offered),
                     offers_held: self.book.offers_held(),
                 });
+            }
+            Command::Counts(reply) => {
+                let _ = reply.send(self.book.active_counts());
             }
             Command::Get(id, reply) => {
                 let r = self.book.find(&id).cloned().map_err(LeaseError::NotFound);
@@ -438,6 +515,27 @@ impl Service {
             }
             Command::Terminate(id, reason, reply) => {
                 let _ = reply.send(self.terminate(&id, &reason));
+            }
+            Command::Confirm(id, reply) => {
+                let r = self
+                    .book
+                    .confirm(&id)
+                    .map_err(LeaseError::from)
+                    .and_then(|_| {
+                        self.book
+                            .get(&id)
+                            .cloned()
+                            .ok_or_else(|| LeaseError::NotFound(id_hex(&id)))
+                    });
+                let _ = reply.send(r);
+            }
+            Command::Forget(id) => {
+                if let Err(e) = self.book.forget(&id) {
+                    tracing::warn!(error = %e, "cannot drop a pending lease");
+                }
+            }
+            Command::Pending(reply) => {
+                let _ = reply.send(self.book.pending());
             }
             Command::Check(reply) => {
                 let offered = self.offered();

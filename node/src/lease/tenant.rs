@@ -32,6 +32,15 @@ pub struct CreateParams {
     pub idempotency_key: Option<[u8; 16]>,
 }
 
+/// What a host answered to a request.
+#[derive(Debug, Clone)]
+pub enum Proposal {
+    /// Its signed offer, with this tenant's countersignature ready to send.
+    Offer(LeaseDoc),
+    /// The lease it already committed for this idempotency key.
+    Committed(LeaseDoc),
+}
+
 /// The tenant's tools: its key, the network and the advert book (for host addresses).
 #[derive(Clone)]
 pub struct Tenant {
@@ -97,8 +106,8 @@ impl Tenant {
             })
     }
 
-    /// Negotiates a new lease; returns the fully signed document, committed on the host.
-    pub async fn create(&self, p: &CreateParams) -> Result<LeaseDoc, LeaseError> {
+    /// Asks a host for a new lease and countersigns its offer (see [`Tenant::confirm`]).
+    pub async fn propose_new(&self, p: &CreateParams) -> Result<(PeerId, Proposal), LeaseError> {
         if p.host == self.identity.peer_id() {
             return Err(LeaseError::BadInput(
                 "that is this node's own peer id; a node cannot lease from itself".into(),
@@ -131,7 +140,8 @@ impl Tenant {
             }
             Ok(())
         };
-        self.negotiate(p.host, host_key, &request, check).await
+        let proposal = self.propose(p.host, host_key, &request, check).await?;
+        Ok((p.host, proposal))
     }
 
     /// Renews an active lease by `duration_ms` past its current end.
@@ -175,50 +185,53 @@ impl Tenant {
         request: &LeaseRequest,
         check: impl Fn(&Contract) -> Result<(), LeaseError>,
     ) -> Result<LeaseDoc, LeaseError> {
+        match self.propose(host, host_key, request, check).await? {
+            Proposal::Offer(doc) => self.confirm(host, &doc).await,
+            Proposal::Committed(doc) => Ok(doc),
+        }
+    }
+
+    /// Sends the request and checks the host's offer; returns the contract with this tenant's
+    /// countersignature (not yet sent), or the lease the host already committed for this
+    /// idempotency key.
+    async fn propose(
+        &self,
+        host: PeerId,
+        host_key: [u8; 32],
+        request: &LeaseRequest,
+        check: impl Fn(&Contract) -> Result<(), LeaseError>,
+    ) -> Result<Proposal, LeaseError> {
         let me = self.my_key();
         let env = Envelope::seal_kind(self.identity.signing_key(), request)
             .map_err(|e| LeaseError::BadInput(e.to_string()))?;
-        let check_terms = |c: &Contract| -> Result<(), LeaseError> {
-            if c.host != host_key || c.tenant != me {
-                return Err(protocol("the contract names another host or tenant"));
-            }
-            if let Some(max) = request.max_hourly_micros
-                && c.hourly_micros > max
-            {
-                return Err(protocol("the host's price is above your maximum"));
-            }
-            check(c)
-        };
         match self.send(host, LeaseMsg::Request(env.to_bytes())).await? {
             LeaseReply::Offer(offer) => {
                 let opened: Opened<Contract> = Envelope::open(&offer)
                     .map_err(|e| protocol(format!("the host's offer does not verify: {e}")))?;
-                if opened.signer.as_bytes() != &host_key {
-                    return Err(protocol("the offer is not signed by the host"));
+                let c = &opened.value;
+                if opened.signer.as_bytes() != &host_key || c.host != host_key || c.tenant != me {
+                    return Err(protocol(
+                        "the offer names or is signed by another host or tenant",
+                    ));
                 }
-                check_terms(&opened.value)?;
+                if let Some(max) = request.max_hourly_micros
+                    && c.hourly_micros > max
+                {
+                    return Err(protocol("the host's price is above your maximum"));
+                }
+                check(c)?;
                 let acceptance = Acceptance {
-                    lease_id: opened.value.lease_id,
-                    version: opened.value.version,
+                    lease_id: c.lease_id,
+                    version: c.version,
                     contract_hash: hash(&offer),
                 };
-                let acc = Envelope::seal_kind(self.identity.signing_key(), &acceptance)
+                let acceptance = Envelope::seal_kind(self.identity.signing_key(), &acceptance)
                     .map_err(|e| LeaseError::BadInput(e.to_string()))?
                     .to_bytes();
-                match self.send(host, LeaseMsg::Accept(acc.clone())).await? {
-                    LeaseReply::Committed {
-                        contract,
-                        acceptance,
-                    } if contract == offer && acceptance == acc => Ok(LeaseDoc {
-                        contract,
-                        acceptance,
-                    }),
-                    LeaseReply::Refused(r) => Err(LeaseError::Refused(r)),
-                    other => Err(protocol(format!(
-                        "unexpected answer to the countersignature: {}",
-                        reply_kind(&other)
-                    ))),
-                }
+                Ok(Proposal::Offer(LeaseDoc {
+                    contract: offer,
+                    acceptance,
+                }))
             }
             // A retry of a request the host already committed: the same lease comes back.
             LeaseReply::Committed {
@@ -234,11 +247,33 @@ impl Tenant {
                 if v.contract.host != host_key || v.contract.tenant != me {
                     return Err(protocol("the lease names another host or tenant"));
                 }
-                Ok(doc)
+                Ok(Proposal::Committed(doc))
             }
             LeaseReply::Refused(r) => Err(LeaseError::Refused(r)),
             other => Err(protocol(format!(
                 "unexpected answer to a lease request: {}",
+                reply_kind(&other)
+            ))),
+        }
+    }
+
+    /// Sends the countersignature of a proposal; returns once the host has committed the lease.
+    /// Safe to repeat: the host answers a countersignature it already committed with the lease.
+    pub async fn confirm(&self, host: PeerId, doc: &LeaseDoc) -> Result<LeaseDoc, LeaseError> {
+        match self
+            .send(host, LeaseMsg::Accept(doc.acceptance.clone()))
+            .await?
+        {
+            LeaseReply::Committed {
+                contract,
+                acceptance,
+            } if contract == doc.contract && acceptance == doc.acceptance => Ok(LeaseDoc {
+                contract,
+                acceptance,
+            }),
+            LeaseReply::Refused(r) => Err(LeaseError::Refused(r)),
+            other => Err(protocol(format!(
+                "unexpected answer to the countersignature: {}",
                 reply_kind(&other)
             ))),
         }
@@ -317,7 +352,8 @@ pub fn renewal_key(id: &LeaseId, version: u32) -> [u8; 16] {
     k
 }
 
-fn peer_of(key: &[u8; 32]) -> Result<PeerId, LeaseError> {
+/// The peer id of a party's key.
+pub fn peer_of(key: &[u8; 32]) -> Result<PeerId, LeaseError> {
     crate::identity::peer_id_of_bytes(key)
         .ok_or_else(|| protocol("the lease names a host key that is not a peer id"))
 }

@@ -15,7 +15,8 @@ pub struct LeaseView {
     pub role: String,
     pub host: String,
     pub tenant: String,
-    /// `active`, `released`, `terminated` or `expired`.
+    /// `active`, `pending` (tenant: countersigned, the host's commit not yet confirmed),
+    /// `released`, `terminated` or `expired`.
     pub state: String,
     pub cpu_millis: u64,
     pub mem_bytes: u64,
@@ -48,9 +49,22 @@ pub fn reason_text(r: &EndReason) -> (&'static str, Option<String>) {
 impl LeaseView {
     /// The view of a lease; `verified` is recomputed from the stored bytes.
     pub fn of(lease: &Lease) -> Self {
+        Self::with(
+            lease,
+            super::contract::verify_doc(&lease.stored.doc).is_ok(),
+        )
+    }
+
+    /// The view of a lease with `verified` as checked when it was loaded or stored (lists of
+    /// thousands of leases do not re-check every signature).
+    pub fn listed(lease: &Lease) -> Self {
+        Self::with(lease, lease.verified)
+    }
+
+    fn with(lease: &Lease, verified: bool) -> Self {
         let c = &lease.contract;
-        let verified = super::contract::verify_doc(&lease.stored.doc).is_ok();
         let (state, ended_at_ms, end_reason) = match &lease.stored.ended {
+            None if lease.stored.pending => ("pending", None, None),
             None => ("active", None, None),
             Some((at, r)) => {
                 let (s, why) = reason_text(r);

@@ -81,7 +81,14 @@ impl SwarmTask {
                     .map_err(|e| Box::new(e) as Box<dyn std::error::Error + Send + Sync>)
             })
             .map_err(|e| transport(&e))?
-            .with_swarm_config(|c| c.with_idle_connection_timeout(IDLE_CONNECTION_TIMEOUT))
+            .with_swarm_config(|c| {
+                // Lazy protocol negotiation on new streams: the first request frame travels with
+                // the protocol name instead of waiting a round trip for the confirmation.
+                c.with_idle_connection_timeout(IDLE_CONNECTION_TIMEOUT)
+                    .with_substream_upgrade_protocol_override(
+                        libp2p::core::upgrade::Version::V1Lazy,
+                    )
+            })
             .build();
         for addr in &config.listen {
             swarm

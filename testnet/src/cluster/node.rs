@@ -110,6 +110,30 @@ impl Node {
         Ok(r.json().await?)
     }
 
+    /// POST a JSON body to an admin route; `Err` carries the node's error message.
+    pub async fn post<T: serde::de::DeserializeOwned, B: serde::Serialize + ?Sized>(
+        &self,
+        path: &str,
+        body: &B,
+    ) -> anyhow::Result<T> {
+        let r = self
+            .http
+            .post(format!("http://{}{path}", self.api_addr))
+            .bearer_auth(&self.token)
+            .json(body)
+            .send()
+            .await
+            .with_context(|| format!("{}: POST {path}", self.name))?;
+        if !r.status().is_success() {
+            bail!(
+                "{}: POST {path}: {}",
+                self.name,
+                r.text().await.unwrap_or_default()
+            );
+        }
+        Ok(r.json().await?)
+    }
+
     /// The adverts this node holds.
     pub async fn adverts(&self) -> anyhow::Result<Vec<AdvertMeta>> {
         self.get("/v1/adverts").await

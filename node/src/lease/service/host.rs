@@ -27,7 +27,7 @@ fn refuse(code: RefusalCode, message: impl Into<String>) -> LeaseReply {
 
 enum AcceptOutcome {
     Reply(LeaseReply),
-    Commit(CommitItem),
+    Commit(Box<CommitItem>),
 }
 
 /// Opens a signed message and checks that the peer that sent it is its signer.
@@ -59,7 +59,7 @@ impl Service {
                 LeaseMsg::Accept(bytes) => match self.on_accept(&peer, &bytes, now) {
                     AcceptOutcome::Reply(r) => r,
                     AcceptOutcome::Commit(item) => {
-                        commits.push((item, channel));
+                        commits.push((*item, channel));
                         continue;
                     }
                 },
@@ -73,7 +73,14 @@ impl Service {
         }
         if !commits.is_empty() {
             let items: Vec<CommitItem> = commits.iter().map(|(i, _)| i.clone()).collect();
-            match self.book.commit(&items) {
+            let t0 = std::time::Instant::now();
+            let committed = self.book.commit(&items);
+            tracing::debug!(
+                leases = items.len(),
+                us = t0.elapsed().as_micros(),
+                "group commit"
+            );
+            match committed {
                 Ok(()) => {
                     for (item, channel) in commits {
                         let doc = item.doc();
@@ -348,7 +355,7 @@ impl Service {
             });
         }
         match self.book.prepare_commit(&opened, now) {
-            Ok(item) => AcceptOutcome::Commit(item),
+            Ok(item) => AcceptOutcome::Commit(Box::new(item)),
             Err(refusal) => AcceptOutcome::Reply(LeaseReply::Refused(refusal)),
         }
     }

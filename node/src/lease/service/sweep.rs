@@ -37,13 +37,15 @@ impl Service {
             }
         }
         let mut receipts = Vec::new();
-        for lease in self.book.list() {
-            if lease.stored.role == Role::Host && lease.is_active() {
-                receipts.extend(self.receipts_until(
-                    lease,
-                    now.min(lease.contract.ends_at_ms),
-                    false,
-                ));
+        let period = self.policy.receipt_period_ms.max(1000);
+        for lease in self.book.active_hosted() {
+            let until = now.min(lease.contract.ends_at_ms);
+            let mark = lease
+                .stored
+                .receipts_until_ms
+                .max(lease.contract.starts_at_ms);
+            if mark.saturating_add(period) <= until {
+                receipts.extend(self.receipts_until(lease, until, false));
             }
         }
         if let Err(e) = self.book.add_receipts(&receipts) {

@@ -1,0 +1,131 @@
+//! Lease negotiation: one host process and several tenant processes on loopback. Latency is
+//! timed from the client's side of `POST /v1/leases` on a tenant (the same path as
+//! `degroup lease create`): request, signed offer, countersignature, durable commit on the host,
+//! durable store on the tenant. Sequential requests give the latency distribution; concurrent
+//! workers spread over the tenants give the host's throughput.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context as _, bail};
+use serde_json::json;
+
+use super::quantile;
+use crate::cluster::{Cluster, fresh_root};
+
+/// Options.
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// Tenant processes
+    #[arg(long, default_value_t = 4)]
+    tenants: usize,
+    /// Sequential leases timed for the latency distribution
+    #[arg(long, default_value_t = 500)]
+    sequential: usize,
+    /// Concurrent requests in flight for the throughput run
+    #[arg(long, default_value_t = 64)]
+    concurrency: usize,
+    /// Length of the throughput run, in seconds
+    #[arg(long, default_value_t = 10)]
+    seconds: u64,
+}
+
+fn body(host: &str) -> serde_json::Value {
+    json!({"host": host, "cpu_millis": 1, "duration_ms": 3_600_000u64})
+}
+
+pub async fn run(bin: &Path, args: &Args) -> anyhow::Result<()> {
+    if args.tenants == 0 || args.concurrency == 0 {
+        bail!("give at least one tenant and a concurrency of at least 1");
+    }
+    eprintln!("starting 1 host and {} tenant nodes …", args.tenants);
+    let cluster = Arc::new(Cluster::start(bin, args.tenants + 1, fresh_root(), false).await?);
+    let host = &cluster.nodes[0];
+    host.cli(bin, &["capacity", "set", "--cpu", "100000", "--force"])
+        .await
+        .context("offering capacity on the host")?;
+    // Let the tenants learn the host's advert (its addresses), as a real tenant would.
+    cluster.wait_converged(Duration::from_secs(60)).await?;
+    let host_id = host.peer_id.clone();
+
+    // Warm-up: connections, caches.
+    for t in &cluster.nodes[1..] {
+        let _: serde_json::Value = t.post("/v1/leases", &body(&host_id)).await?;
+    }
+
+    let tenant = &cluster.nodes[1];
+    let mut lat = Vec::with_capacity(args.sequential);
+    for _ in 0..args.sequential {
+        let t0 = Instant::now();
+        let _: serde_json::Value = tenant.post("/v1/leases", &body(&host_id)).await?;
+        lat.push(t0.elapsed().as_secs_f64() * 1000.0);
+    }
+    lat.sort_by(f64::total_cmp);
+
+    let deadline = Instant::now() + Duration::from_secs(args.seconds);
+    let started = Instant::now();
+    let mut workers = Vec::new();
+    for w in 0..args.concurrency {
+        let cluster = cluster.clone();
+        let host_id = host_id.clone();
+        workers.push(tokio::spawn(async move {
+            let tenant = &cluster.nodes[1 + w % (cluster.nodes.len() - 1)];
+            let (mut ok, mut failed) = (0u64, 0u64);
+            while Instant::now() < deadline {
+                match tenant
+                    .post::<serde_json::Value, _>("/v1/leases", &body(&host_id))
+                    .await
+                {
+                    Ok(_) => ok += 1,
+                    Err(_) => failed += 1,
+                }
+            }
+            (ok, failed)
+        }));
+    }
+    let (mut ok, mut failed) = (0u64, 0u64);
+    for w in workers {
+        let (o, f) = w.await?;
+        ok += o;
+        failed += f;
+    }
+    let rate = ok as f64 / started.elapsed().as_secs_f64();
+    let check: serde_json::Value = host.get("/v1/leases-check").await?;
+
+    println!(
+        "lease negotiation, committed durably on both sides (1 host, {} tenants)",
+        args.tenants
+    );
+    println!();
+    println!("| | p50 | p90 | p99 | max |");
+    println!("|---|---|---|---|---|");
+    println!(
+        "| latency, {} sequential leases | {:.2} ms | {:.2} ms | {:.2} ms | {:.2} ms |",
+        lat.len(),
+        quantile(&lat, 0.5),
+        quantile(&lat, 0.9),
+        quantile(&lat, 0.99),
+        lat.last().copied().unwrap_or(f64::NAN)
+    );
+    println!();
+    println!(
+        "throughput: {rate:.0} leases/s per host ({ok} committed, {failed} failed, {} in flight, {} s)",
+        args.concurrency, args.seconds
+    );
+    println!(
+        "targets: p50 ≤ 2 ms ({:.2}×), p99 ≤ 10 ms ({:.2}×), ≥ 500 leases/s ({:.2}×); invariant after: {}",
+        quantile(&lat, 0.5) / 2.0,
+        quantile(&lat, 0.99) / 10.0,
+        rate / 500.0,
+        if check["ok"] == true {
+            "holds"
+        } else {
+            "BROKEN"
+        }
+    );
+    if let Ok(c) = Arc::try_unwrap(cluster) {
+        c.stop().await;
+    }
+    Ok(())
+}
