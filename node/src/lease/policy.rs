@@ -173,3 +173,106 @@ impl Policy {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn peer() -> libp2p::PeerId {
+        libp2p::identity::Keypair::generate_ed25519()
+            .public()
+            .to_peer_id()
+    }
+
+    #[test]
+    fn allow_and_deny_lists() -> Result<(), String> {
+        let (a, b, c) = (peer(), peer(), peer());
+        let policy = LeaseConfig {
+            allow: vec![a.to_string(), b.to_string()],
+            deny: vec![b.to_string()],
+            ..LeaseConfig::default()
+        }
+        .to_policy()?;
+        assert!(policy.check_tenant(&a).is_ok());
+        let denied = policy.check_tenant(&b).err().map(|r| (r.code, r.message));
+        assert!(
+            denied.is_some_and(|(code, m)| code == RefusalCode::Policy && m.contains("denylist"))
+        );
+        let not_allowed = policy.check_tenant(&c).err().map(|r| r.message);
+        assert!(not_allowed.is_some_and(|m| m.contains("allowlist")));
+        // No allowlist: everyone not denied.
+        let open = LeaseConfig::default().to_policy()?;
+        assert!(open.check_tenant(&c).is_ok());
+        Ok(())
+    }
+
+    #[test]
+    fn durations_and_prices() -> Result<(), String> {
+        let policy = LeaseConfig {
+            max_duration: "1h".into(),
+            min_duration: "1m".into(),
+            min_hourly_price: 0.05,
+            ..LeaseConfig::default()
+        }
+        .to_policy()?;
+        assert!(policy.check_duration(3_600_000).is_ok());
+        assert!(
+            policy
+                .check_duration(3_600_001)
+                .is_err_and(|r| r.message.contains("maximum of 1h"))
+        );
+        assert!(
+            policy
+                .check_duration(59_999)
+                .is_err_and(|r| r.message.contains("minimum"))
+        );
+        assert!(policy.check_price(50_000).is_ok());
+        assert!(
+            policy
+                .check_price(49_999)
+                .is_err_and(|r| r.message.contains("0.05 EUR/h"))
+        );
+        Ok(())
+    }
+
+    #[test]
+    fn bad_values_are_named() {
+        let bad = |c: LeaseConfig| c.to_policy().err().unwrap_or_default();
+        assert!(
+            bad(LeaseConfig {
+                allow: vec!["bob".into()],
+                ..Default::default()
+            })
+            .contains("lease.allow")
+        );
+        assert!(
+            bad(LeaseConfig {
+                max_duration: "forever".into(),
+                ..Default::default()
+            })
+            .contains("lease.max_duration")
+        );
+        assert!(
+            bad(LeaseConfig {
+                min_hourly_price: -1.0,
+                ..Default::default()
+            })
+            .contains("lease.min_hourly_price")
+        );
+        assert!(
+            bad(LeaseConfig {
+                offer_hold: "10ms".into(),
+                ..Default::default()
+            })
+            .contains("offer_hold")
+        );
+        assert!(
+            bad(LeaseConfig {
+                min_duration: "2d".into(),
+                max_duration: "1d".into(),
+                ..Default::default()
+            })
+            .contains("longer than")
+        );
+    }
+}
