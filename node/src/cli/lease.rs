@@ -210,7 +210,17 @@ pub async fn run(dir: &Path, command: LeaseCommand) -> anyhow::Result<()> {
             let key = body.idempotency_key.clone().unwrap_or_default();
             let view: LeaseView = client.post("/v1/leases", &body).await.map_err(|e| {
                 let text = format!("{e:#}");
-                if text.contains("the host refused") {
+                // Only where the outcome is unknown: the host may have committed.
+                let unknown = [
+                    "cannot reach host",
+                    "broke the lease protocol",
+                    "no degroup node is answering",
+                    "request to the node",
+                    "could not store",
+                ]
+                .iter()
+                .any(|m| text.contains(m));
+                if !unknown {
                     e
                 } else {
                     // The host may have committed the lease before the failure: the same key
@@ -401,7 +411,7 @@ fn print_one(v: &LeaseView, json: bool) -> anyhow::Result<()> {
     );
     println!(
         "verified  {}",
-        if v.verified {
+        if v.verified == Some(true) {
             "yes, both signatures"
         } else {
             "NO"

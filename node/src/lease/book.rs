@@ -54,30 +54,30 @@ pub struct StoredLease {
 pub struct Lease {
     pub stored: StoredLease,
     pub contract: Contract,
-    /// Whether both signatures checked out when it was loaded or stored.
-    pub verified: bool,
+    /// Whether both signatures checked out when it was stored or loaded; `None` for an ended
+    /// lease loaded from disk, which is checked only when shown.
+    pub verified: Option<bool>,
 }
 
 impl Lease {
+    /// Verifies the document; one that does not verify is kept (and counted, so the host never
+    /// over-books) with `verified: Some(false)`.
     fn from_stored(stored: StoredLease) -> Result<Self, String> {
-        match verify_doc(&stored.doc) {
-            Ok(v) => Ok(Self {
-                stored,
-                contract: v.contract,
-                verified: true,
-            }),
-            Err(e) => {
-                // Keep counting it (never over-book), but say it does not verify.
-                let env = Envelope::decode(&stored.doc.contract, usize::MAX)
-                    .map_err(|e2| format!("{e}; contract unreadable: {e2}"))?;
-                let contract: Contract = decode_exact(env.payload()).map_err(|e| e.to_string())?;
-                Ok(Self {
-                    stored,
-                    contract,
-                    verified: false,
-                })
-            }
-        }
+        let mut lease = Self::unchecked(stored)?;
+        lease.verified = Some(verify_doc(&lease.stored.doc).is_ok());
+        Ok(lease)
+    }
+
+    /// Decodes the contract without checking signatures.
+    fn unchecked(stored: StoredLease) -> Result<Self, String> {
+        let env = Envelope::decode(&stored.doc.contract, super::contract::MAX_LEASE_MSG)
+            .map_err(|e| format!("contract unreadable: {e}"))?;
+        let contract: Contract = decode_exact(env.payload()).map_err(|e| e.to_string())?;
+        Ok(Self {
+            stored,
+            contract,
+            verified: None,
+        })
     }
 
     /// Whether the lease is still running.
@@ -172,6 +172,25 @@ pub fn receipt_key(id: &LeaseId, period_start_ms: u64) -> Vec<u8> {
     k
 }
 
+/// Checks the signatures of the active leases on every core; logs the ones that fail.
+fn verify_active(leases: &mut HashMap<LeaseId, Lease>) {
+    let mut active: Vec<&mut Lease> = leases.values_mut().filter(|l| l.is_active()).collect();
+    let threads = std::thread::available_parallelism().map_or(1, usize::from);
+    let chunk = active.len().div_ceil(threads).max(1);
+    std::thread::scope(|scope| {
+        for part in active.chunks_mut(chunk) {
+            scope.spawn(move || {
+                for lease in part.iter_mut() {
+                    lease.verified = Some(verify_doc(&lease.stored.doc).is_ok());
+                }
+            });
+        }
+    });
+    for lease in leases.values().filter(|l| l.verified == Some(false)) {
+        tracing::error!(lease = %lease.id_hex(), "stored lease does not verify");
+    }
+}
+
 impl LeaseBook {
     /// Loads every stored lease. Held offers do not survive a restart.
     pub fn open(store: &Store) -> Result<Self, StoreError> {
@@ -183,12 +202,9 @@ impl LeaseBook {
             let (key, value) = item?;
             let lease = decode_exact::<StoredLease>(&value)
                 .map_err(|e| e.to_string())
-                .and_then(Lease::from_stored);
+                .and_then(Lease::unchecked);
             match lease {
                 Ok(lease) => {
-                    if !lease.verified {
-                        tracing::error!(lease = %lease.id_hex(), "stored lease does not verify");
-                    }
                     if lease.stored.role == Role::Host && lease.is_active() {
                         used = used.plus(&lease.contract.slice);
                     }
@@ -202,6 +218,7 @@ impl LeaseBook {
                 }
             }
         }
+        verify_active(&mut leases);
         Ok(Self {
             store: store.clone(),
             leases_tree,
@@ -456,7 +473,7 @@ impl LeaseBook {
             self.install(Lease {
                 stored: item.stored.clone(),
                 contract: item.contract.clone(),
-                verified: true,
+                verified: Some(true),
             });
         }
         Ok(())

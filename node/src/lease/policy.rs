@@ -59,24 +59,6 @@ pub struct Policy {
     pub request_window_ms: u64,
 }
 
-impl Default for Policy {
-    fn default() -> Self {
-        // The defaults are valid by construction.
-        LeaseConfig::default()
-            .to_policy()
-            .unwrap_or_else(|_| Policy {
-                allow: Vec::new(),
-                deny: Vec::new(),
-                max_duration_ms: 30 * 86_400_000,
-                min_duration_ms: 1000,
-                min_hourly_micros: 0,
-                offer_hold_ms: 30_000,
-                receipt_period_ms: 3_600_000,
-                request_window_ms: 120_000,
-            })
-    }
-}
-
 impl LeaseConfig {
     /// Validates the table, naming the key of any bad value.
     pub fn to_policy(&self) -> Result<Policy, String> {

@@ -27,8 +27,9 @@ pub struct LeaseView {
     pub version: u32,
     pub hourly_price_eur: f64,
     pub total_price_eur: f64,
-    /// Both signatures check out on the stored bytes (computed when shown).
-    pub verified: bool,
+    /// Both signatures check out on the stored bytes: recomputed by `lease show`; in lists, as
+    /// checked when stored or loaded (`null` for an ended lease not checked since loading).
+    pub verified: Option<bool>,
     pub ended_at_ms: Option<u64>,
     pub end_reason: Option<String>,
 }
@@ -51,7 +52,7 @@ impl LeaseView {
     pub fn of(lease: &Lease) -> Self {
         Self::with(
             lease,
-            super::contract::verify_doc(&lease.stored.doc).is_ok(),
+            Some(super::contract::verify_doc(&lease.stored.doc).is_ok()),
         )
     }
 
@@ -61,7 +62,7 @@ impl LeaseView {
         Self::with(lease, lease.verified)
     }
 
-    fn with(lease: &Lease, verified: bool) -> Self {
+    fn with(lease: &Lease, verified: Option<bool>) -> Self {
         let c = &lease.contract;
         let (state, ended_at_ms, end_reason) = match &lease.stored.ended {
             None if lease.stored.pending => ("pending", None, None),
