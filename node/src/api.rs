@@ -4,11 +4,13 @@
 //! `api.token` and `api.addr` into the data directory, both mode 0600 and both atomically, the
 //! address last: a CLI that finds `api.addr` also finds the token. The files are removed at a
 //! clean shutdown. Routes: `GET /v1/status`, `GET|PUT /v1/capacity`, `GET /v1/find?q=…`,
-//! `GET /v1/adverts`, the lease routes under `/v1/leases` (see [`lease`]), and `GET /metrics` (Prometheus text; also served without a token on
+//! `GET /v1/adverts`, the lease routes under `/v1/leases` (see [`lease`]), the deployment routes under
+//! `/v1/deployments` (see [`deploy`]), and `GET /metrics` (Prometheus text; also served without a token on
 //! `--metrics ADDR` when that is set). Errors are JSON `{"error": "…"}`.
 
 mod auth;
 pub mod capacity;
+pub mod deploy;
 pub mod lease;
 mod routes;
 
@@ -27,6 +29,7 @@ use crate::identity::write_private;
 use crate::lease::LeaseHandle;
 use crate::metrics::NodeMetrics;
 use crate::net::Network;
+use crate::plugin::PluginHandle;
 
 /// File with the API's address (`IP:PORT`).
 pub const ADDR_FILE: &str = "api.addr";
@@ -49,6 +52,12 @@ pub struct StatusResponse {
     pub leases_hosted: usize,
     /// Active leases this node holds as a tenant.
     pub leases_rented: usize,
+    /// Deployments running on this node (for tenants of its leases).
+    #[serde(default)]
+    pub deployments_hosted: usize,
+    /// Live deployments this node made as a tenant, on other hosts.
+    #[serde(default)]
+    pub deployments_rented: usize,
 }
 
 /// An API error body.
@@ -67,6 +76,7 @@ pub(crate) struct ApiState {
     pub net: Network,
     pub capacity: CapacityHandle,
     pub leases: LeaseHandle,
+    pub plugins: PluginHandle,
     pub registry: Arc<Registry>,
     pub metrics: NodeMetrics,
 }
@@ -113,6 +123,7 @@ impl Api {
         net: Network,
         capacity: CapacityHandle,
         leases: LeaseHandle,
+        plugins: PluginHandle,
         registry: Arc<Registry>,
         metrics: NodeMetrics,
         shutdown: CancellationToken,
@@ -148,6 +159,7 @@ impl Api {
             net,
             capacity,
             leases,
+            plugins,
             registry: registry.clone(),
             metrics,
         });

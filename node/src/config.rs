@@ -20,6 +20,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::capacity::offer::{CapacityConfig, OfferSettings};
 use crate::lease::{LeaseConfig, Policy};
+use crate::plugin::config::{Limits, PluginConfig};
 
 /// Name of the configuration file inside a data directory.
 pub const CONFIG_FILE: &str = "config.toml";
@@ -34,6 +35,7 @@ const ENV_KEYS: &[&str] = &[
     "net",
     "capacity",
     "lease",
+    "plugin",
 ];
 
 /// Configuration as written by a user, before validation.
@@ -49,6 +51,7 @@ pub struct RawConfig {
     pub net: NetConfig,
     pub capacity: CapacityConfig,
     pub lease: LeaseConfig,
+    pub plugin: PluginConfig,
 }
 
 impl Default for RawConfig {
@@ -64,6 +67,7 @@ impl Default for RawConfig {
             net: NetConfig::default(),
             capacity: CapacityConfig::default(),
             lease: LeaseConfig::default(),
+            plugin: PluginConfig::default(),
         }
     }
 }
@@ -145,6 +149,8 @@ pub struct NodeConfig {
     pub capacity: CapacityConfig,
     /// The `[lease]` table: host policy and protocol timing.
     pub lease: Policy,
+    /// The `[plugin]` table: sandbox limits and supervision.
+    pub plugin: Limits,
 }
 
 impl NodeConfig {
@@ -221,6 +227,7 @@ fn validate(data_dir: &Path, raw: RawConfig) -> Result<NodeConfig, ConfigError> 
     }
     let offer = raw.capacity.to_settings().map_err(ConfigError::Invalid)?;
     let lease = raw.lease.to_policy().map_err(ConfigError::Invalid)?;
+    let plugin = raw.plugin.to_limits().map_err(ConfigError::Invalid)?;
     Ok(NodeConfig {
         data_dir: data_dir.to_owned(),
         listen,
@@ -231,6 +238,7 @@ fn validate(data_dir: &Path, raw: RawConfig) -> Result<NodeConfig, ConfigError> 
         offer,
         capacity: raw.capacity,
         lease,
+        plugin,
     })
 }
 
@@ -330,6 +338,24 @@ pub fn default_file() -> String {
 # receipt_period = "1h"
 # Requests created further than this from this node's clock are refused as stale.
 # request_window = "2m"
+
+[plugin]
+# Sandbox limits of the plugins tenants deploy onto this node's leases (docs/plugin-guide.md).
+# Memory, CPU and storage come from each lease; these bound every call.
+# tick_interval = "1s"          # time between two ticks of a deployment
+# call_timeout = "100ms"        # deadline of one tick or message call
+# init_timeout = "1s"           # deadline of init
+# epoch_tick = "5ms"            # granularity of the deadlines
+# fuel_per_call = 10000000000   # most fuel (about one per wasm instruction) one call may burn
+# max_stack = 524288            # largest wasm stack, bytes
+# max_table_elements = 100000
+# log_rate = 100                # log lines per second per deployment (bursts of twice this)
+# log_lines = 1000              # lines kept per deployment for `degroup logs`
+# max_deployments = 128         # most deployments running at once
+# publishers = []               # allowed publisher keys (hex); empty: everyone
+# max_failures = 5              # consecutive failures before a deployment is `failed`
+# backoff = "200ms"             # first restart delay, doubled up to max_backoff
+# max_backoff = "30s"
 "#,
         d.max_connections,
         d.max_connections_per_peer,

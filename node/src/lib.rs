@@ -28,5 +28,6 @@ pub mod lease;
 pub mod metrics;
 pub mod net;
 pub mod node;
+pub mod plugin;
 pub mod signed;
 pub mod store;

@@ -14,6 +14,7 @@
 mod addrs;
 mod behaviour;
 mod bootstrap;
+pub mod codec;
 pub mod sync;
 mod task;
 
@@ -30,6 +31,7 @@ use crate::config::NodeConfig;
 use crate::identity::Identity;
 use crate::lease::wire::{LeaseMsg, LeaseReply};
 use crate::metrics::NodeMetrics;
+use crate::plugin::wire::{DeployMsg, DeployReply};
 
 pub use addrs::{dialable, split_peer_id};
 pub use behaviour::ADVERT_TOPIC;
@@ -67,6 +69,22 @@ pub struct InboundLease {
     pub channel: ResponseChannel<LeaseReply>,
 }
 
+/// A deploy protocol message from a peer, with the channel its answer goes back on
+/// ([`Network::respond_deploy`]).
+#[derive(Debug)]
+pub struct InboundDeploy {
+    pub peer: PeerId,
+    pub msg: DeployMsg,
+    pub channel: ResponseChannel<DeployReply>,
+}
+
+/// Where the swarm task hands inbound requests of the application protocols.
+#[derive(Debug, Clone)]
+pub struct Inbound {
+    pub lease: mpsc::Sender<InboundLease>,
+    pub deploy: mpsc::Sender<InboundDeploy>,
+}
+
 /// Requests to the swarm task.
 #[derive(Debug)]
 pub(crate) enum Command {
@@ -85,6 +103,15 @@ pub(crate) enum Command {
     },
     /// Answer an inbound lease message.
     LeaseRespond(ResponseChannel<LeaseReply>, LeaseReply),
+    /// Send a deploy protocol message and wait for the reply.
+    DeployRequest {
+        peer: PeerId,
+        addrs: Vec<Multiaddr>,
+        msg: DeployMsg,
+        reply: oneshot::Sender<Result<DeployReply, NetError>>,
+    },
+    /// Answer an inbound deploy message.
+    DeployRespond(ResponseChannel<DeployReply>, DeployReply),
 }
 
 /// Cloneable handle to the swarm task.
@@ -103,12 +130,11 @@ impl Network {
         registry: &mut Registry,
         metrics: NodeMetrics,
         book: Arc<AdvertBook>,
-        inbound_lease: mpsc::Sender<InboundLease>,
+        inbound: Inbound,
         shutdown: CancellationToken,
     ) -> Result<(Self, tokio::task::JoinHandle<()>), NetError> {
         let (tx, rx) = mpsc::channel(1024);
-        let task =
-            task::SwarmTask::new(identity, config, registry, metrics, book, inbound_lease, rx)?;
+        let task = task::SwarmTask::new(identity, config, registry, metrics, book, inbound, rx)?;
         let local_peer_id = identity.peer_id();
         let handle = tokio::spawn(task.run(shutdown));
         Ok((Self { tx, local_peer_id }, handle))
@@ -167,6 +193,27 @@ impl Network {
     /// Answers an inbound lease message.
     pub async fn respond_lease(&self, channel: ResponseChannel<LeaseReply>, reply: LeaseReply) {
         let _ = self.tx.send(Command::LeaseRespond(channel, reply)).await;
+    }
+
+    /// Sends a deploy protocol message to `peer` and waits for its answer.
+    pub async fn deploy_request(
+        &self,
+        peer: PeerId,
+        addrs: Vec<Multiaddr>,
+        msg: DeployMsg,
+    ) -> Result<DeployReply, NetError> {
+        self.ask(|reply| Command::DeployRequest {
+            peer,
+            addrs,
+            msg,
+            reply,
+        })
+        .await?
+    }
+
+    /// Answers an inbound deploy message.
+    pub async fn respond_deploy(&self, channel: ResponseChannel<DeployReply>, reply: DeployReply) {
+        let _ = self.tx.send(Command::DeployRespond(channel, reply)).await;
     }
 
     /// Waits until the swarm listens on at least one address.

@@ -19,7 +19,10 @@ use crate::capacity::{AdvertBook, CapacityError};
 use crate::config::{self, ConfigError, FlagOverrides, NodeConfig};
 use crate::identity::{Identity, IdentityError, KEY_FILE};
 use crate::metrics::NodeMetrics;
-use crate::net::{NetError, Network};
+use crate::net::{Inbound, NetError, Network};
+use crate::plugin::meter::Meter;
+use crate::plugin::runtime::{Runtime, SandboxError};
+use crate::plugin::PluginError;
 use crate::store::{Store, StoreError};
 
 /// Longest time shutdown may take before the rest is abandoned.
@@ -47,6 +50,10 @@ pub enum NodeError {
     Capacity(#[from] CapacityError),
     #[error(transparent)]
     Lease(#[from] crate::lease::LeaseError),
+    #[error(transparent)]
+    Plugin(#[from] PluginError),
+    #[error("cannot start the plugin sandbox: {0}")]
+    Sandbox(#[from] SandboxError),
     #[error("cannot install signal handlers: {0}")]
     Signals(std::io::Error),
 }
@@ -113,17 +120,22 @@ pub async fn run(
 ) -> Result<(), NodeError> {
     let started = Instant::now();
     let store = Store::open(&config.data_dir)?;
+    let meter = Meter::default();
     let mut registry = Registry::default();
     let metrics = NodeMetrics::register(&mut registry);
     let book = Arc::new(AdvertBook::open(&store, now_ms())?);
     let (inbound_lease_tx, inbound_lease) = tokio::sync::mpsc::channel(4096);
+    let (inbound_deploy_tx, inbound_deploy) = tokio::sync::mpsc::channel(1024);
     let (net, net_task) = Network::start(
         &identity,
         &config,
         &mut registry,
         metrics.clone(),
         book.clone(),
-        inbound_lease_tx,
+        Inbound {
+            lease: inbound_lease_tx,
+            deploy: inbound_deploy_tx,
+        },
         shutdown.clone(),
     )?;
     let registry = Arc::new(registry);
@@ -137,7 +149,7 @@ pub async fn run(
         identity.clone(),
         &store,
         &config.data_dir,
-        book,
+        book.clone(),
         net.clone(),
         config.offer.clone(),
         Timing {
@@ -153,8 +165,24 @@ pub async fn run(
         net.clone(),
         capacity.clone(),
         inbound_lease,
+        meter.clone(),
         shutdown.clone(),
     )?;
+    let runtime = Runtime::new(config.plugin.clone(), Some(config.data_dir.join("cache")))?;
+    let (plugins, plugin_task) = crate::plugin::supervisor::start(
+        crate::plugin::supervisor::Deps {
+            identity: identity.clone(),
+            store: store.clone(),
+            runtime,
+            leases: leases.clone(),
+            net: net.clone(),
+            adverts: book,
+            meter,
+        },
+        inbound_deploy,
+        shutdown.clone(),
+    )
+    .await?;
     let api = Api::start(
         ApiConfig {
             bind: config.api,
@@ -165,6 +193,7 @@ pub async fn run(
         net.clone(),
         capacity,
         leases,
+        plugins,
         registry,
         metrics,
         shutdown.clone(),
@@ -181,6 +210,7 @@ pub async fn run(
     shutdown.cancel();
     let stop = async {
         api.stopped().await;
+        let _ = plugin_task.await;
         let _ = lease_task.await;
         let _ = capacity_task.await;
         let _ = net_task.await;

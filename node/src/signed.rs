@@ -25,7 +25,7 @@ pub trait Kind: Serialize + DeserializeOwned {
 }
 
 /// Why an envelope was refused.
-#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
 pub enum EnvelopeError {
     #[error("message of {size} bytes exceeds the {max}-byte limit")]
     TooLarge { size: usize, max: usize },

@@ -32,6 +32,10 @@ pub enum Domain {
     Leases,
     /// Signed usage receipts, by lease id and period start.
     Receipts,
+    /// Plugin deployments this node hosts or made as a tenant, by deployment id.
+    Deployments,
+    /// Plugin packages of hosted deployments, by content hash.
+    Packages,
 }
 
 impl Domain {
@@ -43,6 +47,8 @@ impl Domain {
             Domain::Capacity => "capacity",
             Domain::Leases => "leases",
             Domain::Receipts => "receipts",
+            Domain::Deployments => "deployments",
+            Domain::Packages => "packages",
         }
     }
 }
@@ -148,6 +154,20 @@ impl Store {
         Ok(Tree {
             tree: self.db.open_tree(domain.tree_name())?,
         })
+    }
+
+    /// A tree outside the fixed domains, such as a deployment's key-value store (`kv/<id>`).
+    pub fn named_tree(&self, name: &str) -> Result<Tree, StoreError> {
+        Ok(Tree {
+            tree: self.db.open_tree(name)?,
+        })
+    }
+
+    /// Deletes a tree made with [`Store::named_tree`] and everything in it, durably.
+    pub fn drop_named_tree(&self, name: &str) -> Result<bool, StoreError> {
+        let dropped = self.db.drop_tree(name)?;
+        self.db.flush()?;
+        Ok(dropped)
     }
 
     /// Makes every write so far durable.

@@ -33,6 +33,7 @@ pub(super) fn router(state: Arc<ApiState>) -> Router {
         .route("/v1/find", get(super::capacity::find))
         .route("/v1/adverts", get(super::capacity::adverts))
         .merge(super::lease::routes())
+        .merge(super::deploy::routes())
         .fallback(not_found)
         .layer(middleware::from_fn_with_state(
             state.clone(),
@@ -85,10 +86,13 @@ async fn not_found() -> impl IntoResponse {
 
 async fn status(State(state): State<Arc<ApiState>>) -> Response {
     let (hosted, rented) = state.leases.counts().await.unwrap_or((0, 0));
+    let (dep_hosted, dep_rented) = state.plugins.counts().await.unwrap_or((0, 0));
     match state.net.status().await {
         Ok(net) => Json(StatusResponse {
             leases_hosted: hosted,
             leases_rented: rented,
+            deployments_hosted: dep_hosted,
+            deployments_rented: dep_rented,
             peer_id: state.net.local_peer_id().to_string(),
             version: env!("CARGO_PKG_VERSION").to_owned(),
             data_dir: state.data_dir.clone(),

@@ -179,6 +179,16 @@ pub enum EndReason {
     Expired,
 }
 
+impl std::fmt::Display for EndReason {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Released => f.write_str("released by the tenant"),
+            Self::Terminated(why) => write!(f, "terminated by the host: {why}"),
+            Self::Expired => f.write_str("expired"),
+        }
+    }
+}
+
 /// The tenant's signed wish to end a lease early.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ReleaseRequest {

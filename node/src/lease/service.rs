@@ -31,6 +31,7 @@ use crate::capacity::units::format_size;
 use crate::identity::Identity;
 use crate::net::{InboundLease, Network};
 use crate::store::{Store, StoreError};
+use crate::plugin::meter::Meter;
 
 /// Most inbound messages handled (and countersignatures committed) in one batch.
 const MAX_BATCH: usize = 256;
@@ -361,6 +362,8 @@ struct Service {
     capacity: CapacityHandle,
     nonces: NonceBook,
     last_leased: Option<Slice>,
+    /// Usage of the deployments on hosted leases, filled by the plugin runtime.
+    meter: Meter,
 }
 
 /// Starts the lease actor.
@@ -371,6 +374,7 @@ pub fn start(
     net: Network,
     capacity: CapacityHandle,
     inbound: mpsc::Receiver<InboundLease>,
+    meter: Meter,
     shutdown: CancellationToken,
 ) -> Result<(LeaseHandle, tokio::task::JoinHandle<()>), LeaseError> {
     let book = LeaseBook::open(store)?;
@@ -385,6 +389,7 @@ pub fn start(
         capacity,
         nonces: HashMap::new(),
         last_leased: None,
+        meter,
     };
     let task = tokio::spawn(service.run(inbound, rx, shutdown));
     let handle = LeaseHandle { tx, tenant };

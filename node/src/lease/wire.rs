@@ -8,7 +8,6 @@ use libp2p::StreamProtocol;
 use serde::{Deserialize, Serialize};
 
 use super::contract::{LeaseId, Slice};
-use crate::net::sync::{read_capped, write_all};
 use crate::signed::decode_exact;
 
 /// Protocol name.
@@ -117,57 +116,9 @@ impl std::fmt::Display for Refusal {
     }
 }
 
-/// Postcard codec with size caps.
-#[derive(Debug, Clone, Default)]
-pub struct LeaseCodec;
-
-impl libp2p::request_response::Codec for LeaseCodec {
-    type Protocol = StreamProtocol;
-    type Request = LeaseMsg;
-    type Response = LeaseReply;
-
-    async fn read_request<T>(&mut self, _: &StreamProtocol, io: &mut T) -> std::io::Result<LeaseMsg>
-    where
-        T: futures::AsyncRead + Unpin + Send,
-    {
-        read_capped(io, MAX_MSG_FRAME).await
-    }
-
-    async fn read_response<T>(
-        &mut self,
-        _: &StreamProtocol,
-        io: &mut T,
-    ) -> std::io::Result<LeaseReply>
-    where
-        T: futures::AsyncRead + Unpin + Send,
-    {
-        read_capped(io, MAX_REPLY_FRAME).await
-    }
-
-    async fn write_request<T>(
-        &mut self,
-        _: &StreamProtocol,
-        io: &mut T,
-        req: LeaseMsg,
-    ) -> std::io::Result<()>
-    where
-        T: futures::AsyncWrite + Unpin + Send,
-    {
-        write_all(io, &req).await
-    }
-
-    async fn write_response<T>(
-        &mut self,
-        _: &StreamProtocol,
-        io: &mut T,
-        res: LeaseReply,
-    ) -> std::io::Result<()>
-    where
-        T: futures::AsyncWrite + Unpin + Send,
-    {
-        write_all(io, &res).await
-    }
-}
+/// The codec: postcard frames capped at [`MAX_MSG_FRAME`] and [`MAX_REPLY_FRAME`].
+pub type LeaseCodec =
+    crate::net::codec::CappedCodec<LeaseMsg, LeaseReply, MAX_MSG_FRAME, MAX_REPLY_FRAME>;
 
 /// Decodes a request frame from raw bytes (the fuzz target's entry point).
 pub fn decode_msg(bytes: &[u8]) -> Result<LeaseMsg, crate::signed::EnvelopeError> {

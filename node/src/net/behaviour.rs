@@ -12,6 +12,7 @@ use super::sync::{SYNC_PROTOCOL, SyncCodec};
 use crate::capacity::advert::MAX_ADVERT_SIZE;
 use crate::config::NetConfig;
 use crate::lease::wire::{LEASE_PROTOCOL, LeaseCodec};
+use crate::plugin::wire::{DEPLOY_PROTOCOL, DeployCodec};
 
 /// Kademlia protocol name: a federation of its own, apart from the IPFS DHT.
 pub const KAD_PROTOCOL: StreamProtocol = StreamProtocol::new("/degroup/kad/1.0.0");
@@ -29,6 +30,7 @@ pub(crate) struct Behaviour {
     pub gossipsub: gossipsub::Behaviour,
     pub sync: request_response::Behaviour<SyncCodec>,
     pub lease: request_response::Behaviour<LeaseCodec>,
+    pub deploy: request_response::Behaviour<DeployCodec>,
 }
 
 /// Why the behaviour could not be built.
@@ -73,11 +75,19 @@ impl Behaviour {
                 request_response::Config::default().with_request_timeout(Duration::from_secs(20)),
             ),
             lease: request_response::Behaviour::with_codec(
-                LeaseCodec,
+                LeaseCodec::default(),
                 [(LEASE_PROTOCOL, request_response::ProtocolSupport::Full)],
                 request_response::Config::default()
                     .with_request_timeout(Duration::from_secs(10))
                     .with_max_concurrent_streams(1024),
+            ),
+            // A deploy carries a package (up to 8 MiB) and waits for compile + init.
+            deploy: request_response::Behaviour::with_codec(
+                DeployCodec::default(),
+                [(DEPLOY_PROTOCOL, request_response::ProtocolSupport::Full)],
+                request_response::Config::default()
+                    .with_request_timeout(Duration::from_secs(60))
+                    .with_max_concurrent_streams(256),
             ),
         })
     }

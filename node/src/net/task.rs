@@ -20,7 +20,7 @@ use super::addrs::{dialable, sort_for_display, split_peer_id};
 use super::behaviour::{Behaviour, BehaviourEvent};
 use super::bootstrap::BootstrapPeer;
 use super::sync::{MAX_KNOWN, PAGE_LIMIT, SyncRequest, SyncResponse};
-use super::{Command, InboundLease, NetError, NetStatus};
+use super::{Command, Inbound, InboundDeploy, InboundLease, NetError, NetStatus};
 use crate::capacity::advert::now_ms;
 use crate::capacity::{AdvertBook, Verdict};
 use crate::config::{NetConfig, NodeConfig};
@@ -28,6 +28,7 @@ use crate::identity::Identity;
 use crate::lease::wire::{LeaseMsg, LeaseReply, Refusal, RefusalCode};
 use crate::metrics::AdvertLabels;
 use crate::metrics::NodeMetrics;
+use crate::plugin::wire::{self as deploy_wire, DeployMsg, DeployReply};
 use std::sync::Arc;
 
 /// Connections stay open while idle: a federation node keeps its peers.
@@ -48,6 +49,11 @@ pub(crate) struct SwarmTask {
     book: Arc<AdvertBook>,
     advert_topic: gossipsub::IdentTopic,
     inbound_lease: mpsc::Sender<InboundLease>,
+    inbound_deploy: mpsc::Sender<InboundDeploy>,
+    pending_deploy: HashMap<
+        request_response::OutboundRequestId,
+        oneshot::Sender<Result<DeployReply, NetError>>,
+    >,
     pending_lease:
         HashMap<request_response::OutboundRequestId, oneshot::Sender<Result<LeaseReply, NetError>>>,
 }
@@ -59,7 +65,7 @@ impl SwarmTask {
         registry: &mut Registry,
         metrics: NodeMetrics,
         book: Arc<AdvertBook>,
-        inbound_lease: mpsc::Sender<InboundLease>,
+        inbound: Inbound,
         commands: mpsc::Receiver<Command>,
     ) -> Result<Self, NetError> {
         let transport = |e: &dyn std::fmt::Display| NetError::Transport(e.to_string());
@@ -127,7 +133,9 @@ impl SwarmTask {
             kad_bootstrapped: false,
             book,
             advert_topic: gossipsub::IdentTopic::new(super::ADVERT_TOPIC),
-            inbound_lease,
+            inbound_lease: inbound.lease,
+            inbound_deploy: inbound.deploy,
+            pending_deploy: HashMap::new(),
             pending_lease: HashMap::new(),
         })
     }
@@ -174,6 +182,29 @@ impl SwarmTask {
             } => {
                 let id = self.send_lease(peer, addrs, msg);
                 self.pending_lease.insert(id, reply);
+            }
+            Command::DeployRequest {
+                peer,
+                addrs,
+                msg,
+                reply,
+            } => {
+                for addr in addrs {
+                    self.swarm.add_peer_address(peer, addr);
+                }
+                let id = self.swarm.behaviour_mut().deploy.send_request(&peer, msg);
+                self.pending_deploy.insert(id, reply);
+            }
+            Command::DeployRespond(channel, reply) => {
+                if self
+                    .swarm
+                    .behaviour_mut()
+                    .deploy
+                    .send_response(channel, reply)
+                    .is_err()
+                {
+                    tracing::debug!("deploy reply not sent: the peer's stream is gone");
+                }
             }
             Command::LeaseRespond(channel, reply) => {
                 if self
@@ -360,6 +391,7 @@ impl SwarmTask {
             }
             BehaviourEvent::Sync(event) => self.on_sync_event(event),
             BehaviourEvent::Lease(event) => self.on_lease_event(event),
+            BehaviourEvent::Deploy(event) => self.on_deploy_event(event),
             BehaviourEvent::Limits(never) => match never {},
         }
     }
@@ -511,6 +543,62 @@ impl SwarmTask {
             }
             request_response::Event::InboundFailure { peer, error, .. } => {
                 tracing::debug!(%peer, %error, "inbound lease message failed");
+            }
+            request_response::Event::ResponseSent { .. } => {}
+        }
+    }
+
+    fn on_deploy_event(&mut self, event: request_response::Event<DeployMsg, DeployReply>) {
+        match event {
+            request_response::Event::Message { peer, message, .. } => match message {
+                request_response::Message::Request {
+                    request, channel, ..
+                } => {
+                    let inbound = InboundDeploy {
+                        peer,
+                        msg: request,
+                        channel,
+                    };
+                    if let Err(e) = self.inbound_deploy.try_send(inbound) {
+                        let inbound = match e {
+                            mpsc::error::TrySendError::Full(i)
+                            | mpsc::error::TrySendError::Closed(i) => i,
+                        };
+                        let busy = DeployReply::Refused(deploy_wire::Refusal::new(
+                            deploy_wire::RefusalCode::Unavailable,
+                            "the host is busy; retry in a moment",
+                        ));
+                        let _ = self
+                            .swarm
+                            .behaviour_mut()
+                            .deploy
+                            .send_response(inbound.channel, busy);
+                    }
+                }
+                request_response::Message::Response {
+                    request_id,
+                    response,
+                } => {
+                    if let Some(reply) = self.pending_deploy.remove(&request_id) {
+                        let _ = reply.send(Ok(response));
+                    }
+                }
+            },
+            request_response::Event::OutboundFailure {
+                peer,
+                request_id,
+                error,
+                ..
+            } => {
+                if let Some(reply) = self.pending_deploy.remove(&request_id) {
+                    let _ = reply.send(Err(NetError::Request {
+                        peer,
+                        reason: error.to_string(),
+                    }));
+                }
+            }
+            request_response::Event::InboundFailure { peer, error, .. } => {
+                tracing::debug!(%peer, %error, "inbound deploy message failed");
             }
             request_response::Event::ResponseSent { .. } => {}
         }

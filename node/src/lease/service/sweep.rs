@@ -67,8 +67,8 @@ impl Service {
         let period = self.policy.receipt_period_ms.max(1000);
         let c = &lease.contract;
         let mut start = lease.stored.receipts_until_ms.max(c.starts_at_ms);
-        let mut out = Vec::new();
-        while out.len() < MAX_RECEIPTS_PER_SWEEP {
+        let mut periods = Vec::new();
+        while periods.len() < MAX_RECEIPTS_PER_SWEEP {
             let full_end = start.saturating_add(period);
             let end = if full_end <= until {
                 full_end
@@ -77,6 +77,23 @@ impl Service {
             } else {
                 break;
             };
+            periods.push((start, end));
+            start = end;
+        }
+        if periods.is_empty() {
+            return Vec::new();
+        }
+        // The deployments' usage since the previous receipt goes on the newest period; storage
+        // is a level, reported on every one.
+        let usage = self.meter.take(&c.lease_id);
+        let newest = periods.len() - 1;
+        let mut out = Vec::with_capacity(periods.len());
+        for (i, (start, end)) in periods.into_iter().enumerate() {
+            let (fuel, mem) = if i == newest {
+                (usage.fuel, usage.peak_mem_bytes)
+            } else {
+                (0, 0)
+            };
             let receipt = UsageReceipt {
                 lease_id: c.lease_id,
                 host: c.host,
@@ -84,10 +101,9 @@ impl Service {
                 period_start_ms: start,
                 period_end_ms: end,
                 wall_ms: end - start,
-                // Filled by the plugin runtime's metering once deployments run on leases.
-                cpu_fuel: 0,
-                peak_mem_bytes: 0,
-                storage_bytes: 0,
+                cpu_fuel: fuel,
+                peak_mem_bytes: mem,
+                storage_bytes: usage.storage_bytes,
             };
             match Envelope::seal_kind(self.identity.signing_key(), &receipt) {
                 Ok(env) => out.push((c.lease_id, start, end, env.to_bytes())),
@@ -96,7 +112,6 @@ impl Service {
                     break;
                 }
             }
-            start = end;
         }
         out
     }

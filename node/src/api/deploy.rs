@@ -1,0 +1,191 @@
+//! Deployment routes (the tenant's node and the host's both answer them).
+//!
+//! - `GET /v1/deployments` — every deployment this node knows: the ones it hosts (with live
+//!   counters) and the ones it deployed as a tenant (asked of their hosts).
+//! - `POST /v1/deployments` — deploy a package onto a lease this node rents ([`DeployBody`]).
+//! - `GET /v1/deployments/{id}` — one deployment (id or unique prefix).
+//! - `GET /v1/deployments/{id}/logs?after=SEQ&limit=N` — a page of its logs; `after` is the
+//!   last sequence number already seen (`--follow` polls with it).
+//! - `POST /v1/deployments/{id}/upgrade` ([`UpgradeBody`]) — new code, same key-value state.
+//! - `POST /v1/deployments/{id}/message` ([`MessageBody`]) — calls the plugin's `message`.
+//! - `POST /v1/deployments/{id}/stop`.
+//!
+//! Packages travel as base64 in JSON; the body limit is sized for the largest package.
+
+use std::sync::Arc;
+
+use axum::Json;
+use axum::Router;
+use axum::extract::rejection::{JsonRejection, QueryRejection};
+use axum::extract::{DefaultBodyLimit, Path, Query, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use base64::Engine as _;
+use serde::{Deserialize, Serialize};
+
+use super::ApiState;
+use super::routes::error;
+use crate::plugin::PluginError;
+use crate::plugin::package::MAX_PACKAGE;
+use crate::plugin::supervisor::tenant::DeployParams;
+
+/// Most log lines one `logs` page returns.
+const MAX_PAGE: u32 = 1000;
+
+/// Body of `POST /v1/deployments`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DeployBody {
+    /// Lease id or unique prefix.
+    pub lease: String,
+    /// The `.dgp` package, base64.
+    pub package: String,
+    /// `key=value` pairs handed to the plugin's `init`.
+    #[serde(default)]
+    pub config: Vec<(String, String)>,
+}
+
+/// Body of `POST /v1/deployments/{id}/upgrade`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UpgradeBody {
+    /// The new `.dgp` package, base64.
+    pub package: String,
+    /// New configuration; absent keeps the current one.
+    #[serde(default)]
+    pub config: Option<Vec<(String, String)>>,
+}
+
+/// Body of `POST /v1/deployments/{id}/message`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MessageBody {
+    /// The payload, base64.
+    pub payload: String,
+}
+
+/// Query of the logs route.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LogsQuery {
+    #[serde(default)]
+    pub after: u64,
+    #[serde(default)]
+    pub limit: Option<u32>,
+}
+
+pub(super) fn routes() -> Router<Arc<ApiState>> {
+    Router::new()
+        .route("/v1/deployments", get(list).post(deploy))
+        .route("/v1/deployments/{id}", get(show))
+        .route("/v1/deployments/{id}/logs", get(logs))
+        .route("/v1/deployments/{id}/upgrade", post(upgrade))
+        .route("/v1/deployments/{id}/message", post(message))
+        .route("/v1/deployments/{id}/stop", post(stop))
+        // base64 grows a package by 4/3; leave room for the JSON around it.
+        .layer(DefaultBodyLimit::max(MAX_PACKAGE / 3 * 4 + 64 * 1024))
+}
+
+fn plugin_error(e: &PluginError) -> Response {
+    let status = match e {
+        PluginError::BadInput(_) => StatusCode::BAD_REQUEST,
+        PluginError::NotFound(_) => StatusCode::NOT_FOUND,
+        PluginError::Refused(_) => StatusCode::CONFLICT,
+        PluginError::Unreachable { .. } | PluginError::Protocol(_) => StatusCode::BAD_GATEWAY,
+        PluginError::Lease(crate::lease::LeaseError::NotFound(_)) => StatusCode::NOT_FOUND,
+        PluginError::Lease(crate::lease::LeaseError::BadInput(_)) => StatusCode::BAD_REQUEST,
+        PluginError::Sandbox(_) => StatusCode::UNPROCESSABLE_ENTITY,
+        PluginError::Store(_) | PluginError::Lease(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        PluginError::Stopped => StatusCode::SERVICE_UNAVAILABLE,
+    };
+    error(status, &e.to_string()).into_response()
+}
+
+fn respond<T: Serialize>(r: Result<T, PluginError>) -> Response {
+    match r {
+        Ok(v) => Json(v).into_response(),
+        Err(e) => plugin_error(&e),
+    }
+}
+
+fn body<T>(b: Result<Json<T>, JsonRejection>) -> Result<T, PluginError> {
+    b.map(|Json(v)| v)
+        .map_err(|e| PluginError::BadInput(e.body_text()))
+}
+
+fn unbase64(what: &str, text: &str) -> Result<Vec<u8>, PluginError> {
+    base64::engine::general_purpose::STANDARD
+        .decode(text.trim())
+        .map_err(|e| PluginError::BadInput(format!("{what} is not valid base64: {e}")))
+}
+
+async fn list(State(state): State<Arc<ApiState>>) -> Response {
+    respond(state.plugins.list().await)
+}
+
+async fn show(State(state): State<Arc<ApiState>>, Path(id): Path<String>) -> Response {
+    respond(state.plugins.get(&id).await)
+}
+
+async fn deploy(
+    State(state): State<Arc<ApiState>>,
+    b: Result<Json<DeployBody>, JsonRejection>,
+) -> Response {
+    let r = async {
+        let b = body(b)?;
+        let package = unbase64("package", &b.package)?;
+        state
+            .plugins
+            .deploy(DeployParams {
+                lease: b.lease,
+                package,
+                config: b.config,
+            })
+            .await
+    };
+    respond(r.await)
+}
+
+async fn upgrade(
+    State(state): State<Arc<ApiState>>,
+    Path(id): Path<String>,
+    b: Result<Json<UpgradeBody>, JsonRejection>,
+) -> Response {
+    let r = async {
+        let b = body(b)?;
+        let package = unbase64("package", &b.package)?;
+        state.plugins.upgrade(&id, &package, b.config).await
+    };
+    respond(r.await)
+}
+
+async fn message(
+    State(state): State<Arc<ApiState>>,
+    Path(id): Path<String>,
+    b: Result<Json<MessageBody>, JsonRejection>,
+) -> Response {
+    let r = async {
+        let b = body(b)?;
+        let payload = unbase64("payload", &b.payload)?;
+        state.plugins.message(&id, payload).await
+    };
+    respond(r.await.map(|()| serde_json::json!({"delivered": true})))
+}
+
+async fn logs(
+    State(state): State<Arc<ApiState>>,
+    Path(id): Path<String>,
+    q: Result<Query<LogsQuery>, QueryRejection>,
+) -> Response {
+    let q = match q {
+        Ok(Query(q)) => q,
+        Err(e) => return plugin_error(&PluginError::BadInput(e.body_text())),
+    };
+    let limit = q.limit.unwrap_or(200).clamp(1, MAX_PAGE);
+    respond(state.plugins.logs(&id, q.after, limit).await)
+}
+
+async fn stop(State(state): State<Arc<ApiState>>, Path(id): Path<String>) -> Response {
+    respond(state.plugins.stop(&id).await)
+}

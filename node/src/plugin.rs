@@ -1,0 +1,33 @@
+//! Plugins: the tenant's own cloud-management logic, run on a leased slice as a sandboxed
+//! WebAssembly component.
+//!
+//! - [`package`]: the signed `.dgp` package (component + manifest) a publisher makes with
+//!   `degroup plugin pack`.
+//! - [`runtime`]: the wasmtime sandbox (pooling allocator, `InstancePre`, compile cache, memory
+//!   limiter, epoch deadlines, fuel, bounded stack, WASI without files or sockets) and the host
+//!   functions of the `degroup:plugin` world (`sdk/wit`).
+//! - [`kv`], [`logs`]: a deployment's key-value store (a sled tree, capped by the lease's disk)
+//!   and its rate-limited ring buffer of logs.
+//! - [`worker`]: one thread per running deployment: ticks, restarts with backoff, gives up.
+//! - [`supervisor`]: the actor owning deployments; host side of `/degroup/deploy/1` ([`wire`]),
+//!   tenant side, restarts after a node restart, stop at lease end.
+//! - [`meter`]: fuel, peak memory and storage per lease, read by the usage receipts.
+//! - [`local`]: `degroup plugin run`, the same sandbox with a throwaway store.
+
+pub mod config;
+pub mod deployment;
+pub mod kv;
+pub mod local;
+pub mod logs;
+pub mod meter;
+pub mod package;
+pub mod runtime;
+pub mod supervisor;
+pub mod wire;
+pub mod worker;
+
+pub use config::{Limits, PluginConfig};
+pub use meter::Meter;
+pub use package::Package;
+pub use runtime::Runtime;
+pub use supervisor::{PluginError, PluginHandle};

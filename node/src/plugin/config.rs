@@ -1,0 +1,222 @@
+//! The `[plugin]` table: sandbox limits and supervision timing, as written and validated.
+
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use crate::capacity::units::parse_duration;
+
+/// The `[plugin]` table.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct PluginConfig {
+    /// Time between two `tick` calls of a deployment, e.g. "1s".
+    pub tick_interval: String,
+    /// Deadline of one `tick` or `message` call, e.g. "100ms".
+    pub call_timeout: String,
+    /// Deadline of `init`, e.g. "1s".
+    pub init_timeout: String,
+    /// Granularity of deadlines (the epoch timer), e.g. "5ms".
+    pub epoch_tick: String,
+    /// Most fuel (roughly: wasm instructions) one call may burn.
+    pub fuel_per_call: u64,
+    /// Largest wasm stack, in bytes.
+    pub max_stack: u64,
+    /// Most table elements one instance may grow to.
+    pub max_table_elements: u32,
+    /// Log lines per second each deployment may write (bursts of twice this).
+    pub log_rate: u32,
+    /// Log lines kept per deployment for `degroup logs`.
+    pub log_lines: u32,
+    /// Most deployments running at once on this host (sizes the instance pool).
+    pub max_deployments: u32,
+    /// Publishers (hex ed25519 keys) whose packages may run here; empty: everyone.
+    pub publishers: Vec<String>,
+    /// Consecutive failures (traps, deadlines) before a deployment is marked failed.
+    pub max_failures: u32,
+    /// First restart delay after a failure, doubled each time up to `max_backoff`.
+    pub backoff: String,
+    /// Longest restart delay.
+    pub max_backoff: String,
+}
+
+impl Default for PluginConfig {
+    fn default() -> Self {
+        Self {
+            tick_interval: "1s".into(),
+            call_timeout: "100ms".into(),
+            init_timeout: "1s".into(),
+            epoch_tick: "5ms".into(),
+            fuel_per_call: 10_000_000_000,
+            max_stack: 512 * 1024,
+            max_table_elements: 100_000,
+            log_rate: 100,
+            log_lines: 1000,
+            max_deployments: 128,
+            publishers: Vec::new(),
+            max_failures: 5,
+            backoff: "200ms".into(),
+            max_backoff: "30s".into(),
+        }
+    }
+}
+
+/// The validated `[plugin]` table.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Limits {
+    pub tick_interval: Duration,
+    pub call_timeout: Duration,
+    pub init_timeout: Duration,
+    pub epoch_tick: Duration,
+    pub fuel_per_call: u64,
+    pub max_stack: usize,
+    pub max_table_elements: usize,
+    pub log_rate: u32,
+    pub log_lines: usize,
+    pub max_deployments: u32,
+    pub publishers: Vec<[u8; 32]>,
+    pub max_failures: u32,
+    pub backoff: Duration,
+    pub max_backoff: Duration,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        // The defaults are valid by construction (a unit test checks it).
+        PluginConfig::default()
+            .to_limits()
+            .unwrap_or_else(|_| Self::fallback())
+    }
+}
+
+impl Limits {
+    fn fallback() -> Self {
+        Self {
+            tick_interval: Duration::from_secs(1),
+            call_timeout: Duration::from_millis(100),
+            init_timeout: Duration::from_secs(1),
+            epoch_tick: Duration::from_millis(5),
+            fuel_per_call: 10_000_000_000,
+            max_stack: 512 * 1024,
+            max_table_elements: 100_000,
+            log_rate: 100,
+            log_lines: 1000,
+            max_deployments: 128,
+            publishers: Vec::new(),
+            max_failures: 5,
+            backoff: Duration::from_millis(200),
+            max_backoff: Duration::from_secs(30),
+        }
+    }
+}
+
+impl PluginConfig {
+    /// Validates the table, naming the key of any bad value.
+    pub fn to_limits(&self) -> Result<Limits, String> {
+        let dur = |key: &str, v: &str, min_ms: u64| {
+            let ms = parse_duration(v).map_err(|e| format!("plugin.{key}: {e}"))?;
+            if ms < min_ms {
+                return Err(format!("plugin.{key} must be at least {min_ms}ms"));
+            }
+            Ok(Duration::from_millis(ms))
+        };
+        let publishers = self
+            .publishers
+            .iter()
+            .map(|p| {
+                let bytes = hex::decode(p.trim()).ok().and_then(|b| <[u8; 32]>::try_from(b).ok());
+                bytes.ok_or_else(|| {
+                    format!(
+                        "plugin.publishers: {p:?} is not a publisher key (64 hex characters, printed by `degroup plugin pack`)"
+                    )
+                })
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        let limits = Limits {
+            tick_interval: dur("tick_interval", &self.tick_interval, 10)?,
+            call_timeout: dur("call_timeout", &self.call_timeout, 1)?,
+            init_timeout: dur("init_timeout", &self.init_timeout, 1)?,
+            epoch_tick: dur("epoch_tick", &self.epoch_tick, 1)?,
+            fuel_per_call: self.fuel_per_call,
+            max_stack: usize::try_from(self.max_stack).unwrap_or(usize::MAX),
+            max_table_elements: self.max_table_elements as usize,
+            log_rate: self.log_rate,
+            log_lines: self.log_lines as usize,
+            max_deployments: self.max_deployments,
+            publishers,
+            max_failures: self.max_failures,
+            backoff: dur("backoff", &self.backoff, 1)?,
+            max_backoff: dur("max_backoff", &self.max_backoff, 1)?,
+        };
+        if limits.fuel_per_call < 1_000_000 {
+            return Err("plugin.fuel_per_call must be at least 1000000".into());
+        }
+        if !(64 * 1024..=64 * 1024 * 1024).contains(&limits.max_stack) {
+            return Err("plugin.max_stack must be between 65536 and 67108864 bytes".into());
+        }
+        if limits.max_table_elements == 0 || limits.max_table_elements > 10_000_000 {
+            return Err("plugin.max_table_elements must be between 1 and 10000000".into());
+        }
+        if limits.log_rate == 0 || limits.log_lines == 0 {
+            return Err("plugin.log_rate and plugin.log_lines must be at least 1".into());
+        }
+        if limits.max_deployments == 0 || limits.max_deployments > 10_000 {
+            return Err("plugin.max_deployments must be between 1 and 10000".into());
+        }
+        if limits.max_failures == 0 {
+            return Err("plugin.max_failures must be at least 1".into());
+        }
+        if limits.call_timeout < limits.epoch_tick || limits.init_timeout < limits.epoch_tick {
+            return Err(
+                "plugin.call_timeout and plugin.init_timeout must be at least plugin.epoch_tick"
+                    .into(),
+            );
+        }
+        Ok(limits)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_are_valid() {
+        let limits = PluginConfig::default().to_limits();
+        assert_eq!(
+            limits.as_ref().map(|l| l.call_timeout),
+            Ok(Duration::from_millis(100))
+        );
+        assert_eq!(Limits::default(), Limits::fallback());
+    }
+
+    #[test]
+    fn bad_values_name_their_key() {
+        let bad = [
+            PluginConfig {
+                call_timeout: "soon".into(),
+                ..Default::default()
+            },
+            PluginConfig {
+                max_stack: 10,
+                ..Default::default()
+            },
+            PluginConfig {
+                publishers: vec!["zz".into()],
+                ..Default::default()
+            },
+            PluginConfig {
+                tick_interval: "1ms".into(),
+                ..Default::default()
+            },
+            PluginConfig {
+                max_failures: 0,
+                ..Default::default()
+            },
+        ];
+        for cfg in bad {
+            let err = cfg.to_limits().err().unwrap_or_default();
+            assert!(err.starts_with("plugin."), "{err}");
+        }
+    }
+}

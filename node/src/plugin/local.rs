@@ -1,0 +1,156 @@
+//! `degroup plugin run`: a plugin in the same sandbox as on a host, with a throwaway store and
+//! a made-up lease, its logs printed as they come.
+
+use std::time::{Duration, Instant};
+
+use super::config::Limits;
+use super::kv::Kv;
+use super::logs::{LogLine, Logs};
+use super::runtime::{Env, Fault, LeaseInfo, LeaseSlice, Runtime};
+use super::supervisor::PluginError;
+use crate::capacity::advert::now_ms;
+use crate::store::Store;
+
+/// What to run.
+#[derive(Debug, Clone)]
+pub struct RunOptions {
+    pub config: Vec<(String, String)>,
+    pub ticks: u32,
+    /// Time between ticks (0: back to back).
+    pub interval: Duration,
+    pub mem_bytes: u64,
+    pub disk_bytes: u64,
+    pub messages: Vec<Vec<u8>>,
+    pub name: String,
+    pub version: String,
+}
+
+/// How it went.
+#[derive(Debug, Clone, Default)]
+pub struct RunReport {
+    /// `None` when init succeeded.
+    pub init_error: Option<String>,
+    pub ticks_ok: u32,
+    pub faults: Vec<String>,
+    pub fuel: u64,
+    pub peak_mem_bytes: u64,
+    pub kv_bytes: u64,
+    pub compile: Duration,
+    pub cached: bool,
+}
+
+/// Runs `wasm` (a component): init, then `ticks` ticks (messages are delivered after init),
+/// printing log lines through `on_line`. Stops at the first fault.
+pub fn run(
+    wasm: &[u8],
+    opts: &RunOptions,
+    cache_dir: Option<std::path::PathBuf>,
+    mut on_line: impl FnMut(&LogLine),
+) -> Result<RunReport, PluginError> {
+    let limits = Limits {
+        max_deployments: 1,
+        ..Limits::default()
+    };
+    let runtime = Runtime::new(limits, cache_dir)?;
+    let t = Instant::now();
+    let compiled = runtime.compile(wasm)?;
+    let mut report = RunReport {
+        compile: t.elapsed(),
+        cached: compiled.cached,
+        ..Default::default()
+    };
+    let mut rnd = [0u8; 8];
+    let _ = getrandom::fill(&mut rnd);
+    let dir = std::env::temp_dir().join(format!("degroup-run-{}", hex::encode(rnd)));
+    let result = (|| {
+        let store = Store::open(&dir)?;
+        let kv = Kv::open(&store, "local", opts.disk_bytes)
+            .map_err(|e| PluginError::BadInput(e.to_string()))?;
+        let logs = Logs::new(10_000, runtime.limits().log_rate);
+        let now = now_ms();
+        let info = LeaseInfo {
+            lease_id: "00".repeat(16),
+            deployment_id: "00".repeat(16),
+            host: "local".into(),
+            tenant: "local".into(),
+            slice: LeaseSlice {
+                cpu_millis: 1000,
+                mem_bytes: opts.mem_bytes,
+                disk_bytes: opts.disk_bytes,
+                gpus: 0,
+            },
+            starts_at: now,
+            ends_at: now + 3_600_000,
+            package_name: opts.name.clone(),
+            package_version: opts.version.clone(),
+        };
+        let mut seen = 0u64;
+        let mut drain = |logs: &Logs| {
+            let page = logs.read(seen, 1000);
+            for l in &page.lines {
+                on_line(l);
+            }
+            seen = page.next;
+        };
+        let mut inst = runtime
+            .instantiate(
+                &compiled,
+                Env {
+                    info,
+                    kv,
+                    logs: logs.clone(),
+                },
+            )
+            .map_err(|(e, _)| PluginError::Sandbox(e))?;
+        let meter = |inst: &super::runtime::Instance, report: &mut RunReport, fuel: u64| {
+            report.fuel += fuel;
+            report.peak_mem_bytes = report.peak_mem_bytes.max(inst.peak_memory());
+            report.kv_bytes = inst.kv_bytes();
+        };
+        let call = inst.init(&opts.config);
+        meter(&inst, &mut report, call.fuel);
+        drain(&logs);
+        match call.result {
+            Ok(Ok(())) => {}
+            Ok(Err(msg)) => {
+                report.init_error = Some(msg);
+                return Ok(report);
+            }
+            Err(fault) => {
+                report.init_error = Some(fault.to_string());
+                report.faults.push(format!("init: {fault}"));
+                return Ok(report);
+            }
+        }
+        let check = |r: Result<(), Fault>, what: &str, report: &mut RunReport| match r {
+            Ok(()) => true,
+            Err(f) => {
+                report.faults.push(format!("{what}: {f}"));
+                false
+            }
+        };
+        for m in &opts.messages {
+            let call = inst.message("cli", m);
+            meter(&inst, &mut report, call.fuel);
+            drain(&logs);
+            if !check(call.result, "message", &mut report) {
+                return Ok(report);
+            }
+        }
+        for i in 0..opts.ticks {
+            if i > 0 && !opts.interval.is_zero() {
+                std::thread::sleep(opts.interval);
+            }
+            let call = inst.tick(now_ms());
+            meter(&inst, &mut report, call.fuel);
+            drain(&logs);
+            if !check(call.result, "tick", &mut report) {
+                return Ok(report);
+            }
+            report.ticks_ok += 1;
+        }
+        Ok(report)
+    })();
+    let _ = std::fs::remove_dir_all(&dir);
+    result
+}

@@ -1,0 +1,434 @@
+//! The sandbox: wasmtime's component model with every guard a host needs to run code it does
+//! not trust.
+//!
+//! One [`Runtime`] per node: one [`Engine`] with the pooling allocator (instance slots,
+//! memories and stacks are reserved up front and reused, which is what makes instantiation a
+//! few microseconds), fuel metering, epoch interruption and a bounded wasm stack, plus one
+//! [`Linker`] with the host functions of the `degroup:plugin` world and WASI (clocks, random;
+//! no preopened directories, no sockets allowed). An epoch thread ticks every
+//! `plugin.epoch_tick`; each call sets its deadline in ticks, so a loop is interrupted within a
+//! tick of its deadline whatever it does.
+//!
+//! Compiling is done once per component: [`Runtime::compile`] looks in memory, then in the
+//! on-disk cache (keyed by the component's hash and the engine's compatibility hash), and only
+//! then compiles and writes the cache. The result is an `InstancePre` (imports already
+//! resolved), so starting an instance is just allocation plus initialisation.
+//!
+//! An [`Instance`] is one running copy of a plugin with its own store: memory capped by the
+//! lease ([`host::Limiter`]), its deployment's key-value store and log buffer. Each call
+//! refuels the store and sets its deadline, and returns a [`Call`]: the plugin's result or the
+//! [`Fault`] that stopped it, and the fuel it burnt.
+
+mod cache;
+pub mod host;
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use wasmtime::component::{Component, HasSelf, Linker};
+use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig, Store, Trap};
+
+use self::host::{HostState, Limiter};
+use super::config::Limits;
+use super::kv::Kv;
+use super::logs::Logs;
+
+wasmtime::component::bindgen!({
+    world: "plugin",
+    path: "../sdk/wit",
+    with: {
+        "wasi": wasmtime_wasi::p2::bindings::sync,
+    },
+    require_store_data_send: true,
+});
+
+pub use self::degroup::plugin::lease::{LeaseInfo, Slice as LeaseSlice};
+
+/// Most compiled components kept in memory.
+const MEMORY_CACHE: usize = 256;
+
+/// Why the sandbox could not do what was asked (not a plugin fault: see [`Fault`]).
+#[derive(Debug, thiserror::Error)]
+pub enum SandboxError {
+    #[error("cannot set up the wasm engine: {0}")]
+    Engine(String),
+    #[error("not a valid plugin component: {0}")]
+    Compile(String),
+    #[error("the component does not fit the degroup:plugin world: {0}")]
+    Link(String),
+    #[error("cannot start an instance: {0}")]
+    Instantiate(String),
+}
+
+/// What stopped a call.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Fault {
+    /// The call ran past its deadline and was interrupted.
+    Deadline(Duration),
+    /// The call burnt its fuel allowance.
+    OutOfFuel(u64),
+    /// The plugin tried to grow its memory past the lease's and then trapped.
+    MemoryLimit(u64),
+    /// The wasm stack overflowed.
+    StackOverflow,
+    /// Any other trap (a panic, `unreachable`, out-of-bounds access …), with wasmtime's words.
+    Trap(String),
+}
+
+impl std::fmt::Display for Fault {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Fault::Deadline(d) => {
+                write!(f, "deadline of {} ms exceeded; interrupted", d.as_millis())
+            }
+            Fault::OutOfFuel(n) => write!(f, "fuel allowance of {n} per call exhausted"),
+            Fault::MemoryLimit(n) => write!(
+                f,
+                "memory limit of {} reached (the lease's memory)",
+                crate::capacity::units::format_size(*n)
+            ),
+            Fault::StackOverflow => write!(f, "wasm stack overflow (deep recursion)"),
+            Fault::Trap(s) => write!(f, "trap: {s}"),
+        }
+    }
+}
+
+/// The outcome of one call into a plugin.
+#[derive(Debug)]
+pub struct Call<T> {
+    pub result: Result<T, Fault>,
+    /// Fuel burnt by this call.
+    pub fuel: u64,
+    pub elapsed: Duration,
+}
+
+/// A compiled component, ready to instantiate.
+#[derive(Clone)]
+pub struct Compiled {
+    pre: PluginPre<HostState>,
+    /// blake3 of the component bytes.
+    pub hash: [u8; 32],
+    /// Whether this came from a cache (memory or disk) rather than a fresh compile.
+    pub cached: bool,
+}
+
+impl std::fmt::Debug for Compiled {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Compiled")
+            .field("hash", &hex::encode(self.hash))
+            .field("cached", &self.cached)
+            .finish_non_exhaustive()
+    }
+}
+
+/// What an instance runs with.
+#[derive(Debug)]
+pub struct Env {
+    pub info: LeaseInfo,
+    pub kv: Kv,
+    pub logs: Logs,
+}
+
+/// The node's wasm engine and linker.
+pub struct Runtime {
+    engine: Engine,
+    linker: Linker<HostState>,
+    limits: Limits,
+    cache_dir: Option<PathBuf>,
+    compiled: Mutex<HashMap<[u8; 32], Compiled>>,
+}
+
+impl std::fmt::Debug for Runtime {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Runtime")
+            .field("limits", &self.limits)
+            .field("cache_dir", &self.cache_dir)
+            .finish_non_exhaustive()
+    }
+}
+
+fn werr(e: &wasmtime::Error) -> String {
+    format!("{e:#}")
+}
+
+impl Runtime {
+    /// An engine with the given limits; compiled code is cached under `cache_dir` when given.
+    pub fn new(limits: Limits, cache_dir: Option<PathBuf>) -> Result<Arc<Self>, SandboxError> {
+        let mut pool = PoolingAllocationConfig::new();
+        let slots = limits.max_deployments.saturating_add(4);
+        pool.total_component_instances(slots)
+            .total_core_instances(slots.saturating_mul(8))
+            .total_memories(slots.saturating_mul(2))
+            .total_tables(slots.saturating_mul(8))
+            .total_stacks(slots)
+            .table_elements(limits.max_table_elements)
+            .max_memory_size(4 << 30)
+            .max_unused_warm_slots(slots.min(64));
+        let mut config = Config::new();
+        config
+            .wasm_component_model(true)
+            .consume_fuel(true)
+            .epoch_interruption(true)
+            .max_wasm_stack(limits.max_stack)
+            .parallel_compilation(true)
+            .allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
+        let engine = Engine::new(&config).map_err(|e| SandboxError::Engine(werr(&e)))?;
+        let mut linker = Linker::<HostState>::new(&engine);
+        wasmtime_wasi::p2::add_to_linker_sync(&mut linker)
+            .map_err(|e| SandboxError::Engine(werr(&e)))?;
+        degroup::plugin::lease::add_to_linker::<_, HasSelf<_>>(&mut linker, |s| s)
+            .and_then(|()| degroup::plugin::kv::add_to_linker::<_, HasSelf<_>>(&mut linker, |s| s))
+            .and_then(|()| degroup::plugin::log::add_to_linker::<_, HasSelf<_>>(&mut linker, |s| s))
+            .map_err(|e| SandboxError::Engine(werr(&e)))?;
+        if let Some(dir) = &cache_dir {
+            std::fs::create_dir_all(dir).map_err(|e| {
+                SandboxError::Engine(format!("cannot create cache dir {}: {e}", dir.display()))
+            })?;
+        }
+        start_epoch_ticker(&engine, limits.epoch_tick);
+        Ok(Arc::new(Self {
+            engine,
+            linker,
+            limits,
+            cache_dir,
+            compiled: Mutex::new(HashMap::new()),
+        }))
+    }
+
+    /// The limits instances run under.
+    pub fn limits(&self) -> &Limits {
+        &self.limits
+    }
+
+    /// Compiles a component (or takes it from the memory or disk cache) and resolves its
+    /// imports against the host's.
+    pub fn compile(&self, wasm: &[u8]) -> Result<Compiled, SandboxError> {
+        let hash = *blake3::hash(wasm).as_bytes();
+        if let Some(c) = self.lock().get(&hash) {
+            let mut c = c.clone();
+            c.cached = true;
+            return Ok(c);
+        }
+        let (component, cached) = match self.cache_dir.as_deref() {
+            Some(dir) => cache::load_or_compile(&self.engine, dir, &hash, wasm)?,
+            None => (
+                Component::new(&self.engine, wasm).map_err(|e| SandboxError::Compile(werr(&e)))?,
+                false,
+            ),
+        };
+        let pre = self
+            .linker
+            .instantiate_pre(&component)
+            .map_err(|e| SandboxError::Link(werr(&e)))?;
+        let pre = PluginPre::new(pre).map_err(|e| SandboxError::Link(werr(&e)))?;
+        let compiled = Compiled { pre, hash, cached };
+        let mut map = self.lock();
+        if map.len() >= MEMORY_CACHE
+            && let Some(k) = map.keys().next().copied()
+        {
+            map.remove(&k);
+        }
+        map.insert(hash, compiled.clone());
+        Ok(compiled)
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<[u8; 32], Compiled>> {
+        self.compiled
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Starts an instance (no plugin code runs but the component's own start functions, under
+    /// the init deadline). On failure the environment is handed back.
+    pub fn instantiate(
+        &self,
+        compiled: &Compiled,
+        env: Env,
+    ) -> Result<Instance, (SandboxError, Box<Env>)> {
+        let mem_cap = usize::try_from(env.info.slice.mem_bytes).unwrap_or(usize::MAX);
+        let state = HostState::new(env, Limiter::new(mem_cap, self.limits.max_table_elements));
+        let mut store = Store::new(&self.engine, state);
+        store.limiter(|s| &mut s.limiter);
+        let mut instance = Instance {
+            store,
+            plugin: None,
+            epoch_tick: self.limits.epoch_tick,
+            fuel_per_call: self.limits.fuel_per_call,
+            call_timeout: self.limits.call_timeout,
+            init_timeout: self.limits.init_timeout,
+        };
+        if let Err(e) = instance.arm(self.limits.init_timeout) {
+            return Err((e, Box::new(instance.into_env())));
+        }
+        match compiled.pre.instantiate(&mut instance.store) {
+            Ok(plugin) => {
+                instance.plugin = Some(plugin);
+                Ok(instance)
+            }
+            Err(e) => {
+                let fault = classify(&e, &instance.store, self.limits.init_timeout);
+                Err((
+                    SandboxError::Instantiate(fault.to_string()),
+                    Box::new(instance.into_env()),
+                ))
+            }
+        }
+    }
+}
+
+fn start_epoch_ticker(engine: &Engine, tick: Duration) {
+    let weak = engine.weak();
+    let spawned = std::thread::Builder::new()
+        .name("degroup-epoch".into())
+        .spawn(move || {
+            while let Some(engine) = weak.upgrade() {
+                engine.increment_epoch();
+                drop(engine);
+                std::thread::sleep(tick);
+            }
+        });
+    if let Err(e) = spawned {
+        tracing::error!(error = %e, "cannot start the epoch thread; deadlines will not fire");
+    }
+}
+
+fn classify(e: &wasmtime::Error, store: &Store<HostState>, timeout: Duration) -> Fault {
+    if store.data().limiter.denied_memory() {
+        return Fault::MemoryLimit(store.data().limiter.mem_cap() as u64);
+    }
+    match e.downcast_ref::<Trap>() {
+        Some(Trap::Interrupt) => Fault::Deadline(timeout),
+        Some(Trap::OutOfFuel) => Fault::OutOfFuel(0),
+        Some(Trap::StackOverflow) => Fault::StackOverflow,
+        _ => {
+            let mut text = format!("{e:#}");
+            if text.len() > 2000 {
+                let mut end = 2000;
+                while !text.is_char_boundary(end) {
+                    end -= 1;
+                }
+                text.truncate(end);
+            }
+            Fault::Trap(text)
+        }
+    }
+}
+
+/// One running copy of a plugin.
+pub struct Instance {
+    store: Store<HostState>,
+    plugin: Option<Plugin>,
+    epoch_tick: Duration,
+    fuel_per_call: u64,
+    call_timeout: Duration,
+    init_timeout: Duration,
+}
+
+impl std::fmt::Debug for Instance {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Instance").finish_non_exhaustive()
+    }
+}
+
+impl Instance {
+    fn arm(&mut self, timeout: Duration) -> Result<(), SandboxError> {
+        let ticks = timeout
+            .as_nanos()
+            .div_ceil(self.epoch_tick.as_nanos().max(1)) as u64;
+        // One extra tick: the epoch may advance right after the deadline is set.
+        self.store.set_epoch_deadline(ticks.saturating_add(1));
+        self.store.epoch_deadline_trap();
+        self.store
+            .set_fuel(self.fuel_per_call)
+            .map_err(|e| SandboxError::Instantiate(werr(&e)))
+    }
+
+    fn call<T>(
+        &mut self,
+        timeout: Duration,
+        f: impl FnOnce(&Plugin, &mut Store<HostState>) -> wasmtime::Result<T>,
+    ) -> Call<T> {
+        let started = Instant::now();
+        let Some(plugin) = self.plugin.take() else {
+            return Call {
+                result: Err(Fault::Trap("instance is not running".into())),
+                fuel: 0,
+                elapsed: Duration::ZERO,
+            };
+        };
+        if let Err(e) = self.arm(timeout) {
+            return Call {
+                result: Err(Fault::Trap(e.to_string())),
+                fuel: 0,
+                elapsed: Duration::ZERO,
+            };
+        }
+        self.store.data_mut().limiter.reset_denied();
+        let result = f(&plugin, &mut self.store);
+        let left = self.store.get_fuel().unwrap_or(0);
+        let fuel = self.fuel_per_call.saturating_sub(left);
+        let result = result.map_err(|e| match classify(&e, &self.store, timeout) {
+            Fault::OutOfFuel(_) => Fault::OutOfFuel(self.fuel_per_call),
+            other => other,
+        });
+        // A trapped component instance cannot be entered again.
+        if result.is_ok() {
+            self.plugin = Some(plugin);
+        }
+        Call {
+            result,
+            fuel,
+            elapsed: started.elapsed(),
+        }
+    }
+
+    /// Calls `init` with the deployment's configuration.
+    pub fn init(&mut self, config: &[(String, String)]) -> Call<Result<(), String>> {
+        let timeout = self.init_timeout;
+        self.call(timeout, |p, s| p.call_init(s, config))
+    }
+
+    /// Calls `tick`.
+    pub fn tick(&mut self, now_ms: u64) -> Call<()> {
+        let timeout = self.call_timeout;
+        self.call(timeout, |p, s| p.call_tick(s, now_ms))
+    }
+
+    /// Calls `message`.
+    pub fn message(&mut self, from: &str, payload: &[u8]) -> Call<()> {
+        let timeout = self.call_timeout;
+        self.call(timeout, |p, s| p.call_message(s, from, payload))
+    }
+
+    /// Whether the instance can still be called (no trap so far).
+    pub fn is_live(&self) -> bool {
+        self.plugin.is_some()
+    }
+
+    /// Largest linear memory this instance has had, in bytes.
+    pub fn peak_memory(&self) -> u64 {
+        self.store.data().limiter.peak() as u64
+    }
+
+    /// Bytes its key-value store uses.
+    pub fn kv_bytes(&self) -> u64 {
+        self.store.data().kv_used()
+    }
+
+    /// Writes a host line into the deployment's logs.
+    pub fn host_log(&self, level: &str, message: String) {
+        self.store.data().logs().host(level, message);
+    }
+
+    /// Log lines the rate limit dropped so far.
+    pub fn logs_dropped(&self) -> u64 {
+        self.store.data().logs().dropped()
+    }
+
+    /// Gives back the environment (the key-value store and logs) for the next instance.
+    pub fn into_env(self) -> Env {
+        self.store.into_data().into_env()
+    }
+}

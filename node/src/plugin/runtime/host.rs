@@ -1,0 +1,187 @@
+//! The host side of the `degroup:plugin` world: the store's data, the memory limiter, and the
+//! functions a plugin imports (lease info, key-value store, logging).
+
+use wasmtime::ResourceLimiter;
+use wasmtime::component::ResourceTable;
+use wasmtime_wasi::{WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
+
+use super::degroup::plugin::{kv, lease, log};
+use super::{Env, LeaseInfo};
+use crate::plugin::kv::KvError;
+
+/// Caps linear memory at the lease's memory and tables at a fixed number of elements, and
+/// records the peak.
+#[derive(Debug)]
+pub struct Limiter {
+    mem_cap: usize,
+    table_cap: usize,
+    peak: usize,
+    denied_memory: bool,
+}
+
+impl Limiter {
+    pub fn new(mem_cap: usize, table_cap: usize) -> Self {
+        Self {
+            mem_cap,
+            table_cap,
+            peak: 0,
+            denied_memory: false,
+        }
+    }
+
+    pub fn peak(&self) -> usize {
+        self.peak
+    }
+
+    pub fn mem_cap(&self) -> usize {
+        self.mem_cap
+    }
+
+    /// Whether a memory growth was refused since the last reset.
+    pub fn denied_memory(&self) -> bool {
+        self.denied_memory
+    }
+
+    pub fn reset_denied(&mut self) {
+        self.denied_memory = false;
+    }
+}
+
+impl ResourceLimiter for Limiter {
+    fn memory_growing(
+        &mut self,
+        _current: usize,
+        desired: usize,
+        _maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        if desired > self.mem_cap {
+            self.denied_memory = true;
+            return Ok(false);
+        }
+        self.peak = self.peak.max(desired);
+        Ok(true)
+    }
+
+    fn table_growing(
+        &mut self,
+        _current: usize,
+        desired: usize,
+        _maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        Ok(desired <= self.table_cap)
+    }
+}
+
+/// A store's data.
+pub struct HostState {
+    wasi: WasiCtx,
+    table: ResourceTable,
+    pub(super) limiter: Limiter,
+    env: Env,
+}
+
+impl std::fmt::Debug for HostState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("HostState")
+            .field("limiter", &self.limiter)
+            .finish_non_exhaustive()
+    }
+}
+
+impl HostState {
+    pub(super) fn new(env: Env, limiter: Limiter) -> Self {
+        // No arguments, no environment, no stdio, no preopened directories, and the default
+        // socket policy, which refuses every address: a plugin reaches nothing but the host
+        // functions of its world.
+        let wasi = WasiCtxBuilder::new().allow_ip_name_lookup(false).build();
+        Self {
+            wasi,
+            table: ResourceTable::new(),
+            limiter,
+            env,
+        }
+    }
+
+    pub(super) fn kv_used(&self) -> u64 {
+        self.env.kv.used()
+    }
+
+    pub(super) fn logs(&self) -> &crate::plugin::logs::Logs {
+        &self.env.logs
+    }
+
+    pub(super) fn into_env(self) -> Env {
+        self.env
+    }
+}
+
+impl WasiView for HostState {
+    fn ctx(&mut self) -> WasiCtxView<'_> {
+        WasiCtxView {
+            ctx: &mut self.wasi,
+            table: &mut self.table,
+        }
+    }
+}
+
+impl lease::Host for HostState {
+    fn info(&mut self) -> LeaseInfo {
+        self.env.info.clone()
+    }
+}
+
+fn kv_error(e: KvError) -> kv::Error {
+    match e {
+        KvError::QuotaExceeded(q) => kv::Error::QuotaExceeded(q),
+        KvError::ValueTooLarge(m) => kv::Error::ValueTooLarge(m),
+        KvError::InvalidKey => kv::Error::InvalidKey,
+        KvError::Storage(s) => kv::Error::Storage(s),
+    }
+}
+
+impl kv::Host for HostState {
+    fn get(&mut self, key: String) -> Option<Vec<u8>> {
+        match self.env.kv.get(&key) {
+            Ok(v) => v,
+            Err(e) => {
+                self.env.logs.host("error", format!("kv get failed: {e}"));
+                None
+            }
+        }
+    }
+
+    fn set(&mut self, key: String, value: Vec<u8>) -> Result<(), kv::Error> {
+        self.env.kv.set(&key, &value).map_err(kv_error)
+    }
+
+    fn delete(&mut self, key: String) -> Result<bool, kv::Error> {
+        self.env.kv.delete(&key).map_err(kv_error)
+    }
+
+    fn list(&mut self, prefix: String, limit: u32) -> Vec<String> {
+        match self.env.kv.list(&prefix, limit) {
+            Ok(v) => v,
+            Err(e) => {
+                self.env.logs.host("error", format!("kv list failed: {e}"));
+                Vec::new()
+            }
+        }
+    }
+
+    fn usage(&mut self) -> (u64, u64) {
+        (self.env.kv.used(), self.env.kv.quota())
+    }
+}
+
+impl log::Host for HostState {
+    fn log(&mut self, level: log::Level, message: String) {
+        let level = match level {
+            log::Level::Trace => "trace",
+            log::Level::Debug => "debug",
+            log::Level::Info => "info",
+            log::Level::Warn => "warn",
+            log::Level::Error => "error",
+        };
+        self.env.logs.plugin(level, message);
+    }
+}
