@@ -9,11 +9,13 @@ mod capacity;
 mod client;
 mod completions;
 mod debug;
+mod deploy;
 mod find;
 mod init;
 mod key;
 mod lease;
 mod node;
+mod plugin;
 mod status;
 
 use std::path::PathBuf;
@@ -51,6 +53,17 @@ enum Command {
     /// Lease capacity from a host, and manage leases (as tenant or host)
     #[command(subcommand)]
     Lease(lease::LeaseCommand),
+    /// Plugin developer loop: scaffold, build, sign, run locally
+    #[command(subcommand)]
+    Plugin(plugin::PluginCommand),
+    /// Deploy a signed plugin package onto a leased slice (or --upgrade a deployment)
+    Deploy(deploy::DeployArgs),
+    /// Deployments: the ones this node hosts and the ones it deployed as a tenant
+    Ps(deploy::PsArgs),
+    /// A deployment's logs
+    Logs(deploy::LogsArgs),
+    /// Stop a deployment (its key-value state is kept until its lease ends)
+    Stop(deploy::StopArgs),
     /// Generate or show ed25519 keys (node, tenant, publisher)
     #[command(subcommand)]
     Key(key::KeyCommand),
@@ -131,6 +144,11 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Capacity(c) => runtime()?.block_on(capacity::run(&dir, c)),
         Command::Find(a) => runtime()?.block_on(find::run(&dir, &a)),
         Command::Lease(c) => runtime()?.block_on(lease::run(&dir, c)),
+        Command::Plugin(c) => plugin::run(&dir, c),
+        Command::Deploy(a) => runtime()?.block_on(deploy::deploy(&dir, &a)),
+        Command::Ps(a) => runtime()?.block_on(deploy::ps(&dir, &a)),
+        Command::Logs(a) => runtime()?.block_on(deploy::logs(&dir, &a)),
+        Command::Stop(a) => runtime()?.block_on(deploy::stop(&dir, &a)),
         Command::Key(k) => key::run(&dir, k),
         Command::Completions(a) => completions::run(&a),
         Command::Debug(d) => debug::run(&dir, d),

@@ -31,6 +31,14 @@ pub async fn run(dir: &Path, args: &Args) -> anyhow::Result<()> {
         println!("             {a}");
     }
     println!("adverts      {}", s.adverts_known);
+    println!(
+        "leases       {} hosted, {} rented",
+        s.leases_hosted, s.leases_rented
+    );
+    println!(
+        "deployments  {} running here, {} deployed elsewhere",
+        s.deployments_hosted, s.deployments_rented
+    );
     println!("peers        {}", s.connected_peers.len());
     for p in &s.connected_peers {
         println!("             {p}");

@@ -138,6 +138,8 @@ pub struct Runtime {
     limits: Limits,
     cache_dir: Option<PathBuf>,
     compiled: Mutex<HashMap<[u8; 32], Compiled>>,
+    /// Fuel and epoch deadlines on (always, except to measure what they cost).
+    guards: bool,
 }
 
 impl std::fmt::Debug for Runtime {
@@ -156,6 +158,22 @@ fn werr(e: &wasmtime::Error) -> String {
 impl Runtime {
     /// An engine with the given limits; compiled code is cached under `cache_dir` when given.
     pub fn new(limits: Limits, cache_dir: Option<PathBuf>) -> Result<Arc<Self>, SandboxError> {
+        Self::build(limits, cache_dir, true)
+    }
+
+    /// A runtime **without** fuel metering and epoch deadlines: a plugin that loops never
+    /// returns. Only for measuring what the guards cost (`benches/plugin.rs`); the node never
+    /// makes one.
+    #[doc(hidden)]
+    pub fn new_unguarded(limits: Limits) -> Result<Arc<Self>, SandboxError> {
+        Self::build(limits, None, false)
+    }
+
+    fn build(
+        limits: Limits,
+        cache_dir: Option<PathBuf>,
+        guards: bool,
+    ) -> Result<Arc<Self>, SandboxError> {
         let mut pool = PoolingAllocationConfig::new();
         let slots = limits.max_deployments.saturating_add(4);
         pool.total_component_instances(slots)
@@ -169,8 +187,8 @@ impl Runtime {
         let mut config = Config::new();
         config
             .wasm_component_model(true)
-            .consume_fuel(true)
-            .epoch_interruption(true)
+            .consume_fuel(guards)
+            .epoch_interruption(guards)
             .max_wasm_stack(limits.max_stack)
             .parallel_compilation(true)
             .allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
@@ -194,6 +212,7 @@ impl Runtime {
             limits,
             cache_dir,
             compiled: Mutex::new(HashMap::new()),
+            guards,
         }))
     }
 
@@ -258,6 +277,7 @@ impl Runtime {
             fuel_per_call: self.limits.fuel_per_call,
             call_timeout: self.limits.call_timeout,
             init_timeout: self.limits.init_timeout,
+            guards: self.guards,
         };
         if let Err(e) = instance.arm(self.limits.init_timeout) {
             return Err((e, Box::new(instance.into_env())));
@@ -324,6 +344,7 @@ pub struct Instance {
     fuel_per_call: u64,
     call_timeout: Duration,
     init_timeout: Duration,
+    guards: bool,
 }
 
 impl std::fmt::Debug for Instance {
@@ -334,6 +355,9 @@ impl std::fmt::Debug for Instance {
 
 impl Instance {
     fn arm(&mut self, timeout: Duration) -> Result<(), SandboxError> {
+        if !self.guards {
+            return Ok(());
+        }
         let ticks = timeout
             .as_nanos()
             .div_ceil(self.epoch_tick.as_nanos().max(1)) as u64;
@@ -367,8 +391,12 @@ impl Instance {
         }
         self.store.data_mut().limiter.reset_denied();
         let result = f(&plugin, &mut self.store);
-        let left = self.store.get_fuel().unwrap_or(0);
-        let fuel = self.fuel_per_call.saturating_sub(left);
+        let fuel = if self.guards {
+            let left = self.store.get_fuel().unwrap_or(0);
+            self.fuel_per_call.saturating_sub(left)
+        } else {
+            0
+        };
         let result = result.map_err(|e| match classify(&e, &self.store, timeout) {
             Fault::OutOfFuel(_) => Fault::OutOfFuel(self.fuel_per_call),
             other => other,

@@ -523,6 +523,22 @@ impl Service {
                 ),
             ));
         } else {
+            // The lease's memory, CPU and disk are the limits of one deployment: a second live
+            // one on the same lease would double them.
+            if let Some(other) = self.records.values().find(|r| {
+                r.side == Side::Host && r.lease_id == record.lease_id && r.state.is_live()
+            }) {
+                return Err(Refusal::new(
+                    RefusalCode::Lease,
+                    format!(
+                        "lease {} already runs deployment {}; change its code with `degroup deploy --upgrade {}`, or `degroup stop {}` first",
+                        hex::encode(record.lease_id),
+                        other.id,
+                        other.id,
+                        other.id
+                    ),
+                ));
+            }
             record.generation = 1;
         }
         let mut ops = vec![

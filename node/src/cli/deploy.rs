@@ -1,0 +1,291 @@
+//! `degroup deploy`, `ps`, `logs`, `stop`: deployments, through the running node's admin API.
+//! They work on the tenant's node (which asks the host) and on the host's.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use base64::Engine as _;
+
+use super::{ApiClient, UsageError};
+use super::plugin::{parse_config, read_package};
+use crate::api::deploy::{DeployBody, LogsQuery, UpgradeBody};
+use crate::capacity::units::format_size;
+use crate::plugin::deployment::{State, View};
+use crate::plugin::logs::{LogLine, LogPage};
+
+/// How often `logs --follow` asks for new lines.
+const FOLLOW_POLL: Duration = Duration::from_millis(500);
+/// How often `logs --follow` checks whether the deployment has ended.
+const FOLLOW_STATE_EVERY: u32 = 4;
+
+/// Arguments of `deploy`.
+#[derive(Debug, clap::Args)]
+#[command(group = clap::ArgGroup::new("target").required(true).args(["lease", "upgrade"]))]
+pub struct DeployArgs {
+    /// The lease to deploy onto (id or its first hex digits)
+    #[arg(long, value_name = "LEASE_ID")]
+    lease: Option<String>,
+    /// Replace the code of this deployment, keeping its key-value state
+    #[arg(long, value_name = "DEPLOYMENT_ID")]
+    upgrade: Option<String>,
+    /// The signed package (.dgp) from `degroup plugin pack`
+    package: PathBuf,
+    /// key=value handed to the plugin's init; repeat (on --upgrade, replaces the old config)
+    #[arg(long = "config", value_name = "KEY=VALUE")]
+    config: Vec<String>,
+    /// Print one JSON document
+    #[arg(long)]
+    json: bool,
+}
+
+/// Arguments of `ps`.
+#[derive(Debug, clap::Args)]
+pub struct PsArgs {
+    /// Print one JSON document
+    #[arg(long)]
+    json: bool,
+}
+
+/// Arguments of `logs`.
+#[derive(Debug, clap::Args)]
+pub struct LogsArgs {
+    /// Deployment id (or its first hex digits)
+    id: String,
+    /// Keep printing new lines until the deployment stops (or Ctrl-C)
+    #[arg(long, short)]
+    follow: bool,
+    /// Only the last N lines already written
+    #[arg(long, value_name = "N")]
+    tail: Option<usize>,
+    /// Print JSON lines (one object per log line)
+    #[arg(long)]
+    json: bool,
+}
+
+/// Arguments of `stop`.
+#[derive(Debug, clap::Args)]
+pub struct StopArgs {
+    /// Deployment id (or its first hex digits)
+    id: String,
+    /// Print one JSON document
+    #[arg(long)]
+    json: bool,
+}
+
+fn b64(bytes: &[u8]) -> String {
+    base64::engine::general_purpose::STANDARD.encode(bytes)
+}
+
+fn short(id: &str) -> &str {
+    id.get(..12).unwrap_or(id)
+}
+
+fn print_view(v: &View) {
+    println!("deployment  {}", v.id);
+    println!("plugin      {} {} (blake3:{})", v.name, v.version, short(&v.hash));
+    println!("lease       {}", v.lease);
+    println!("host        {}", v.host);
+    println!("tenant      {}", v.tenant);
+    println!("state       {}", state_text(v));
+    println!("generation  {}", v.generation);
+    if let Some(c) = &v.counters {
+        println!(
+            "usage       {} ticks, {} starts, {} traps, {} interrupts, fuel {}, peak memory {}, kv {} of {}",
+            c.ticks,
+            c.starts,
+            c.traps,
+            c.interrupts,
+            c.fuel,
+            format_size(c.peak_mem_bytes),
+            format_size(c.kv_bytes),
+            format_size(c.kv_quota)
+        );
+    }
+    if let Some(w) = &v.warning {
+        println!("warning     {w}");
+    }
+}
+
+fn state_text(v: &View) -> String {
+    let s = serde_json::to_value(v.state)
+        .ok()
+        .and_then(|s| s.as_str().map(str::to_owned))
+        .unwrap_or_else(|| format!("{:?}", v.state).to_lowercase());
+    match &v.reason {
+        Some(r) => format!("{s}: {r}"),
+        None => s,
+    }
+}
+
+pub async fn deploy(dir: &Path, a: &DeployArgs) -> anyhow::Result<()> {
+    let config = parse_config(&a.config)?;
+    let package = read_package(&a.package)?;
+    let client = ApiClient::from_data_dir(dir)?;
+    let view: View = if let Some(id) = &a.upgrade {
+        let body = UpgradeBody {
+            package: b64(&package),
+            config: (!config.is_empty()).then_some(config),
+        };
+        client
+            .post(&format!("/v1/deployments/{id}/upgrade"), &body)
+            .await?
+    } else {
+        let lease = a.lease.clone().ok_or_else(|| {
+            UsageError("give --lease LEASE_ID (or --upgrade DEPLOYMENT_ID)".into())
+        })?;
+        let body = DeployBody {
+            lease,
+            package: b64(&package),
+            config,
+        };
+        client.post("/v1/deployments", &body).await?
+    };
+    if a.json {
+        return super::print_json(&view);
+    }
+    print_view(&view);
+    Ok(())
+}
+
+pub async fn ps(dir: &Path, a: &PsArgs) -> anyhow::Result<()> {
+    let client = ApiClient::from_data_dir(dir)?;
+    let views: Vec<View> = client.get("/v1/deployments").await?;
+    if a.json {
+        return super::print_json(&views);
+    }
+    if views.is_empty() {
+        println!("no deployments; deploy one with `degroup deploy --lease ID PACKAGE`");
+        return Ok(());
+    }
+    println!(
+        "{:<14} {:<7} {:<22} {:<14} {:>8} {:>10} {}",
+        "ID", "SIDE", "PLUGIN", "LEASE", "TICKS", "MEMORY", "STATE"
+    );
+    for v in &views {
+        let side = serde_json::to_value(v.side)
+            .ok()
+            .and_then(|s| s.as_str().map(str::to_owned))
+            .unwrap_or_default();
+        let (ticks, mem) = v.counters.as_ref().map_or(("-".into(), "-".into()), |c| {
+            (c.ticks.to_string(), format_size(c.peak_mem_bytes))
+        });
+        println!(
+            "{:<14} {:<7} {:<22} {:<14} {:>8} {:>10} {}",
+            short(&v.id),
+            side,
+            format!("{} {}", v.name, v.version),
+            short(&v.lease),
+            ticks,
+            mem,
+            state_text(v)
+        );
+        if let Some(w) = &v.warning {
+            println!("  warning: {w}");
+        }
+    }
+    Ok(())
+}
+
+fn print_log(l: &LogLine, json: bool) -> anyhow::Result<()> {
+    if json {
+        println!("{}", serde_json::to_string(l)?);
+        return Ok(());
+    }
+    let secs = l.at_ms / 1000;
+    let (h, m, s) = ((secs / 3600) % 24, (secs / 60) % 60, secs % 60);
+    let who = if l.source == "host" { "[host] " } else { "" };
+    println!(
+        "{h:02}:{m:02}:{s:02}.{:03} {:<5} {who}{}",
+        l.at_ms % 1000,
+        l.level.to_uppercase(),
+        l.message
+    );
+    Ok(())
+}
+
+async fn page(client: &ApiClient, id: &str, after: u64) -> anyhow::Result<LogPage> {
+    client
+        .get_query(
+            &format!("/v1/deployments/{id}/logs"),
+            &LogsQuery {
+                after,
+                limit: Some(1000),
+            },
+        )
+        .await
+}
+
+pub async fn logs(dir: &Path, a: &LogsArgs) -> anyhow::Result<()> {
+    let client = ApiClient::from_data_dir(dir)?;
+    // Everything already written (the ring holds a bounded number of lines).
+    let mut after = 0;
+    let mut backlog = Vec::new();
+    let mut missed = 0;
+    for _ in 0..64 {
+        let p = page(&client, &a.id, after).await?;
+        missed = missed.max(p.missed);
+        let done = p.lines.is_empty() || p.next == after;
+        after = p.next;
+        backlog.extend(p.lines);
+        if done {
+            break;
+        }
+    }
+    if let Some(n) = a.tail {
+        let skip = backlog.len().saturating_sub(n);
+        backlog.drain(..skip);
+    } else if missed > 0 && !a.json {
+        println!("... {missed} earlier lines are no longer kept");
+    }
+    for l in &backlog {
+        print_log(l, a.json)?;
+    }
+    if !a.follow {
+        return Ok(());
+    }
+    let mut polls = 0u32;
+    loop {
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => return Ok(()),
+            () = tokio::time::sleep(FOLLOW_POLL) => {}
+        }
+        let p = page(&client, &a.id, after).await?;
+        if p.missed > 0 && !a.json {
+            println!("... {} lines were dropped before they could be shown", p.missed);
+        }
+        after = p.next;
+        for l in &p.lines {
+            print_log(l, a.json)?;
+        }
+        polls = polls.wrapping_add(1);
+        if polls % FOLLOW_STATE_EVERY == 0 {
+            let v: View = client.get(&format!("/v1/deployments/{}", a.id)).await?;
+            if matches!(v.state, State::Stopped | State::Failed) {
+                // One last page: the lines written while it stopped.
+                let p = page(&client, &a.id, after).await?;
+                for l in &p.lines {
+                    print_log(l, a.json)?;
+                }
+                if !a.json {
+                    eprintln!("-- deployment {}", state_text(&v));
+                }
+                return Ok(());
+            }
+        }
+    }
+}
+
+pub async fn stop(dir: &Path, a: &StopArgs) -> anyhow::Result<()> {
+    let client = ApiClient::from_data_dir(dir)?;
+    let v: View = client
+        .post(
+            &format!("/v1/deployments/{}/stop", a.id),
+            &serde_json::json!({}),
+        )
+        .await?;
+    if a.json {
+        return super::print_json(&v);
+    }
+    println!("deployment {} {}", v.id, state_text(&v));
+    Ok(())
+}

@@ -1,0 +1,316 @@
+//! The sandbox against the hostile plugins of `wasm-plugins/hostile`, in one process: each runs
+//! in its own worker next to a well-behaved `counter`, exactly as deployments run on a host.
+//! Every hostile one must end in the state it should, for the reason it should, while the
+//! counter keeps ticking and nothing escapes (no file, no socket, no KV past the quota).
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod programs;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use degroup_node::plugin::config::Limits;
+use degroup_node::plugin::deployment::State;
+use degroup_node::plugin::kv::Kv;
+use degroup_node::plugin::logs::Logs;
+use degroup_node::plugin::meter::Meter;
+use degroup_node::plugin::package::{Package, PackageError};
+use degroup_node::plugin::runtime::{Env, Fault, LeaseInfo, LeaseSlice, Runtime};
+use degroup_node::plugin::worker::{self, Spec, Started, Worker, WorkerEvent};
+use degroup_node::store::Store;
+
+const MIB: u64 = 1 << 20;
+
+fn limits() -> Limits {
+    Limits {
+        tick_interval: Duration::from_millis(50),
+        call_timeout: Duration::from_millis(200),
+        init_timeout: Duration::from_secs(2),
+        max_failures: 3,
+        backoff: Duration::from_millis(20),
+        max_backoff: Duration::from_millis(100),
+        max_deployments: 32,
+        ..Limits::default()
+    }
+}
+
+fn info(id: &str, mem: u64, disk: u64) -> LeaseInfo {
+    LeaseInfo {
+        lease_id: "11".repeat(16),
+        deployment_id: id.to_owned(),
+        host: "host".into(),
+        tenant: "tenant".into(),
+        slice: LeaseSlice {
+            cpu_millis: 1000,
+            mem_bytes: mem,
+            disk_bytes: disk,
+            gpus: 0,
+        },
+        starts_at: 0,
+        ends_at: u64::MAX,
+        package_name: id.to_owned(),
+        package_version: "0.1.0".into(),
+    }
+}
+
+struct Deployed {
+    worker: Worker,
+    logs: Logs,
+    first: Started,
+}
+
+fn deploy(
+    runtime: &Arc<Runtime>,
+    store: &Store,
+    meter: &Meter,
+    events: &tokio::sync::mpsc::UnboundedSender<WorkerEvent>,
+    name: &str,
+    disk: u64,
+) -> Deployed {
+    let compiled = runtime
+        .compile(&programs::wasm(name))
+        .unwrap_or_else(|e| panic!("{name}: {e}"));
+    let logs = Logs::new(1000, runtime.limits().log_rate);
+    let env = Env {
+        info: info(name, 64 * MIB, disk),
+        kv: Kv::open(store, name, disk).unwrap(),
+        logs: logs.clone(),
+    };
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    let worker = worker::spawn(
+        Spec {
+            id: name.to_owned(),
+            lease: [0x11; 16],
+            runtime: runtime.clone(),
+            compiled,
+            env,
+            config: Vec::new(),
+            meter: meter.clone(),
+            events: events.clone(),
+        },
+        tx,
+    )
+    .unwrap();
+    let first = rx.blocking_recv().unwrap();
+    Deployed {
+        worker,
+        logs,
+        first,
+    }
+}
+
+fn text(logs: &Logs) -> String {
+    logs.read(0, 10_000)
+        .lines
+        .iter()
+        .map(|l| format!("{} {} {}\n", l.source, l.level, l.message))
+        .collect()
+}
+
+/// What each hostile plugin must end as: its state, and words its reason or logs must contain.
+fn expectations() -> Vec<(&'static str, State, &'static str)> {
+    vec![
+        ("loop-forever", State::Failed, "deadline"),
+        ("memory-bomb", State::Failed, "memory"),
+        ("table-bomb", State::Failed, "tick"),
+        ("deep-recursion", State::Failed, "stack"),
+        ("init-trap", State::Failed, "init"),
+        ("tick-trap", State::Failed, "tick"),
+        ("kv-huge-value", State::Running, "refused"),
+        ("kv-flood", State::Running, "quota reached"),
+        ("file-open", State::Running, "file access denied"),
+        ("socket", State::Running, "network denied"),
+    ]
+}
+
+#[test]
+fn hostile_plugins_are_contained_while_a_neighbour_keeps_ticking() {
+    let tmp = tempfile::tempdir().unwrap();
+    let store = Store::open(tmp.path()).unwrap();
+    let runtime = Runtime::new(limits(), Some(tmp.path().join("cache"))).unwrap();
+    let meter = Meter::default();
+    let (events_tx, mut events) = tokio::sync::mpsc::unbounded_channel();
+
+    let counter = deploy(&runtime, &store, &meter, &events_tx, "counter", MIB);
+    assert_eq!(counter.first, Started::Running, "{}", text(&counter.logs));
+
+    let mut hostile: HashMap<&str, Deployed> = HashMap::new();
+    for (name, _, _) in expectations() {
+        hostile.insert(name, deploy(&runtime, &store, &meter, &events_tx, name, MIB));
+    }
+    let flood = deploy(&runtime, &store, &meter, &events_tx, "log-flood", MIB);
+
+    // Watch the counter while the hostile ones misbehave, until every one that must fail has.
+    let must_fail = expectations()
+        .iter()
+        .filter(|(_, s, _)| *s == State::Failed)
+        .count();
+    let started = Instant::now();
+    let mut failed = HashMap::new();
+    let mut samples = Vec::new();
+    while started.elapsed() < Duration::from_secs(60) {
+        while let Ok(WorkerEvent::Failed { id, reason }) = events.try_recv() {
+            failed.insert(id, reason);
+        }
+        samples.push(counter.worker.shared.snapshot().2.ticks);
+        if failed.len() >= must_fail && started.elapsed() > Duration::from_secs(3) {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+
+    // The neighbour never stopped: its ticks went up across the whole run, and it never faulted.
+    let (state, reason, c) = counter.worker.shared.snapshot();
+    assert_eq!(state, State::Running, "counter: {reason:?}");
+    assert_eq!(c.traps + c.interrupts, 0, "{}", text(&counter.logs));
+    let quarter = samples.len() / 4;
+    assert!(
+        samples[samples.len() - 1] > samples[3 * quarter] && samples[quarter] > samples[0],
+        "the counter kept ticking throughout: {samples:?}"
+    );
+    assert!(text(&counter.logs).contains("count = "));
+
+    for (name, want, needle) in expectations() {
+        let d = &hostile[name];
+        let (state, reason, c) = d.worker.shared.snapshot();
+        let logs = text(&d.logs);
+        assert_eq!(state, want, "{name}: reason {reason:?}\n{logs}");
+        assert!(!logs.contains("ESCAPED"), "{name} escaped:\n{logs}");
+        let said = format!("{} {}", reason.clone().unwrap_or_default(), logs).to_lowercase();
+        assert!(
+            said.contains(needle),
+            "{name}: expected {needle:?} in its reason or logs; reason {reason:?}\n{logs}"
+        );
+        if want == State::Failed {
+            assert_eq!(failed.get(name), reason.as_ref(), "{name}: supervisor told");
+            assert!(c.traps + c.interrupts >= 1 || name == "init-trap", "{name}: {c:?}");
+        }
+        match name {
+            "loop-forever" => assert!(c.interrupts >= 3, "{c:?}"),
+            "memory-bomb" => assert!(c.peak_mem_bytes <= 64 * MIB, "{c:?}"),
+            "kv-flood" | "kv-huge-value" => {
+                assert!(c.kv_bytes <= MIB, "{name} stored {} bytes", c.kv_bytes);
+            }
+            _ => {}
+        }
+    }
+    assert!(
+        matches!(hostile["init-trap"].first, Started::Retrying(_)),
+        "{:?}",
+        hostile["init-trap"].first
+    );
+
+    // The log flood is rate limited: the ring stays bounded, and the drop is counted.
+    let (state, reason, c) = flood.worker.shared.snapshot();
+    assert!(
+        c.logs_dropped > 0,
+        "log flood not limited: {state:?} {reason:?} {c:?}"
+    );
+    assert!(flood.logs.read(0, 100_000).lines.len() <= 1000);
+
+    // Metering saw every deployment of the lease.
+    let usage = meter.take(&[0x11; 16]);
+    assert!(usage.fuel > 0 && usage.peak_mem_bytes > 0, "{usage:?}");
+
+    for (_, d) in hostile {
+        d.worker.stop();
+    }
+    flood.worker.stop();
+    counter.worker.stop();
+}
+
+#[test]
+fn state_survives_restarts_and_quota_errors_are_results() {
+    let tmp = tempfile::tempdir().unwrap();
+    let store = Store::open(tmp.path()).unwrap();
+    let runtime = Runtime::new(limits(), None).unwrap();
+    let compiled = runtime.compile(&programs::wasm("counter")).unwrap();
+    let logs = Logs::new(1000, 1000);
+    let mut env = Env {
+        info: info("c", 64 * MIB, MIB),
+        kv: Kv::open(&store, "c", MIB).unwrap(),
+        logs: logs.clone(),
+    };
+    for round in 0..3u64 {
+        let mut inst = runtime.instantiate(&compiled, env).map_err(|e| e.0).unwrap();
+        assert_eq!(inst.init(&[]).result, Ok(Ok(())));
+        for _ in 0..4 {
+            let call = inst.tick(1);
+            assert_eq!(call.result, Ok(()));
+            assert!(call.fuel > 0);
+        }
+        assert!(
+            text(&logs).contains(&format!("counter starts at {}", round * 4)),
+            "{}",
+            text(&logs)
+        );
+        env = inst.into_env();
+    }
+    // A store reopened from disk (a node restart) still has the count.
+    drop(env);
+    drop(store);
+    let store = Store::open(tmp.path()).unwrap();
+    let kv = Kv::open(&store, "c", MIB).unwrap();
+    assert!(kv.get("count").unwrap().is_some());
+
+    // A quota too small for one value: the plugin sees an error result, not a trap.
+    let compiled = runtime.compile(&programs::wasm("kv-huge-value")).unwrap();
+    let logs = Logs::new(1000, 1000);
+    let env = Env {
+        info: info("h", 64 * MIB, 4096),
+        kv: Kv::open(&store, "h", 4096).unwrap(),
+        logs: logs.clone(),
+    };
+    let mut inst = runtime.instantiate(&compiled, env).map_err(|e| e.0).unwrap();
+    assert_eq!(inst.init(&[]).result, Ok(Ok(())));
+    assert_eq!(inst.tick(1).result, Ok(()));
+    assert!(text(&logs).contains("refused"), "{}", text(&logs));
+    assert_eq!(inst.kv_bytes(), 0);
+}
+
+#[test]
+fn a_spinning_call_is_interrupted_at_its_deadline() {
+    let runtime = Runtime::new(limits(), None).unwrap();
+    let tmp = tempfile::tempdir().unwrap();
+    let store = Store::open(tmp.path()).unwrap();
+    let compiled = runtime.compile(&programs::wasm("loop-forever")).unwrap();
+    let env = Env {
+        info: info("l", 64 * MIB, MIB),
+        kv: Kv::open(&store, "l", MIB).unwrap(),
+        logs: Logs::new(100, 100),
+    };
+    let mut inst = runtime.instantiate(&compiled, env).map_err(|e| e.0).unwrap();
+    assert_eq!(inst.init(&[]).result, Ok(Ok(())));
+    let call = inst.tick(1);
+    assert!(
+        matches!(call.result, Err(Fault::Deadline(_))),
+        "{:?}",
+        call.result
+    );
+    assert!(!inst.is_live(), "a trapped instance is not entered again");
+}
+
+#[test]
+fn an_oversized_component_cannot_be_packed_or_opened() {
+    let big = programs::wasm("oversized");
+    assert!(big.len() > 8 * 1024 * 1024, "{} bytes", big.len());
+    let key = ed25519_dalek::SigningKey::from_bytes(&[7; 32]);
+    let packed = Package::pack(&key, big.clone(), "oversized", "0.1.0", Vec::new(), 1);
+    assert!(
+        matches!(packed, Err(PackageError::TooLarge { .. })),
+        "{packed:?}"
+    );
+    // A package built by hand around it is refused before anything is parsed.
+    let small = Package::pack(
+        &key,
+        programs::wasm("hello"),
+        "hello",
+        "0.1.0",
+        Vec::new(),
+        1,
+    )
+    .unwrap();
+    let forged = Package::from_parts(small.manifest_bytes, big);
+    assert!(forged.is_err());
+}
