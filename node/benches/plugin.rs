@@ -12,6 +12,8 @@
 //!
 //! `cargo bench -p degroup-node --bench plugin` (builds `wasm-plugins/` first if needed).
 
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
 #[path = "../tests/programs/mod.rs"]
 mod programs;
 
@@ -168,5 +170,11 @@ fn guards(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, instantiate_call, deploy_cached, first_compile, guards);
+criterion_group!(
+    benches,
+    instantiate_call,
+    deploy_cached,
+    first_compile,
+    guards
+);
 criterion_main!(benches);

@@ -118,6 +118,7 @@ pub struct ApiConfig {
 
 impl Api {
     /// Binds, writes `api.token` and `api.addr`, and serves until `shutdown` is cancelled.
+    #[allow(clippy::too_many_arguments)] // the node's services, each a handle
     pub async fn start(
         config: ApiConfig,
         net: Network,

@@ -62,7 +62,7 @@ enum Command {
     Ps(deploy::PsArgs),
     /// A deployment's logs
     Logs(deploy::LogsArgs),
-    /// Stop a deployment (its key-value state is kept until its lease ends)
+    /// Stop a deployment (its key-value state is deleted)
     Stop(deploy::StopArgs),
     /// Generate or show ed25519 keys (node, tenant, publisher)
     #[command(subcommand)]

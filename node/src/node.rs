@@ -20,9 +20,9 @@ use crate::config::{self, ConfigError, FlagOverrides, NodeConfig};
 use crate::identity::{Identity, IdentityError, KEY_FILE};
 use crate::metrics::NodeMetrics;
 use crate::net::{Inbound, NetError, Network};
+use crate::plugin::PluginError;
 use crate::plugin::meter::Meter;
 use crate::plugin::runtime::{Runtime, SandboxError};
-use crate::plugin::PluginError;
 use crate::store::{Store, StoreError};
 
 /// Longest time shutdown may take before the rest is abandoned.

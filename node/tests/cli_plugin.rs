@@ -102,7 +102,15 @@ fn counter_survives_kill_9_of_its_host_and_an_upgrade() {
     let set = degroup(
         &host_dir,
         &[
-            "capacity", "set", "--cpu", "2", "--mem", "4GiB", "--disk", "10GiB", "--country",
+            "capacity",
+            "set",
+            "--cpu",
+            "2",
+            "--mem",
+            "4GiB",
+            "--disk",
+            "10GiB",
+            "--country",
             "FR",
         ],
     );
@@ -146,7 +154,10 @@ fn counter_survives_kill_9_of_its_host_and_an_upgrade() {
     for dir in [&tenant.dir, &host.dir] {
         let ps = json(dir, &["ps"]);
         assert!(
-            ps.as_array().unwrap().iter().any(|v| v["id"] == id.as_str()),
+            ps.as_array()
+                .unwrap()
+                .iter()
+                .any(|v| v["id"] == id.as_str()),
             "{ps}"
         );
     }
@@ -158,7 +169,10 @@ fn counter_survives_kill_9_of_its_host_and_an_upgrade() {
     );
     assert!(last_count(&tenant.dir, &id).is_some(), "tenant reads logs");
     let human = stdout(&degroup(&tenant.dir, &["ps"]));
-    assert!(human.contains("counter 0.1.0") && human.contains("running"), "{human}");
+    assert!(
+        human.contains("counter 0.1.0") && human.contains("running"),
+        "{human}"
+    );
 
     // kill -9 the host, restart it: the counter resumes from its stored value.
     let before = last_count(&host.dir, &id).unwrap();
@@ -173,6 +187,7 @@ fn counter_survives_kill_9_of_its_host_and_an_upgrade() {
         host.log()
     );
     let resumed = starts_at(&host.dir, &id)[0];
+    eprintln!("logged {before} before kill -9; resumed at {resumed}");
     assert!(
         resumed >= before,
         "resumed at {resumed}, had logged {before}"
@@ -195,10 +210,12 @@ fn counter_survives_kill_9_of_its_host_and_an_upgrade() {
     assert_eq!(up["version"], "0.2.0", "{up}");
     assert_eq!(up["generation"], 2, "{up}");
     assert!(
-        eventually(Duration::from_secs(10), || starts_at(&host.dir, &id).len() >= 2),
+        eventually(Duration::from_secs(10), || starts_at(&host.dir, &id).len()
+            >= 2),
         "the upgrade restarted it"
     );
     let after_upgrade = *starts_at(&host.dir, &id).last().unwrap();
+    eprintln!("logged {before} before the upgrade; restarted at {after_upgrade}");
     assert!(after_upgrade >= before, "{after_upgrade} < {before}");
 
     // A second deployment on the same lease is refused: the lease's limits are one deployment's.
@@ -230,6 +247,7 @@ fn counter_survives_kill_9_of_its_host_and_an_upgrade() {
         .map(|r| r["cpu_fuel"].as_u64().unwrap_or(0))
         .sum();
     assert!(fuel > 0, "fuel metered into receipts: {receipts}");
+    eprintln!("fuel in receipts: {fuel}");
 }
 
 #[test]
@@ -238,12 +256,20 @@ fn deploys_are_refused_with_reasons() {
     let host = NodeProc::start_with_env(&tmp.path().join("host"), &[], HOST_ENV);
     let set = degroup(
         &host.dir,
-        &["capacity", "set", "--cpu", "2", "--mem", "4GiB", "--disk", "10GiB"],
+        &[
+            "capacity", "set", "--cpu", "2", "--mem", "4GiB", "--disk", "10GiB",
+        ],
     );
     assert!(set.status.success(), "{}", stderr(&set));
     let host_id = host.peer_id();
-    let tenant = NodeProc::start(&tmp.path().join("tenant"), &["--bootstrap", &host.dial_addr()]);
-    let other = NodeProc::start(&tmp.path().join("other"), &["--bootstrap", &host.dial_addr()]);
+    let tenant = NodeProc::start(
+        &tmp.path().join("tenant"),
+        &["--bootstrap", &host.dial_addr()],
+    );
+    let other = NodeProc::start(
+        &tmp.path().join("other"),
+        &["--bootstrap", &host.dial_addr()],
+    );
     assert!(
         eventually(Duration::from_secs(30), || {
             let f = json(&tenant.dir, &["find", "cpu>=1"]);
@@ -314,10 +340,16 @@ fn deploys_are_refused_with_reasons() {
     assert_eq!(o.status.code(), Some(2));
     assert_clean_failure(&o, "key=value");
     assert_clean_failure(
-        &degroup(&tenant.dir, &["deploy", "--lease", &lease_id, "/nonexistent.dgp"]),
+        &degroup(
+            &tenant.dir,
+            &["deploy", "--lease", &lease_id, "/nonexistent.dgp"],
+        ),
         "cannot read",
     );
-    assert_clean_failure(&degroup(&tenant.dir, &["logs", "ffffffff"]), "no deployment");
+    assert_clean_failure(
+        &degroup(&tenant.dir, &["logs", "ffffffff"]),
+        "no deployment",
+    );
 
     // An expired lease.
     let short = lease(&tenant.dir, &host_id, "2s");
@@ -340,7 +372,13 @@ fn developer_loop_new_build_run_pack() {
     let krate: PathBuf = tmp.path().join("my-manager");
     let o = degroup(
         &dir,
-        &["plugin", "new", "my-manager", "--path", krate.to_str().unwrap()],
+        &[
+            "plugin",
+            "new",
+            "my-manager",
+            "--path",
+            krate.to_str().unwrap(),
+        ],
     );
     assert!(o.status.success(), "{}", stderr(&o));
     assert!(krate.join("src/lib.rs").is_file());
@@ -349,7 +387,13 @@ fn developer_loop_new_build_run_pack() {
     let target = Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/wasm-plugins");
     programs::dir();
     let o = std::process::Command::new(bin())
-        .args(["--data-dir", dir.to_str().unwrap(), "plugin", "build", "--json"])
+        .args([
+            "--data-dir",
+            dir.to_str().unwrap(),
+            "plugin",
+            "build",
+            "--json",
+        ])
         .arg(&krate)
         .env("CARGO_TARGET_DIR", &target)
         .output()
@@ -361,27 +405,49 @@ fn developer_loop_new_build_run_pack() {
 
     let o = degroup(
         &dir,
-        &["plugin", "run", &wasm, "--ticks", "3", "--config", "greeting=bonjour"],
+        &[
+            "plugin",
+            "run",
+            &wasm,
+            "--ticks",
+            "3",
+            "--config",
+            "greeting=bonjour",
+        ],
     );
     assert!(o.status.success(), "run: {}", stderr(&o));
     assert!(stdout(&o).contains("bonjour"), "{}", stdout(&o));
 
     let key = tmp.path().join("publisher.key");
-    assert!(degroup(&dir, &["key", "generate", "--out", key.to_str().unwrap()])
-        .status
-        .success());
+    assert!(
+        degroup(&dir, &["key", "generate", "--out", key.to_str().unwrap()])
+            .status
+            .success()
+    );
     let out = tmp.path().join("my-manager.dgp");
     let packed = json(
         &dir,
         &[
-            "plugin", "pack", &wasm, "--name", "my-manager", "--version", "0.1.0", "--key",
-            key.to_str().unwrap(), "--out", out.to_str().unwrap(),
+            "plugin",
+            "pack",
+            &wasm,
+            "--name",
+            "my-manager",
+            "--version",
+            "0.1.0",
+            "--key",
+            key.to_str().unwrap(),
+            "--out",
+            out.to_str().unwrap(),
         ],
     );
     assert_eq!(packed["name"], "my-manager");
     assert!(out.is_file());
     // The package runs too, and reports what it did.
-    let run = json(&dir, &["plugin", "run", out.to_str().unwrap(), "--ticks", "2"]);
+    let run = json(
+        &dir,
+        &["plugin", "run", out.to_str().unwrap(), "--ticks", "2"],
+    );
     assert_eq!(run["ticks_ok"], 2, "{run}");
     assert!(run["fuel"].as_u64().unwrap() > 0);
 
@@ -390,14 +456,34 @@ fn developer_loop_new_build_run_pack() {
     assert_eq!(o.status.code(), Some(2));
     let o = degroup(
         &dir,
-        &["plugin", "pack", &wasm, "--name", "x", "--version", "one", "--key", key.to_str().unwrap()],
+        &[
+            "plugin",
+            "pack",
+            &wasm,
+            "--name",
+            "x",
+            "--version",
+            "one",
+            "--key",
+            key.to_str().unwrap(),
+        ],
     );
     assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
     let junk = tmp.path().join("junk.wasm");
     std::fs::write(&junk, b"not wasm at all").unwrap();
-    assert_clean_failure(&degroup(&dir, &["plugin", "run", junk.to_str().unwrap()]), "junk.wasm");
     assert_clean_failure(
-        &degroup(&dir, &["plugin", "run", programs::path("init-trap").to_str().unwrap()]),
+        &degroup(&dir, &["plugin", "run", junk.to_str().unwrap()]),
+        "junk.wasm",
+    );
+    assert_clean_failure(
+        &degroup(
+            &dir,
+            &[
+                "plugin",
+                "run",
+                programs::path("init-trap").to_str().unwrap(),
+            ],
+        ),
         "init",
     );
 }

@@ -125,7 +125,11 @@ fn endpoint(root: &Path, shutdown: &CancellationToken) -> (Network, Identity, Ke
         &mut registry,
         metrics,
         book,
-        tx,
+        degroup_node::net::Inbound {
+            lease: tx,
+            // Deploys are not part of these tests: nobody listens.
+            deploy: tokio::sync::mpsc::channel(1).0,
+        },
         shutdown.clone(),
     )
     .unwrap();

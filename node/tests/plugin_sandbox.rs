@@ -137,7 +137,10 @@ fn hostile_plugins_are_contained_while_a_neighbour_keeps_ticking() {
 
     let mut hostile: HashMap<&str, Deployed> = HashMap::new();
     for (name, _, _) in expectations() {
-        hostile.insert(name, deploy(&runtime, &store, &meter, &events_tx, name, MIB));
+        hostile.insert(
+            name,
+            deploy(&runtime, &store, &meter, &events_tx, name, MIB),
+        );
     }
     let flood = deploy(&runtime, &store, &meter, &events_tx, "log-flood", MIB);
 
@@ -184,7 +187,10 @@ fn hostile_plugins_are_contained_while_a_neighbour_keeps_ticking() {
         );
         if want == State::Failed {
             assert_eq!(failed.get(name), reason.as_ref(), "{name}: supervisor told");
-            assert!(c.traps + c.interrupts >= 1 || name == "init-trap", "{name}: {c:?}");
+            assert!(
+                c.traps + c.interrupts >= 1 || name == "init-trap",
+                "{name}: {c:?}"
+            );
         }
         match name {
             "loop-forever" => assert!(c.interrupts >= 3, "{c:?}"),
@@ -233,7 +239,10 @@ fn state_survives_restarts_and_quota_errors_are_results() {
         logs: logs.clone(),
     };
     for round in 0..3u64 {
-        let mut inst = runtime.instantiate(&compiled, env).map_err(|e| e.0).unwrap();
+        let mut inst = runtime
+            .instantiate(&compiled, env)
+            .map_err(|e| e.0)
+            .unwrap();
         assert_eq!(inst.init(&[]).result, Ok(Ok(())));
         for _ in 0..4 {
             let call = inst.tick(1);
@@ -262,7 +271,10 @@ fn state_survives_restarts_and_quota_errors_are_results() {
         kv: Kv::open(&store, "h", 4096).unwrap(),
         logs: logs.clone(),
     };
-    let mut inst = runtime.instantiate(&compiled, env).map_err(|e| e.0).unwrap();
+    let mut inst = runtime
+        .instantiate(&compiled, env)
+        .map_err(|e| e.0)
+        .unwrap();
     assert_eq!(inst.init(&[]).result, Ok(Ok(())));
     assert_eq!(inst.tick(1).result, Ok(()));
     assert!(text(&logs).contains("refused"), "{}", text(&logs));
@@ -280,7 +292,10 @@ fn a_spinning_call_is_interrupted_at_its_deadline() {
         kv: Kv::open(&store, "l", MIB).unwrap(),
         logs: Logs::new(100, 100),
     };
-    let mut inst = runtime.instantiate(&compiled, env).map_err(|e| e.0).unwrap();
+    let mut inst = runtime
+        .instantiate(&compiled, env)
+        .map_err(|e| e.0)
+        .unwrap();
     assert_eq!(inst.init(&[]).result, Ok(Ok(())));
     let call = inst.tick(1);
     assert!(

@@ -6,8 +6,8 @@ use std::time::Duration;
 
 use base64::Engine as _;
 
-use super::{ApiClient, UsageError};
 use super::plugin::{parse_config, read_package};
+use super::{ApiClient, UsageError};
 use crate::api::deploy::{DeployBody, LogsQuery, UpgradeBody};
 use crate::capacity::units::format_size;
 use crate::plugin::deployment::{State, View};
@@ -82,7 +82,12 @@ fn short(id: &str) -> &str {
 
 fn print_view(v: &View) {
     println!("deployment  {}", v.id);
-    println!("plugin      {} {} (blake3:{})", v.name, v.version, short(&v.hash));
+    println!(
+        "plugin      {} {} (blake3:{})",
+        v.name,
+        v.version,
+        short(&v.hash)
+    );
     println!("lease       {}", v.lease);
     println!("host        {}", v.host);
     println!("tenant      {}", v.tenant);
@@ -158,8 +163,8 @@ pub async fn ps(dir: &Path, a: &PsArgs) -> anyhow::Result<()> {
         return Ok(());
     }
     println!(
-        "{:<14} {:<7} {:<22} {:<14} {:>8} {:>10} {}",
-        "ID", "SIDE", "PLUGIN", "LEASE", "TICKS", "MEMORY", "STATE"
+        "{:<14} {:<7} {:<22} {:<14} {:>8} {:>10} STATE",
+        "ID", "SIDE", "PLUGIN", "LEASE", "TICKS", "MEMORY"
     );
     for v in &views {
         let side = serde_json::to_value(v.side)
@@ -251,14 +256,17 @@ pub async fn logs(dir: &Path, a: &LogsArgs) -> anyhow::Result<()> {
         }
         let p = page(&client, &a.id, after).await?;
         if p.missed > 0 && !a.json {
-            println!("... {} lines were dropped before they could be shown", p.missed);
+            println!(
+                "... {} lines were dropped before they could be shown",
+                p.missed
+            );
         }
         after = p.next;
         for l in &p.lines {
             print_log(l, a.json)?;
         }
         polls = polls.wrapping_add(1);
-        if polls % FOLLOW_STATE_EVERY == 0 {
+        if polls.is_multiple_of(FOLLOW_STATE_EVERY) {
             let v: View = client.get(&format!("/v1/deployments/{}", a.id)).await?;
             if matches!(v.state, State::Stopped | State::Failed) {
                 // One last page: the lines written while it stopped.

@@ -42,11 +42,14 @@ pub enum PluginCommand {
     },
     /// Sign a component into a package (.dgp): component + manifest (name, version, hash,
     /// size, publisher key, capabilities)
+    #[command(disable_version_flag = true)]
     Pack {
         /// The component (.wasm), e.g. from `degroup plugin build`
         wasm: PathBuf,
+        /// Package name, e.g. my-manager
         #[arg(long)]
         name: String,
+        /// Package version (semver), e.g. 0.1.0
         #[arg(long)]
         version: String,
         /// Publisher key [default: <data-dir>/publisher.key, else the node's identity.key]
@@ -131,7 +134,10 @@ fn read_capped(path: &Path, max: u64, what: &str) -> anyhow::Result<Vec<u8>> {
 pub fn run(dir: &Path, command: PluginCommand) -> anyhow::Result<()> {
     match command {
         PluginCommand::New { name, path, sdk } => new(&name, path, sdk),
-        PluginCommand::Build { dir: crate_dir, json } => build(crate_dir, json),
+        PluginCommand::Build {
+            dir: crate_dir,
+            json,
+        } => build(crate_dir, json),
         PluginCommand::Pack {
             wasm,
             name,
@@ -205,10 +211,7 @@ fn new(name: &str, path: Option<PathBuf>, sdk: Option<PathBuf>) -> anyhow::Resul
             root.display()
         );
     }
-    let sdk_toml = format!(
-        "{{ path = {} }}",
-        toml_string(&sdk.display().to_string())
-    );
+    let sdk_toml = format!("{{ path = {} }}", toml_string(&sdk.display().to_string()));
     let cargo = TEMPLATE_CARGO
         .replace("{{name}}", name)
         .replace("{{sdk}}", &sdk_toml);
@@ -291,9 +294,7 @@ fn build(dir: Option<PathBuf>, json: bool) -> anyhow::Result<()> {
         }
     }
     let Some(wasm) = artifacts.pop() else {
-        bail!(
-            "cargo built no .wasm; a plugin crate needs `crate-type = [\"cdylib\"]` in [lib]"
-        );
+        bail!("cargo built no .wasm; a plugin crate needs `crate-type = [\"cdylib\"]` in [lib]");
     };
     let size = std::fs::metadata(&wasm).map(|m| m.len()).unwrap_or(0);
     if json {

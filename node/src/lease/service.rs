@@ -30,8 +30,8 @@ use crate::capacity::service::slice_of;
 use crate::capacity::units::format_size;
 use crate::identity::Identity;
 use crate::net::{InboundLease, Network};
-use crate::store::{Store, StoreError};
 use crate::plugin::meter::Meter;
+use crate::store::{Store, StoreError};
 
 /// Most inbound messages handled (and countersignatures committed) in one batch.
 const MAX_BATCH: usize = 256;
@@ -367,6 +367,7 @@ struct Service {
 }
 
 /// Starts the lease actor.
+#[allow(clippy::too_many_arguments)] // its dependencies, each a handle
 pub fn start(
     identity: Identity,
     store: &Store,

@@ -323,7 +323,10 @@ fn classify(e: &wasmtime::Error, store: &Store<HostState>, timeout: Duration) ->
         Some(Trap::OutOfFuel) => Fault::OutOfFuel(0),
         Some(Trap::StackOverflow) => Fault::StackOverflow,
         _ => {
-            let mut text = format!("{e:#}");
+            // The root cause ("wasm trap: wasm `unreachable` instruction executed"); the
+            // wasm backtrace is for debug logs, not for one-line reasons.
+            tracing::debug!(error = %format!("{e:#}"), "plugin trap");
+            let mut text = e.root_cause().to_string();
             if text.len() > 2000 {
                 let mut end = 2000;
                 while !text.is_char_boundary(end) {

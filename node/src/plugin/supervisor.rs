@@ -575,7 +575,7 @@ impl Service {
         if let Some(w) = self.workers.get(&record.id) {
             let (started, rx) = oneshot::channel();
             if w.send(WorkerCmd::Upgrade {
-                compiled: compiled.clone(),
+                compiled: Box::new(compiled.clone()),
                 info: info.clone(),
                 config: record.config.clone(),
                 started,

@@ -25,7 +25,7 @@ pub enum WorkerCmd {
     /// Swap the code (and configuration), keep the key-value store; answered after the new
     /// code's first start.
     Upgrade {
-        compiled: Compiled,
+        compiled: Box<Compiled>,
         info: LeaseInfo,
         config: Vec<(String, String)>,
         started: oneshot::Sender<Started>,
@@ -217,7 +217,7 @@ impl Loop {
                         env.kv.set_quota(info.slice.disk_bytes);
                         env.info = info;
                     }
-                    self.compiled = compiled;
+                    self.compiled = *compiled;
                     self.config = config;
                     self.failures = 0;
                     self.failed = false;

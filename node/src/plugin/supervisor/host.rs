@@ -169,14 +169,11 @@ impl PluginHandle {
             );
         }
         let lease_hex = hex::encode(req.lease_id);
-        let lease = match self.leases.get(&lease_hex).await {
-            Ok(l) => l,
-            Err(_) => {
-                return refuse(
-                    RefusalCode::Lease,
-                    format!("no lease {lease_hex} on this host"),
-                );
-            }
+        let Ok(lease) = self.leases.get(&lease_hex).await else {
+            return refuse(
+                RefusalCode::Lease,
+                format!("no lease {lease_hex} on this host"),
+            );
         };
         if lease.stored.role != Role::Host || lease.contract.tenant != signer {
             return refuse(
