@@ -34,7 +34,7 @@ pub struct Slice {
 /// The lease and deployment an instance runs under, as returned by [`info`].
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
 pub struct LeaseInfo {
-    /// Lease id (64 hex characters).
+    /// Lease id (32 hex characters).
     pub lease_id: String,
     /// Deployment id (32 hex characters), stable across restarts and upgrades.
     pub deployment_id: String,
@@ -62,7 +62,7 @@ impl LeaseInfo {
 }
 
 /// Returns the lease and deployment this instance runs under. Cheap enough to call per tick,
-/// but it does not change during an instance's life except for `ends_at_ms` on renewal.
+/// and fixed for an instance's life: a renewal shows up after the next restart or upgrade.
 pub fn info() -> LeaseInfo {
     host::lease_info()
 }

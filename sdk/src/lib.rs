@@ -169,8 +169,8 @@ pub trait Plugin: Sized + 'static {
         let _ = now_ms;
     }
 
-    /// Called with a message addressed to the deployment. `from` is the sender: a peer id, or
-    /// `cli` when sent from the admin API; `payload` is opaque bytes (at most 64 KiB). The
+    /// Called with a message addressed to the deployment. `from` is the sender: the tenant's
+    /// peer id through the tenant's node, or `cli` from the host's own admin API; `payload` is opaque bytes (at most 64 KiB). The
     /// default does nothing.
     fn message(&mut self, from: String, payload: Vec<u8>) {
         let _ = (from, payload);

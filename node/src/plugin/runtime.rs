@@ -182,6 +182,9 @@ impl Runtime {
             .total_tables(slots.saturating_mul(8))
             .total_stacks(slots)
             .table_elements(limits.max_table_elements)
+            // One linear memory per component: the lease's memory cap is per memory, so a
+            // second one would double it. (Rust and C guests have exactly one.)
+            .max_memories_per_component(1)
             .max_memory_size(4 << 30)
             .max_unused_warm_slots(slots.min(64));
         let mut config = Config::new();

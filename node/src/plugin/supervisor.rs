@@ -394,7 +394,12 @@ impl Service {
                         PluginError::NotFound(format!("no deployment {id} of yours here")),
                     ),
                     Ok(r) => match self.workers.get(&r.id) {
-                        Some(w) if w.send(WorkerCmd::Message { from, payload }) => Ok(()),
+                        Some(w)
+                            if w.shared.snapshot().0 == State::Running
+                                && w.send(WorkerCmd::Message { from, payload }) =>
+                        {
+                            Ok(())
+                        }
                         _ => Err(PluginError::BadInput(format!(
                             "deployment {} is {}; messages go only to running deployments",
                             r.id,
@@ -536,6 +541,20 @@ impl Service {
                         other.id,
                         other.id,
                         other.id
+                    ),
+                ));
+            }
+            let live = self
+                .records
+                .values()
+                .filter(|r| r.side == Side::Host && r.state.is_live())
+                .count();
+            let max = self.runtime.limits().max_deployments as usize;
+            if live >= max {
+                return Err(Refusal::new(
+                    RefusalCode::Unavailable,
+                    format!(
+                        "this host runs its maximum of {max} deployments (plugin.max_deployments); try another host"
                     ),
                 ));
             }

@@ -26,6 +26,8 @@ pub const MAX_CONFIG: usize = 64;
 /// Longest config key and value.
 pub const MAX_CONFIG_KEY: usize = 64;
 pub const MAX_CONFIG_VALUE: usize = 4096;
+/// Most bytes of all keys and values together (they travel in one signed request).
+pub const MAX_CONFIG_TOTAL: usize = 32 * 1024;
 /// Largest `message` payload.
 pub const MAX_MESSAGE: usize = 64 * 1024;
 
@@ -54,6 +56,12 @@ impl Kind for DeployRequest {
 pub fn check_config(config: &[(String, String)]) -> Result<(), String> {
     if config.len() > MAX_CONFIG {
         return Err(format!("at most {MAX_CONFIG} --config entries"));
+    }
+    let total: usize = config.iter().map(|(k, v)| k.len() + v.len()).sum();
+    if total > MAX_CONFIG_TOTAL {
+        return Err(format!(
+            "the configuration is {total} bytes; at most {MAX_CONFIG_TOTAL} in all (keep large data in the plugin's key-value store)"
+        ));
     }
     for (k, v) in config {
         if k.is_empty() || k.len() > MAX_CONFIG_KEY {

@@ -229,6 +229,11 @@ impl Loop {
                     if let Some(inst) = self.instance.as_mut() {
                         let call = inst.message(&from, &payload);
                         self.after_call(call, "message");
+                    } else {
+                        self.host_log(
+                            "warn",
+                            format!("a message from {from} was dropped: the plugin is not running"),
+                        );
                     }
                 }
                 Err(RecvTimeoutError::Timeout) => {
