@@ -397,6 +397,7 @@ impl Instance {
         }
         self.store.data_mut().limiter.reset_denied();
         let result = f(&plugin, &mut self.store);
+        self.store.data_mut().drain_stdio(result.is_err());
         let fuel = if self.guards {
             let left = self.store.get_fuel().unwrap_or(0);
             self.fuel_per_call.saturating_sub(left)

@@ -3,6 +3,7 @@
 
 use wasmtime::ResourceLimiter;
 use wasmtime::component::ResourceTable;
+use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
 use wasmtime_wasi::{WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
 
 use super::degroup::plugin::{kv, lease, log};
@@ -78,7 +79,13 @@ pub struct HostState {
     table: ResourceTable,
     pub(super) limiter: Limiter,
     env: Env,
+    /// The guest's stdout and stderr (a panic message goes there), turned into log lines
+    /// after every call; `seen` is how much of each was already logged.
+    stdio: [(MemoryOutputPipe, usize, &'static str); 2],
 }
+
+/// Bytes of stdout and of stderr kept per instance; past it the guest's writes fail.
+const STDIO_CAP: usize = 64 * 1024;
 
 impl std::fmt::Debug for HostState {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -93,12 +100,44 @@ impl HostState {
         // No arguments, no environment, no stdio, no preopened directories, and the default
         // socket policy, which refuses every address: a plugin reaches nothing but the host
         // functions of its world.
-        let wasi = WasiCtxBuilder::new().allow_ip_name_lookup(false).build();
+        // stdout and stderr go to in-memory pipes, whose lines end up in the deployment's logs.
+        let out = MemoryOutputPipe::new(STDIO_CAP);
+        let err = MemoryOutputPipe::new(STDIO_CAP);
+        let wasi = WasiCtxBuilder::new()
+            .allow_ip_name_lookup(false)
+            .stdout(out.clone())
+            .stderr(err.clone())
+            .build();
         Self {
             wasi,
             table: ResourceTable::new(),
             limiter,
             env,
+            stdio: [(out, 0, "info"), (err, 0, "error")],
+        }
+    }
+
+    /// Logs what the guest wrote to stdout and stderr since the last call, a line at a time;
+    /// with `all`, an unfinished last line too (after a trap nothing more will come).
+    pub(super) fn drain_stdio(&mut self, all: bool) {
+        for (pipe, seen, level) in &mut self.stdio {
+            let bytes = pipe.contents();
+            let Some(fresh) = bytes.get(*seen..).filter(|f| !f.is_empty()) else {
+                continue;
+            };
+            let upto = if all {
+                fresh.len()
+            } else {
+                fresh.iter().rposition(|b| *b == b'\n').map_or(0, |i| i + 1)
+            };
+            for line in fresh[..upto].split(|b| *b == b'\n') {
+                let line = String::from_utf8_lossy(line);
+                let line = line.trim_end();
+                if !line.is_empty() {
+                    self.env.logs.plugin(level, line.to_owned());
+                }
+            }
+            *seen += upto;
         }
     }
 
