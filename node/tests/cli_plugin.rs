@@ -363,6 +363,26 @@ fn deploys_are_refused_with_reasons() {
     assert_eq!(json(&host.dir, &["ps"]).as_array().unwrap().len(), 0);
     let d = json(&tenant.dir, &["deploy", "--lease", &lease_id, p]);
     assert_eq!(d["state"], "running", "{d}");
+
+    // Releasing the lease stops its deployment on the host.
+    let id = d["id"].as_str().unwrap().to_owned();
+    let released = degroup(&tenant.dir, &["lease", "release", &lease_id]);
+    assert!(released.status.success(), "{}", stderr(&released));
+    assert!(
+        eventually(Duration::from_secs(15), || {
+            json(&host.dir, &["ps"])
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|v| {
+                    v["id"] == id.as_str()
+                        && v["state"] == "stopped"
+                        && v["reason"].as_str().is_some_and(|r| r.contains("lease"))
+                })
+        }),
+        "deployment stopped with its lease: {}",
+        stdout(&degroup(&host.dir, &["ps"]))
+    );
 }
 
 #[test]

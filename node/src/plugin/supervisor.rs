@@ -656,10 +656,11 @@ impl Service {
     /// Stops hosted deployments whose lease is no longer active.
     async fn check_leases(&mut self) {
         let now = now_ms();
+        // Failed deployments too: their key-value store and package go when the lease ends.
         let live: Vec<(String, String)> = self
             .records
             .values()
-            .filter(|r| r.side == Side::Host && r.state.is_live())
+            .filter(|r| r.side == Side::Host && (r.state.is_live() || r.state == State::Failed))
             .map(|r| (r.id.clone(), hex::encode(r.lease_id)))
             .collect();
         for (id, lease_id) in live {
