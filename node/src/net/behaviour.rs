@@ -70,7 +70,7 @@ impl Behaviour {
             kad,
             gossipsub: gossip(net)?,
             sync: request_response::Behaviour::with_codec(
-                SyncCodec,
+                SyncCodec::default(),
                 [(SYNC_PROTOCOL, request_response::ProtocolSupport::Full)],
                 request_response::Config::default().with_request_timeout(Duration::from_secs(20)),
             ),

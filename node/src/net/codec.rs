@@ -9,7 +9,38 @@ use libp2p::StreamProtocol;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-use super::sync::{read_capped, write_all};
+use futures::{AsyncReadExt as _, AsyncWriteExt as _};
+
+use crate::signed::decode_exact;
+
+/// Reads one postcard frame of at most `cap` bytes, rejecting trailing bytes.
+async fn read_capped<T, R>(io: &mut R, cap: u64) -> std::io::Result<T>
+where
+    T: DeserializeOwned,
+    R: futures::AsyncRead + Unpin + Send,
+{
+    let mut buf = Vec::new();
+    io.take(cap + 1).read_to_end(&mut buf).await?;
+    if buf.len() as u64 > cap {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            "message over its size cap",
+        ));
+    }
+    decode_exact(&buf)
+        .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e.to_string()))
+}
+
+/// Writes one postcard frame and closes the stream.
+async fn write_all<T, W>(io: &mut W, value: &T) -> std::io::Result<()>
+where
+    T: Serialize,
+    W: futures::AsyncWrite + Unpin + Send,
+{
+    let bytes = postcard::to_stdvec(value).map_err(|e| std::io::Error::other(e.to_string()))?;
+    io.write_all(&bytes).await?;
+    io.close().await
+}
 
 /// Postcard codec for requests `Req` (at most `REQ_MAX` bytes) and responses `Resp` (at most
 /// `RESP_MAX` bytes).
