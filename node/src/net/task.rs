@@ -50,12 +50,8 @@ pub(crate) struct SwarmTask {
     advert_topic: gossipsub::IdentTopic,
     inbound_lease: mpsc::Sender<InboundLease>,
     inbound_deploy: mpsc::Sender<InboundDeploy>,
-    pending_deploy: HashMap<
-        request_response::OutboundRequestId,
-        oneshot::Sender<Result<DeployReply, NetError>>,
-    >,
-    pending_lease:
-        HashMap<request_response::OutboundRequestId, oneshot::Sender<Result<LeaseReply, NetError>>>,
+    pending_deploy: Pending<DeployReply>,
+    pending_lease: Pending<LeaseReply>,
 }
 
 impl SwarmTask {
@@ -492,115 +488,40 @@ impl SwarmTask {
     }
 
     fn on_lease_event(&mut self, event: request_response::Event<LeaseMsg, LeaseReply>) {
-        match event {
-            request_response::Event::Message { peer, message, .. } => match message {
-                request_response::Message::Request {
-                    request, channel, ..
-                } => {
-                    let inbound = InboundLease {
-                        peer,
-                        msg: request,
-                        channel,
-                    };
-                    if let Err(e) = self.inbound_lease.try_send(inbound) {
-                        // The lease actor is saturated (or gone): say so at once.
-                        let inbound = match e {
-                            mpsc::error::TrySendError::Full(i)
-                            | mpsc::error::TrySendError::Closed(i) => i,
-                        };
-                        let busy = LeaseReply::Refused(Refusal::new(
-                            RefusalCode::Unavailable,
-                            "the host is busy; retry in a moment",
-                        ));
-                        let _ = self
-                            .swarm
-                            .behaviour_mut()
-                            .lease
-                            .send_response(inbound.channel, busy);
-                    }
-                }
-                request_response::Message::Response {
-                    request_id,
-                    response,
-                } => {
-                    if let Some(reply) = self.pending_lease.remove(&request_id) {
-                        let _ = reply.send(Ok(response));
-                    }
-                }
-            },
-            request_response::Event::OutboundFailure {
-                peer,
-                request_id,
-                error,
-                ..
-            } => {
-                if let Some(reply) = self.pending_lease.remove(&request_id) {
-                    let _ = reply.send(Err(NetError::Request {
-                        peer,
-                        reason: error.to_string(),
-                    }));
-                }
-            }
-            request_response::Event::InboundFailure { peer, error, .. } => {
-                tracing::debug!(%peer, %error, "inbound lease message failed");
-            }
-            request_response::Event::ResponseSent { .. } => {}
+        let Some((peer, msg, channel)) = settle(event, &mut self.pending_lease, "lease") else {
+            return;
+        };
+        if let Err(e) = self
+            .inbound_lease
+            .try_send(InboundLease { peer, msg, channel })
+        {
+            // The lease actor is saturated (or gone): say so at once.
+            let busy = LeaseReply::Refused(Refusal::new(RefusalCode::Unavailable, BUSY));
+            let _ = self
+                .swarm
+                .behaviour_mut()
+                .lease
+                .send_response(unsent(e).channel, busy);
         }
     }
 
     fn on_deploy_event(&mut self, event: request_response::Event<DeployMsg, DeployReply>) {
-        match event {
-            request_response::Event::Message { peer, message, .. } => match message {
-                request_response::Message::Request {
-                    request, channel, ..
-                } => {
-                    let inbound = InboundDeploy {
-                        peer,
-                        msg: request,
-                        channel,
-                    };
-                    if let Err(e) = self.inbound_deploy.try_send(inbound) {
-                        let inbound = match e {
-                            mpsc::error::TrySendError::Full(i)
-                            | mpsc::error::TrySendError::Closed(i) => i,
-                        };
-                        let busy = DeployReply::Refused(deploy_wire::Refusal::new(
-                            deploy_wire::RefusalCode::Unavailable,
-                            "the host is busy; retry in a moment",
-                        ));
-                        let _ = self
-                            .swarm
-                            .behaviour_mut()
-                            .deploy
-                            .send_response(inbound.channel, busy);
-                    }
-                }
-                request_response::Message::Response {
-                    request_id,
-                    response,
-                } => {
-                    if let Some(reply) = self.pending_deploy.remove(&request_id) {
-                        let _ = reply.send(Ok(response));
-                    }
-                }
-            },
-            request_response::Event::OutboundFailure {
-                peer,
-                request_id,
-                error,
-                ..
-            } => {
-                if let Some(reply) = self.pending_deploy.remove(&request_id) {
-                    let _ = reply.send(Err(NetError::Request {
-                        peer,
-                        reason: error.to_string(),
-                    }));
-                }
-            }
-            request_response::Event::InboundFailure { peer, error, .. } => {
-                tracing::debug!(%peer, %error, "inbound deploy message failed");
-            }
-            request_response::Event::ResponseSent { .. } => {}
+        let Some((peer, msg, channel)) = settle(event, &mut self.pending_deploy, "deploy") else {
+            return;
+        };
+        if let Err(e) = self
+            .inbound_deploy
+            .try_send(InboundDeploy { peer, msg, channel })
+        {
+            let busy = DeployReply::Refused(deploy_wire::Refusal::new(
+                deploy_wire::RefusalCode::Unavailable,
+                BUSY,
+            ));
+            let _ = self
+                .swarm
+                .behaviour_mut()
+                .deploy
+                .send_response(unsent(e).channel, busy);
         }
     }
 
@@ -638,5 +559,60 @@ impl SwarmTask {
         self.metrics
             .connected_peers
             .set(i64::try_from(n).unwrap_or(i64::MAX));
+    }
+}
+
+/// What a host answers when its actor's inbound queue is full.
+const BUSY: &str = "the host is busy; retry in a moment";
+
+type Pending<Resp> =
+    HashMap<request_response::OutboundRequestId, oneshot::Sender<Result<Resp, NetError>>>;
+
+/// Settles a request-response event of an application protocol: answers (and failures) of
+/// this node's own requests go to their waiters; an inbound request is handed back to route.
+fn settle<Req, Resp>(
+    event: request_response::Event<Req, Resp>,
+    pending: &mut Pending<Resp>,
+    protocol: &str,
+) -> Option<(PeerId, Req, request_response::ResponseChannel<Resp>)> {
+    match event {
+        request_response::Event::Message { peer, message, .. } => match message {
+            request_response::Message::Request {
+                request, channel, ..
+            } => return Some((peer, request, channel)),
+            request_response::Message::Response {
+                request_id,
+                response,
+            } => {
+                if let Some(reply) = pending.remove(&request_id) {
+                    let _ = reply.send(Ok(response));
+                }
+            }
+        },
+        request_response::Event::OutboundFailure {
+            peer,
+            request_id,
+            error,
+            ..
+        } => {
+            if let Some(reply) = pending.remove(&request_id) {
+                let _ = reply.send(Err(NetError::Request {
+                    peer,
+                    reason: error.to_string(),
+                }));
+            }
+        }
+        request_response::Event::InboundFailure { peer, error, .. } => {
+            tracing::debug!(%peer, %error, protocol, "inbound message failed");
+        }
+        request_response::Event::ResponseSent { .. } => {}
+    }
+    None
+}
+
+/// The value a full (or closed) queue refused.
+fn unsent<T>(e: mpsc::error::TrySendError<T>) -> T {
+    match e {
+        mpsc::error::TrySendError::Full(v) | mpsc::error::TrySendError::Closed(v) => v,
     }
 }
