@@ -574,12 +574,7 @@ impl Service {
         ];
         if let Some(old) = &existing
             && old.package.hash != record.package.hash
-            && !self.records.values().any(|r| {
-                r.id != old.id
-                    && r.side == Side::Host
-                    && r.package.hash == old.package.hash
-                    && r.state.is_live()
-            })
+            && !self.package_in_use(&old.package.hash, &old.id)
         {
             ops.push(Op::Delete(Domain::Packages, old.package.hash.to_vec()));
         }
@@ -627,14 +622,7 @@ impl Service {
             r.id.as_bytes().to_vec(),
             deployment::encode(&r),
         )];
-        if r.side == Side::Host
-            && !self.records.values().any(|o| {
-                o.id != r.id
-                    && o.side == Side::Host
-                    && o.package.hash == r.package.hash
-                    && o.state.is_live()
-            })
-        {
+        if r.side == Side::Host && !self.package_in_use(&r.package.hash, &r.id) {
             ops.push(Op::Delete(Domain::Packages, r.package.hash.to_vec()));
         }
         self.store.apply_durable(&ops)?;
@@ -651,6 +639,14 @@ impl Service {
         tracing::info!(deployment = %r.id, reason = ?r.reason, "deployment stopped");
         self.records.insert(r.id.clone(), r.clone());
         Ok(self.view(&r))
+    }
+
+    /// Whether a live hosted deployment other than `except` runs the package `hash` (then its
+    /// stored copy stays).
+    fn package_in_use(&self, hash: &[u8; 32], except: &str) -> bool {
+        self.records.values().any(|r| {
+            r.id != except && r.side == Side::Host && r.package.hash == *hash && r.state.is_live()
+        })
     }
 
     /// Stops hosted deployments whose lease is no longer active.
