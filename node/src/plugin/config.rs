@@ -41,22 +41,25 @@ pub struct PluginConfig {
 }
 
 impl Default for PluginConfig {
+    /// [`Limits::default`], written as a user would.
     fn default() -> Self {
+        let l = Limits::default();
+        let ms = |d: Duration| format!("{}ms", d.as_millis());
         Self {
-            tick_interval: "1s".into(),
-            call_timeout: "100ms".into(),
-            init_timeout: "1s".into(),
-            epoch_tick: "5ms".into(),
-            fuel_per_call: 10_000_000_000,
-            max_stack: 512 * 1024,
-            max_table_elements: 100_000,
-            log_rate: 100,
-            log_lines: 1000,
-            max_deployments: 128,
+            tick_interval: ms(l.tick_interval),
+            call_timeout: ms(l.call_timeout),
+            init_timeout: ms(l.init_timeout),
+            epoch_tick: ms(l.epoch_tick),
+            fuel_per_call: l.fuel_per_call,
+            max_stack: l.max_stack as u64,
+            max_table_elements: u32::try_from(l.max_table_elements).unwrap_or(u32::MAX),
+            log_rate: l.log_rate,
+            log_lines: u32::try_from(l.log_lines).unwrap_or(u32::MAX),
+            max_deployments: l.max_deployments,
             publishers: Vec::new(),
-            max_failures: 5,
-            backoff: "200ms".into(),
-            max_backoff: "30s".into(),
+            max_failures: l.max_failures,
+            backoff: ms(l.backoff),
+            max_backoff: ms(l.max_backoff),
         }
     }
 }
@@ -81,16 +84,8 @@ pub struct Limits {
 }
 
 impl Default for Limits {
+    /// The defaults of the `[plugin]` table (a unit test checks that they validate).
     fn default() -> Self {
-        // The defaults are valid by construction (a unit test checks it).
-        PluginConfig::default()
-            .to_limits()
-            .unwrap_or_else(|_| Self::fallback())
-    }
-}
-
-impl Limits {
-    fn fallback() -> Self {
         Self {
             tick_interval: Duration::from_secs(1),
             call_timeout: Duration::from_millis(100),
@@ -187,7 +182,7 @@ mod tests {
             limits.as_ref().map(|l| l.call_timeout),
             Ok(Duration::from_millis(100))
         );
-        assert_eq!(Limits::default(), Limits::fallback());
+        assert_eq!(limits, Ok(Limits::default()));
     }
 
     #[test]
