@@ -10,14 +10,6 @@ use std::time::Duration;
 
 use common::*;
 
-fn json(dir: &Path, args: &[&str]) -> serde_json::Value {
-    let mut a = args.to_vec();
-    a.push("--json");
-    let o = degroup(dir, &a);
-    assert!(o.status.success(), "{args:?} failed: {}", stderr(&o));
-    serde_json::from_slice(&o.stdout).unwrap_or_else(|e| panic!("{args:?}: not JSON ({e})"))
-}
-
 /// A host with 2 cores, 4 GiB and 10 GiB on offer, and a tenant that knows its advert.
 fn pair(tmp: &Path) -> (NodeProc, NodeProc, String) {
     let host = NodeProc::start(&tmp.join("host"), &[]);

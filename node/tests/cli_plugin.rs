@@ -13,22 +13,6 @@ use std::time::Duration;
 
 use common::*;
 
-fn json(dir: &Path, args: &[&str]) -> serde_json::Value {
-    let mut a = args.to_vec();
-    a.push("--json");
-    let o = degroup(dir, &a);
-    assert!(o.status.success(), "{args:?} failed: {}", stderr(&o));
-    serde_json::from_slice(&o.stdout).unwrap_or_else(|e| panic!("{args:?}: not JSON ({e})"))
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 const HOST_ENV: &[(&str, &str)] = &[
     ("DEGROUP_PLUGIN__TICK_INTERVAL", "100ms"),
     ("DEGROUP_PLUGIN__BACKOFF", "50ms"),

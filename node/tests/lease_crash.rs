@@ -38,14 +38,6 @@ fn intact(l: &LeaseView) -> bool {
     (l.state == "active" && l.verified == Some(true)) || l.state == "expired"
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 fn start_host(dir: &std::path::Path, listen: &str) -> NodeProc {
     // A killed node leaves its api.addr behind; the restart writes a new one.
     let _ = std::fs::remove_file(dir.join("api.addr"));

@@ -21,6 +21,25 @@ pub fn degroup(dir: &Path, args: &[&str]) -> Output {
         .expect("run degroup")
 }
 
+/// `degroup --data-dir DIR ARGS… --json`, which must succeed, parsed.
+pub fn json(dir: &Path, args: &[&str]) -> serde_json::Value {
+    let mut a = args.to_vec();
+    a.push("--json");
+    let o = degroup(dir, &a);
+    assert!(o.status.success(), "{args:?} failed: {}", stderr(&o));
+    serde_json::from_slice(&o.stdout).unwrap_or_else(|e| panic!("{args:?}: not JSON ({e})"))
+}
+
+/// A TCP port free on 127.0.0.1 right now (for a node that must keep its address across
+/// restarts).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
 pub fn stdout(o: &Output) -> String {
     String::from_utf8_lossy(&o.stdout).into_owned()
 }
