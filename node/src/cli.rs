@@ -62,6 +62,8 @@ enum Command {
     Ps(deploy::PsArgs),
     /// A deployment's logs
     Logs(deploy::LogsArgs),
+    /// Send a message to a deployment (its plugin's `message` export)
+    Message(deploy::MessageArgs),
     /// Stop a deployment (its key-value state is deleted)
     Stop(deploy::StopArgs),
     /// Generate or show ed25519 keys (node, tenant, publisher)
@@ -148,6 +150,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Deploy(a) => runtime()?.block_on(deploy::deploy(&dir, &a)),
         Command::Ps(a) => runtime()?.block_on(deploy::ps(&dir, &a)),
         Command::Logs(a) => runtime()?.block_on(deploy::logs(&dir, &a)),
+        Command::Message(a) => runtime()?.block_on(deploy::message(&dir, &a)),
         Command::Stop(a) => runtime()?.block_on(deploy::stop(&dir, &a)),
         Command::Key(k) => key::run(&dir, k),
         Command::Completions(a) => completions::run(&a),

@@ -209,6 +209,18 @@ fn counter_survives_kill_9_of_its_host_and_an_upgrade() {
     );
     assert_clean_failure(&second, "already runs deployment");
 
+    // A message reaches the plugin: `reset` through the tenant's node.
+    let sent = degroup(&tenant.dir, &["message", &id, "reset"]);
+    assert!(sent.status.success(), "{}", stderr(&sent));
+    assert!(
+        eventually(Duration::from_secs(10), || {
+            stdout(&degroup(&host.dir, &["logs", &id])).contains("reset asked by")
+        }),
+        "the plugin got the message"
+    );
+    let o = degroup(&tenant.dir, &["message", &id]);
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+
     // Metering reaches the receipts once a period closes (the release closes the last one).
     let stopped = json(&tenant.dir, &["stop", &id]);
     assert_eq!(stopped["state"], "stopped", "{stopped}");

@@ -8,10 +8,11 @@ use base64::Engine as _;
 
 use super::plugin::{parse_config, read_package};
 use super::{ApiClient, UsageError};
-use crate::api::deploy::{DeployBody, LogsQuery, UpgradeBody};
+use crate::api::deploy::{DeployBody, LogsQuery, MessageBody, UpgradeBody};
 use crate::capacity::units::format_size;
 use crate::plugin::deployment::{State, View};
 use crate::plugin::logs::{LogLine, LogPage};
+use crate::plugin::wire::MAX_MESSAGE;
 
 /// How often `logs --follow` asks for new lines.
 const FOLLOW_POLL: Duration = Duration::from_millis(500);
@@ -58,6 +59,22 @@ pub struct LogsArgs {
     #[arg(long, value_name = "N")]
     tail: Option<usize>,
     /// Print JSON lines (one object per log line)
+    #[arg(long)]
+    json: bool,
+}
+
+/// Arguments of `message`.
+#[derive(Debug, clap::Args)]
+#[command(group = clap::ArgGroup::new("body").required(true).args(["text", "file"]))]
+pub struct MessageArgs {
+    /// Deployment id (or its first hex digits)
+    id: String,
+    /// The payload, as text (e.g. a JSON request the plugin understands)
+    text: Option<String>,
+    /// Read the payload from a file instead (`-` for stdin)
+    #[arg(long, value_name = "FILE")]
+    file: Option<PathBuf>,
+    /// Print one JSON document
     #[arg(long)]
     json: bool,
 }
@@ -281,6 +298,45 @@ pub async fn logs(dir: &Path, a: &LogsArgs) -> anyhow::Result<()> {
             }
         }
     }
+}
+
+pub async fn message(dir: &Path, a: &MessageArgs) -> anyhow::Result<()> {
+    let payload = match (&a.text, &a.file) {
+        (Some(t), _) => t.clone().into_bytes(),
+        (None, Some(f)) if f.as_os_str() == "-" => {
+            let mut buf = Vec::new();
+            std::io::Read::read_to_end(
+                &mut std::io::Read::take(std::io::stdin(), MAX_MESSAGE as u64 + 1),
+                &mut buf,
+            )?;
+            buf
+        }
+        (None, Some(f)) => {
+            std::fs::read(f).map_err(|e| anyhow::anyhow!("cannot read {}: {e}", f.display()))?
+        }
+        (None, None) => return Err(UsageError("give the payload as text or --file".into()).into()),
+    };
+    if payload.len() > MAX_MESSAGE {
+        return Err(UsageError(format!(
+            "the payload is {} bytes; a message holds at most {MAX_MESSAGE}",
+            payload.len()
+        ))
+        .into());
+    }
+    let client = ApiClient::from_data_dir(dir)?;
+    let reply: serde_json::Value = client
+        .post(
+            &format!("/v1/deployments/{}/message", a.id),
+            &MessageBody {
+                payload: b64(&payload),
+            },
+        )
+        .await?;
+    if a.json {
+        return super::print_json(&reply);
+    }
+    println!("delivered {} bytes to {}", payload.len(), a.id);
+    Ok(())
 }
 
 pub async fn stop(dir: &Path, a: &StopArgs) -> anyhow::Result<()> {
