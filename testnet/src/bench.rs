@@ -1,24 +1,82 @@
 //! `degroup-testnet bench …`: benchmarks on real node processes, side by side with anchors.
+//!
+//! Each benchmark yields a [`report::Section`]: printed, and written into `docs/benchmarks.md`
+//! between markers of its own (with the command and the machine), SVG plots beside it.
 
+mod deploy;
 mod lease;
+mod plot;
 mod propagation;
+mod report;
 
 use std::path::Path;
+
+use report::{Output, Section};
 
 /// Which benchmark.
 #[derive(Debug, clap::Subcommand)]
 pub enum BenchCommand {
     /// Time for a capacity change to reach every node (and Serf's, when installed)
-    Propagation(propagation::Args),
+    Propagation {
+        #[command(flatten)]
+        args: propagation::Args,
+        #[command(flatten)]
+        output: Output,
+    },
     /// Lease negotiation latency and throughput, committed durably on both sides
-    Lease(lease::Args),
+    Lease {
+        #[command(flatten)]
+        args: lease::Args,
+        #[command(flatten)]
+        output: Output,
+    },
+    /// Deploy of a signed package to running, end to end between two processes
+    Deploy {
+        #[command(flatten)]
+        args: deploy::Args,
+        #[command(flatten)]
+        output: Output,
+    },
+    /// All of the above with their defaults (propagation with -n 20)
+    All {
+        #[command(flatten)]
+        output: Output,
+    },
 }
 
 pub async fn run(bin: &Path, command: BenchCommand) -> anyhow::Result<()> {
     match command {
-        BenchCommand::Propagation(a) => propagation::run(bin, &a).await,
-        BenchCommand::Lease(a) => lease::run(bin, &a).await,
+        BenchCommand::Propagation { args, output } => {
+            emit(&output, &propagation::run(bin, &args).await?)
+        }
+        BenchCommand::Lease { args, output } => emit(&output, &lease::run(bin, &args).await?),
+        BenchCommand::Deploy { args, output } => emit(&output, &deploy::run(bin, &args).await?),
+        BenchCommand::All { output } => {
+            let p: propagation::Args = defaults()?;
+            emit(&output, &propagation::run(bin, &p).await?)?;
+            let l: lease::Args = defaults()?;
+            emit(&output, &lease::run(bin, &l).await?)?;
+            let d: deploy::Args = defaults()?;
+            emit(&output, &deploy::run(bin, &d).await?)
+        }
     }
+}
+
+/// A benchmark's options as its subcommand parses them with no flags.
+fn defaults<A: clap::Args + clap::FromArgMatches>() -> anyhow::Result<A> {
+    let matches =
+        A::augment_args(clap::Command::new("defaults")).try_get_matches_from(["defaults"])?;
+    Ok(A::from_arg_matches(&matches)?)
+}
+
+/// Prints a section and writes it unless `--no-write`.
+fn emit(output: &Output, section: &Section) -> anyhow::Result<()> {
+    println!("{}", section.markdown());
+    if !output.no_write {
+        section.write(&output.out)?;
+        eprintln!("written to {}", output.out.display());
+    }
+    Ok(())
 }
 
 /// The q-quantile (0..=1) of sorted samples, nearest rank.

@@ -1,13 +1,15 @@
 //! Starting, watching and stopping a set of local `degroup node` processes.
 
+pub mod netns;
 mod node;
+pub mod profile;
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, bail};
 
-pub use node::Node;
+pub use node::{Node, Spec};
 
 /// Finds the `degroup` binary: the flag/env, then next to this executable, then PATH.
 pub fn find_degroup(flag: Option<PathBuf>) -> anyhow::Result<PathBuf> {
@@ -33,39 +35,85 @@ pub fn find_degroup(flag: Option<PathBuf>) -> anyhow::Result<PathBuf> {
     )
 }
 
-/// A running set of nodes. Dropping it kills them all.
+/// How to start a set of nodes.
+#[derive(Debug, Clone, Default)]
+pub struct Options {
+    /// Node names (also their data directory names).
+    pub names: Vec<String>,
+    /// Extra environment for every node.
+    pub env: Vec<(String, String)>,
+    /// Put every node in its own network namespace ([`netns::Fabric`]), for partitions.
+    pub netns: bool,
+    /// Keep the data directories after stopping.
+    pub keep: bool,
+}
+
+impl Options {
+    /// `n` nodes named `node000`, `node001`, …
+    pub fn numbered(n: usize) -> Self {
+        Self {
+            names: (0..n).map(|i| format!("node{i:03}")).collect(),
+            ..Self::default()
+        }
+    }
+}
+
+/// A running set of nodes. Dropping it kills them all (and removes its namespaces).
 #[derive(Debug)]
 pub struct Cluster {
     pub nodes: Vec<Node>,
     pub root: PathBuf,
+    pub fabric: Option<netns::Fabric>,
     keep: bool,
 }
 
 impl Cluster {
-    /// Starts `n` nodes under `root`. Node 0 starts alone; node i bootstraps from node 0 and
-    /// from node (i-1)/2, so that no single node carries every first connection.
+    /// Starts `n` numbered nodes under `root`.
     pub async fn start(bin: &Path, n: usize, root: PathBuf, keep: bool) -> anyhow::Result<Self> {
+        let options = Options {
+            keep,
+            ..Options::numbered(n)
+        };
+        Self::start_with(bin, root, &options).await
+    }
+
+    /// Starts the nodes of `options` under `root`. Node 0 starts alone; node i bootstraps from
+    /// node 0 and from node (i-1)/2, so that no single node carries every first connection.
+    pub async fn start_with(bin: &Path, root: PathBuf, options: &Options) -> anyhow::Result<Self> {
+        let n = options.names.len();
         if n == 0 {
             bail!("a testnet needs at least one node (-n 1 or more)");
         }
         std::fs::create_dir_all(&root)
             .with_context(|| format!("cannot create {}", root.display()))?;
+        let fabric = if options.netns {
+            Some(netns::Fabric::create(n)?)
+        } else {
+            None
+        };
         let mut cluster = Self {
             nodes: Vec::with_capacity(n),
             root,
-            keep,
+            fabric,
+            keep: options.keep,
         };
-        for i in 0..n {
-            let mut bootstrap = Vec::new();
+        for (i, name) in options.names.iter().enumerate() {
+            let mut spec = Spec::local(name, &cluster.root);
+            spec.env.clone_from(&options.env);
             if i > 0 {
-                bootstrap.push(cluster.nodes[0].dial_addr.clone());
+                spec.bootstrap.push(cluster.nodes[0].dial_addr.clone());
                 let parent = (i - 1) / 2;
                 if parent != 0 {
-                    bootstrap.push(cluster.nodes[parent].dial_addr.clone());
+                    spec.bootstrap.push(cluster.nodes[parent].dial_addr.clone());
                 }
             }
-            let dir = cluster.root.join(format!("node{i:03}"));
-            let node = Node::start(bin, format!("node{i:03}"), &dir, &bootstrap).await?;
+            let mut connector = None;
+            if let Some(f) = &cluster.fabric {
+                spec.listen = format!("/ip4/{}/tcp/0", f.addr(i));
+                spec.netns = Some(f.ns(i));
+                connector = Some(netns::Connector::spawn(&f.ns(i))?);
+            }
+            let node = Node::start(bin, spec, connector).await?;
             cluster.nodes.push(node);
         }
         Ok(cluster)
@@ -97,17 +145,28 @@ impl Cluster {
     }
 
     /// Stops every node with SIGTERM (SIGKILL after 5 s) and removes the data unless kept.
-    pub async fn stop(mut self) {
-        for node in &mut self.nodes {
+    /// Returns the nodes that did not exit cleanly, with why.
+    pub async fn stop(mut self) -> Vec<String> {
+        for node in &self.nodes {
             node.terminate();
         }
+        let mut unclean = Vec::new();
         for node in &mut self.nodes {
-            node.wait_or_kill(Duration::from_secs(5)).await;
+            if let Err(e) = node.stop(Duration::from_secs(10)).await {
+                unclean.push(format!("{e:#}"));
+            }
         }
-        if !self.keep {
+        if !self.keep && unclean.is_empty() {
             let _ = std::fs::remove_dir_all(&self.root);
         }
         self.nodes.clear();
+        self.keep = true;
+        unclean
+    }
+
+    /// Keep the data directories when dropped (after a failure, for the logs).
+    pub fn keep_data(&mut self) {
+        self.keep = true;
     }
 }
 
@@ -116,7 +175,7 @@ impl Drop for Cluster {
         for node in &mut self.nodes {
             node.kill();
         }
-        if !self.keep && !self.nodes.is_empty() {
+        if !self.keep {
             let _ = std::fs::remove_dir_all(&self.root);
         }
     }
@@ -131,42 +190,84 @@ pub fn fresh_root() -> PathBuf {
     std::env::temp_dir().join(format!("degroup-testnet-{}-{stamp}", std::process::id()))
 }
 
+/// Node profiles for `up`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum Profile {
+    /// Nodes as they start: detected hardware, no country or certification
+    #[default]
+    Plain,
+    /// A European federation: varied countries, certifications, prices, capacities and GPUs
+    Mixed,
+}
+
 /// `degroup-testnet up`.
-pub async fn up(bin: &Path, n: usize, dir: Option<PathBuf>, keep: bool) -> anyhow::Result<()> {
+pub async fn up(
+    bin: &Path,
+    n: usize,
+    profile: Profile,
+    dir: Option<PathBuf>,
+    keep: bool,
+) -> anyhow::Result<()> {
     let root = dir.unwrap_or_else(fresh_root);
     eprintln!("starting {n} nodes in {} …", root.display());
-    let cluster = Cluster::start(bin, n, root, keep).await?;
-    println!("{:<8} {:<54} {:<22} DATA DIR", "NAME", "PEER ID", "API");
-    for node in &cluster.nodes {
+    let options = Options {
+        names: match profile {
+            Profile::Plain => Options::numbered(n).names,
+            Profile::Mixed => profile::mixed_names(n),
+        },
+        keep,
+        ..Options::default()
+    };
+    let cluster = Cluster::start_with(bin, root, &options).await?;
+    if profile == Profile::Mixed {
+        for (i, node) in cluster.nodes.iter().enumerate() {
+            profile::mixed(i)
+                .apply(bin, node)
+                .await
+                .with_context(|| format!("setting the capacity of {}", node.name))?;
+        }
+    }
+    println!(
+        "{:<10} {:<7} {:<54} {:<22} DATA DIR",
+        "NAME", "COUNTRY", "PEER ID", "API"
+    );
+    for (i, node) in cluster.nodes.iter().enumerate() {
+        let country = match profile {
+            Profile::Plain => "-",
+            Profile::Mixed => profile::mixed(i).country,
+        };
         println!(
-            "{:<8} {:<54} {:<22} {}",
+            "{:<10} {:<7} {:<54} {:<22} {}",
             node.name,
+            country,
             node.peer_id,
             node.api_addr,
             node.dir.display()
         );
     }
     println!();
-    println!(
-        "try: degroup --data-dir {} status",
-        cluster.nodes[0].dir.display()
-    );
-    println!(
-        "     degroup --data-dir {} find --explain",
-        cluster.nodes[0].dir.display()
-    );
+    let first = cluster.nodes[0].dir.display();
+    println!("try: degroup --data-dir {first} status");
+    if profile == Profile::Mixed {
+        println!("     degroup --data-dir {first} find 'country=FR cert=SecNumCloud' --explain");
+    } else {
+        println!("     degroup --data-dir {first} find --explain");
+    }
     eprintln!("running; Ctrl-C stops and cleans up");
     wait_for_signal().await;
     eprintln!("stopping …");
     let root = cluster.root.clone();
-    cluster.stop().await;
+    for problem in cluster.stop().await {
+        eprintln!("warning: {problem}");
+    }
     if keep {
         eprintln!("data kept in {}", root.display());
     }
     Ok(())
 }
 
-async fn wait_for_signal() {
+/// Resolves on SIGINT or SIGTERM.
+pub async fn wait_for_signal() {
     use tokio::signal::unix::{SignalKind, signal};
     match (
         signal(SignalKind::interrupt()),

@@ -1,14 +1,23 @@
 //! # degroup-testnet
 //!
-//! The whole federation on one machine: `up` starts N real `degroup node` processes on
-//! 127.0.0.1, each with its own data directory, bootstrapped from each other; `bench` measures
-//! them, side by side with the anchors installed on the machine (Serf).
+//! The whole federation on one machine:
+//!
+//! - `up` starts N real `degroup node` processes on 127.0.0.1, each with its own data directory,
+//!   bootstrapped from each other (`--profile mixed`: varied countries, certifications, prices);
+//! - `demo` tells the whole story step by step, checking every step ([`demo`]);
+//! - `chaos` injects `kill -9`, `SIGSTOP` and real network partitions under tenant load and
+//!   checks the invariants after each fault ([`chaos`]);
+//! - `bench` measures propagation, leases and deploys, side by side with the anchors installed
+//!   on the machine (Serf), and writes `docs/benchmarks.md`'s testnet section and SVG plots.
 //!
 //! Nodes are separate processes started the way an operator starts them, and everything the
 //! testnet learns it learns through the admin API or the CLI — nothing is in-process.
 
 mod bench;
+mod chaos;
 mod cluster;
+mod demo;
+mod plugins;
 
 use std::path::PathBuf;
 
@@ -32,6 +41,9 @@ enum Command {
         /// Number of nodes
         #[arg(short = 'n', long, default_value_t = 5)]
         nodes: usize,
+        /// What the nodes offer: `mixed` gives them varied countries, certifications and prices
+        #[arg(long, value_enum, default_value_t)]
+        profile: cluster::Profile,
         /// Where the data directories go [default: a new directory under /tmp]
         #[arg(long)]
         dir: Option<PathBuf>,
@@ -39,7 +51,11 @@ enum Command {
         #[arg(long)]
         keep: bool,
     },
-    /// Benchmarks
+    /// The whole story on one machine: find, lease, deploy, logs, receipts, verify, release
+    Demo(demo::Args),
+    /// Faults under load (kill -9, SIGSTOP, partitions as root), invariants checked after each
+    Chaos(chaos::Args),
+    /// Benchmarks, side by side with the anchors installed here
     #[command(subcommand)]
     Bench(bench::BenchCommand),
 }
@@ -59,7 +75,14 @@ fn main() -> std::process::ExitCode {
     let result = runtime.block_on(async {
         let bin = cluster::find_degroup(cli.degroup)?;
         match cli.command {
-            Command::Up { nodes, dir, keep } => cluster::up(&bin, nodes, dir, keep).await,
+            Command::Up {
+                nodes,
+                profile,
+                dir,
+                keep,
+            } => cluster::up(&bin, nodes, profile, dir, keep).await,
+            Command::Demo(a) => demo::run(&bin, &a).await,
+            Command::Chaos(a) => chaos::run(&bin, &a).await,
             Command::Bench(b) => bench::run(&bin, b).await,
         }
     });

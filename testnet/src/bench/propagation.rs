@@ -8,7 +8,9 @@ use std::time::{Duration, Instant};
 
 use anyhow::bail;
 
+use super::plot::{self, Marker};
 use super::quantile;
+use super::report::Section;
 use crate::cluster::{Cluster, fresh_root};
 
 /// Options.
@@ -39,7 +41,7 @@ fn now_ns() -> u64 {
         .unwrap_or(0)
 }
 
-pub async fn run(bin: &Path, args: &Args) -> anyhow::Result<()> {
+pub async fn run(bin: &Path, args: &Args) -> anyhow::Result<Section> {
     if args.nodes < 2 {
         bail!("propagation needs at least 2 nodes (-n 2 or more)");
     }
@@ -111,7 +113,9 @@ pub async fn run(bin: &Path, args: &Args) -> anyhow::Result<()> {
         round_max.push(max);
         samples.extend(got);
     }
-    cluster.stop().await;
+    for problem in cluster.stop().await {
+        eprintln!("warning: {problem}");
+    }
     samples.sort_by(f64::total_cmp);
     round_max.sort_by(f64::total_cmp);
     let (p50, p99, max) = (
@@ -119,58 +123,118 @@ pub async fn run(bin: &Path, args: &Args) -> anyhow::Result<()> {
         quantile(&samples, 0.99),
         quantile(&samples, 1.0),
     );
-    println!(
-        "degroup N={}: {} rounds, per-node latency p50 {p50:.1} ms, p99 {p99:.1} ms, max {max:.1} ms; time to reach all: median {:.1} ms, max {:.1} ms",
-        args.nodes,
-        args.rounds,
-        quantile(&round_max, 0.5),
-        quantile(&round_max, 1.0)
+    let n = args.nodes;
+    let mut body = format!(
+        "{n} `degroup node` processes on 127.0.0.1, converged, then {settle} s of settling. Each \
+         round one node runs `degroup capacity set --region bench-R` (a CLI process, as an \
+         operator would); a node's latency is its own first-acceptance time of the new advert \
+         (`first_seen_ns`) minus the time just before the CLI started.\n\n\
+         | | p50 | p99 | max | time to reach all {n} (median of rounds) |\n|---|---|---|---|---|\n\
+         | degroup ({rounds} rounds × {n} nodes) | {p50:.1} ms | **{p99:.1} ms** | {max:.1} ms | {reach:.1} ms |\n",
+        settle = args.settle_s,
+        rounds = args.rounds,
+        reach = quantile(&round_max, 0.5),
     );
-
-    if args.no_anchor {
-        return Ok(());
+    let anchor = if args.no_anchor {
+        Err("skipped (--no-anchor)".to_owned())
+    } else {
+        serf(args).await
+    };
+    let mut markers = Vec::new();
+    match anchor {
+        Ok((line, med, smax)) => {
+            eprintln!("{line}");
+            body.push_str(&format!(
+                "| Serf 0.8 (Debian's `serf`), {n} agents | {med:.0} ms (median) | | {smax:.0} ms | |\n\
+                 | **ratio degroup / Serf, same run** | {:.3} | **{:.3}** (p99 / Serf median) | {:.3} (max / max) | |\n\n\
+                 Target: p99 ≤ 100 ms and ≤ 0.1 × Serf's median in the same run: {}.\n",
+                p50 / med,
+                p99 / med,
+                max / smax,
+                if p99 <= 100.0 && p99 / med <= 0.1 { "met" } else { "**not met**" }
+            ));
+            markers.push(Marker {
+                label: format!("Serf median ({med:.0} ms)"),
+                x_ms: med,
+            });
+            markers.push(Marker {
+                label: format!("Serf max ({smax:.0} ms)"),
+                x_ms: smax,
+            });
+        }
+        Err(why) => body.push_str(&format!(
+            "\nSerf anchor: {why}; no ratio in this run. Target: p99 ≤ 100 ms: {}.\n",
+            if p99 <= 100.0 { "met" } else { "**not met**" }
+        )),
     }
+    let title = format!("Capacity change to every node, {n} processes");
+    let plots = vec![
+        (
+            format!("bench-propagation-{n}-cdf.svg"),
+            plot::cdf(
+                &title,
+                &format!("degroup, {} samples", samples.len()),
+                &samples,
+                &markers,
+            )?,
+        ),
+        (
+            format!("bench-propagation-{n}-hist.svg"),
+            plot::histogram(
+                &format!("degroup: latency to a node, {n} processes"),
+                &samples,
+                30,
+            )?,
+        ),
+    ];
+    Ok(Section {
+        name: if n == 100 {
+            "propagation-100"
+        } else {
+            "propagation"
+        },
+        title,
+        command: format!(
+            "cargo build --release -p degroup-node -p degroup-testnet\n./target/release/degroup-testnet bench propagation -n {n} --rounds {}",
+            args.rounds
+        ),
+        body,
+        plots,
+    })
+}
+
+/// Runs the Serf anchor with the same N: its line, median and max in ms.
+async fn serf(args: &Args) -> Result<(String, f64, f64), String> {
     let script = args
         .anchor
         .clone()
         .unwrap_or_else(|| PathBuf::from("../shared/anchors/serf-propagation.sh"));
     if !has_serf() {
-        println!("serf: not installed (apt-get install serf); no anchor in this run");
-        return Ok(());
+        return Err("not installed (apt-get install serf)".to_owned());
     }
     if !script.exists() {
-        println!(
-            "serf anchor script not found at {}; pass --anchor",
+        return Err(format!(
+            "script not found at {}; pass --anchor",
             script.display()
-        );
-        return Ok(());
+        ));
     }
     eprintln!("running the Serf anchor with N={} …", args.nodes);
     let out = tokio::process::Command::new("bash")
         .arg(&script)
         .arg(args.nodes.to_string())
         .output()
-        .await?;
+        .await
+        .map_err(|e| format!("cannot run {}: {e}", script.display()))?;
     let text = String::from_utf8_lossy(&out.stdout);
     let line = text
         .lines()
         .find(|l| l.starts_with("serf"))
-        .unwrap_or("serf: no result")
+        .ok_or_else(|| format!("no result line from the script: {}", text.trim()))?
         .to_owned();
-    println!("{line}");
-    if let (Some(med), Some(smax)) = (
-        number_before(&line, " ms, max"),
-        number_before(&line, " ms\n").or_else(|| last_ms(&line)),
-    ) {
-        println!(
-            "ratio degroup/serf (same run, N={}): p50 {p50:.1} / serf median {med:.0} ms = {:.3}; p99 {p99:.1} / serf median = {:.3}; max {max:.1} / serf max {smax:.0} ms = {:.3}",
-            args.nodes,
-            p50 / med,
-            p99 / med,
-            max / smax
-        );
+    match (number_before(&line, " ms, max"), last_ms(&line)) {
+        (Some(med), Some(max)) => Ok((line, med, max)),
+        _ => Err(format!("cannot read the script's line: {line}")),
     }
-    Ok(())
 }
 
 fn has_serf() -> bool {

@@ -1,0 +1,163 @@
+//! Tenant load and the testnet's own ledger of what was acknowledged.
+//!
+//! The ledger is the ground truth the `verify_*` checks hold the nodes to: a lease enters it
+//! only when a tenant's node answered `POST /v1/leases` with success (it was committed on both
+//! sides), a release only when `release` succeeded, a deployment only when `deploy` did.
+
+use std::path::Path;
+
+use serde_json::{Value, json};
+
+use crate::cluster::Cluster;
+
+/// A lease some tenant's node acknowledged.
+#[derive(Debug, Clone)]
+pub struct LeaseRecord {
+    pub id: String,
+    pub host: usize,
+    pub tenant: usize,
+    pub released: bool,
+    /// The deployment on it, once `deploy` succeeded.
+    pub deployment: Option<String>,
+}
+
+/// What the run has been told.
+#[derive(Debug, Default)]
+pub struct Ledger {
+    pub leases: Vec<LeaseRecord>,
+    pub attempts: u64,
+    pub refused: u64,
+    pub deploy_failures: u64,
+    pub releases: u64,
+}
+
+/// Slice size of every chaos lease.
+pub const CPU_MILLIS: u64 = 500;
+pub const MEM_BYTES: u64 = 128 << 20;
+pub const DISK_BYTES: u64 = 16 << 20;
+
+/// One request of the load.
+#[derive(Debug, Clone, Copy)]
+pub enum Action {
+    Lease { tenant: usize, host: usize },
+    Release { record: usize },
+}
+
+/// Outcome of one action.
+#[derive(Debug)]
+enum Outcome {
+    Leased {
+        tenant: usize,
+        host: usize,
+        id: String,
+        deployment: Option<String>,
+    },
+    Refused,
+    Released(usize),
+    ReleaseFailed,
+}
+
+/// Runs `actions` concurrently (one task per action) and records the acknowledged ones.
+pub async fn run(
+    bin: &Path,
+    cluster: &Cluster,
+    tenants: &[usize],
+    package: &Path,
+    ledger: &mut Ledger,
+    actions: &[Action],
+) {
+    // Together, so that one paused or cut-off host does not serialise the rest.
+    let outcomes = futures::future::join_all(
+        actions
+            .iter()
+            .map(|&a| act(bin, cluster, tenants, package, ledger, a)),
+    )
+    .await;
+    for o in outcomes {
+        match o {
+            Outcome::Leased {
+                tenant,
+                host,
+                id,
+                deployment,
+            } => {
+                ledger.attempts += 1;
+                if deployment.is_none() {
+                    ledger.deploy_failures += 1;
+                }
+                ledger.leases.push(LeaseRecord {
+                    id,
+                    host,
+                    tenant,
+                    released: false,
+                    deployment,
+                });
+            }
+            Outcome::Refused => {
+                ledger.attempts += 1;
+                ledger.refused += 1;
+            }
+            Outcome::Released(i) => {
+                ledger.releases += 1;
+                if let Some(r) = ledger.leases.get_mut(i) {
+                    r.released = true;
+                }
+            }
+            Outcome::ReleaseFailed => {}
+        }
+    }
+}
+
+async fn act(
+    bin: &Path,
+    cluster: &Cluster,
+    tenants: &[usize],
+    package: &Path,
+    ledger: &Ledger,
+    action: Action,
+) -> Outcome {
+    match action {
+        Action::Lease { tenant, host } => {
+            let t = &cluster.nodes[tenants[tenant % tenants.len()]];
+            let h = &cluster.nodes[host];
+            let body = json!({
+                "host": h.peer_id,
+                "cpu_millis": CPU_MILLIS,
+                "mem_bytes": MEM_BYTES,
+                "disk_bytes": DISK_BYTES,
+                "duration_ms": 3_600_000u64,
+            });
+            let Ok(lease) = t.post::<Value, _>("/v1/leases", &body).await else {
+                return Outcome::Refused;
+            };
+            let Some(id) = lease["id"].as_str().map(str::to_owned) else {
+                return Outcome::Refused;
+            };
+            let file = package.display().to_string();
+            let deployment = t
+                .cli_json(bin, &["deploy", "--lease", &id, &file])
+                .await
+                .ok()
+                .and_then(|v| v["id"].as_str().map(str::to_owned));
+            Outcome::Leased {
+                tenant: tenants[tenant % tenants.len()],
+                host,
+                id,
+                deployment,
+            }
+        }
+        Action::Release { record } => {
+            let Some(r) = ledger.leases.get(record) else {
+                return Outcome::ReleaseFailed;
+            };
+            let t = &cluster.nodes[r.tenant];
+            match t
+                .post::<Value, _>(&format!("/v1/leases/{}/release", r.id), &json!({}))
+                .await
+            {
+                Ok(_) => Outcome::Released(record),
+                Err(_) => Outcome::ReleaseFailed,
+            }
+        }
+    }
+}

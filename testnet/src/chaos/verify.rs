@@ -1,0 +1,170 @@
+//! The invariants checked after every fault. Each `verify_*` returns `Err` with what broke.
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+use anyhow::bail;
+use serde_json::Value;
+
+use super::load::Ledger;
+use crate::cluster::Cluster;
+
+/// No acknowledged lease lost: every lease the ledger holds is held by its host and its tenant,
+/// signed by both, and in the state the ledger expects (active, or released once the release
+/// was acknowledged).
+pub async fn verify_no_lease_lost(cluster: &Cluster, ledger: &Ledger) -> anyhow::Result<()> {
+    for r in &ledger.leases {
+        for (side, node) in [
+            ("host", &cluster.nodes[r.host]),
+            ("tenant", &cluster.nodes[r.tenant]),
+        ] {
+            let v: Value = match node.get(&format!("/v1/leases/{}", r.id)).await {
+                Ok(v) => v,
+                Err(e) => bail!(
+                    "acknowledged lease {} is not held by its {side} {}: {e:#}",
+                    r.id,
+                    node.name
+                ),
+            };
+            let state = v["state"].as_str().unwrap_or("?");
+            let want_ok = if r.released {
+                state == "released"
+            } else {
+                state == "active"
+            };
+            if !want_ok {
+                bail!(
+                    "lease {} is {state} on its {side} {} (expected {})",
+                    r.id,
+                    node.name,
+                    if r.released { "released" } else { "active" }
+                );
+            }
+            if v["verified"] == false {
+                bail!("lease {} on {} no longer verifies", r.id, node.name);
+            }
+        }
+    }
+    Ok(())
+}
+
+/// No host over-booked: on every host, the active leases add up to at most what it offers, and
+/// the host's own reservation invariant (`/v1/leases-check`) holds.
+pub async fn verify_no_overbooking(cluster: &Cluster, hosts: &[usize]) -> anyhow::Result<()> {
+    for &h in hosts {
+        let node = &cluster.nodes[h];
+        let check: Value = node.get("/v1/leases-check").await?;
+        if check["ok"] != true {
+            bail!(
+                "{} breaks its reservation invariant: {}",
+                node.name,
+                check["problem"]
+            );
+        }
+        let list: Value = node.get("/v1/leases").await?;
+        let offered = &list["host"]["offered"];
+        let mut used: HashMap<&str, u64> = HashMap::new();
+        for l in list["leases"].as_array().into_iter().flatten() {
+            if l["role"] != "host" || l["state"] != "active" {
+                continue;
+            }
+            for f in ["cpu_millis", "mem_bytes", "disk_bytes"] {
+                *used.entry(f).or_default() += l[f].as_u64().unwrap_or(0);
+            }
+        }
+        for (f, total) in used {
+            let cap = offered[f].as_u64().unwrap_or(u64::MAX);
+            if total > cap {
+                bail!(
+                    "{} is over-booked: {total} {f} leased, {cap} offered",
+                    node.name
+                );
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Deployments of active leases run again: every deployment the ledger holds on a lease that is
+/// still active is `running` on its host within `limit` (a restarted host resumes them).
+pub async fn verify_deployments_running(
+    cluster: &Cluster,
+    ledger: &Ledger,
+    limit: Duration,
+) -> anyhow::Result<()> {
+    let started = Instant::now();
+    loop {
+        let mut missing = Vec::new();
+        for r in ledger.leases.iter().filter(|r| !r.released) {
+            let Some(dep) = &r.deployment else { continue };
+            let host = &cluster.nodes[r.host];
+            let state = host
+                .get::<Value>(&format!("/v1/deployments/{dep}"))
+                .await
+                .map(|v| v["state"].as_str().unwrap_or("?").to_owned())
+                .unwrap_or_else(|e| format!("unknown ({e:#})"));
+            if state != "running" {
+                missing.push(format!("{dep} on {} is {state}", host.name));
+            }
+        }
+        if missing.is_empty() {
+            return Ok(());
+        }
+        if started.elapsed() > limit {
+            bail!(
+                "{} deployments of active leases are not running {limit:?} after recovery: {}",
+                missing.len(),
+                missing.join("; ")
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
+
+/// Adverts converged: every node holds every host's advert at the sequence number the host
+/// itself is at, within `limit`. Returns how long it took.
+pub async fn verify_adverts_converged(
+    cluster: &Cluster,
+    hosts: &[usize],
+    limit: Duration,
+) -> anyhow::Result<Duration> {
+    let started = Instant::now();
+    loop {
+        let mut own = HashMap::new();
+        for &h in hosts {
+            let node = &cluster.nodes[h];
+            let seq = node
+                .adverts()
+                .await?
+                .into_iter()
+                .find(|a| a.host == node.peer_id)
+                .map_or(0, |a| a.seq);
+            own.insert(node.peer_id.clone(), (node.name.clone(), seq));
+        }
+        let mut behind = Vec::new();
+        for node in &cluster.nodes {
+            let held: HashMap<String, u64> = node
+                .adverts()
+                .await?
+                .into_iter()
+                .map(|a| (a.host, a.seq))
+                .collect();
+            for (peer, (name, seq)) in &own {
+                let have = held.get(peer).copied().unwrap_or(0);
+                if have < *seq {
+                    behind.push(format!("{} has {name} at seq {have} < {seq}", node.name));
+                }
+            }
+        }
+        if behind.is_empty() {
+            return Ok(started.elapsed());
+        }
+        if started.elapsed() > limit {
+            bail!(
+                "adverts did not converge within {limit:?} after the heal: {}",
+                behind.join("; ")
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
