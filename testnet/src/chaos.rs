@@ -29,6 +29,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, bail};
+use nix::sys::signal::Signal;
 use rand::rngs::StdRng;
 use rand::{RngExt as _, SeedableRng as _};
 
@@ -101,7 +102,6 @@ pub async fn run(bin: &Path, args: &Args) -> anyhow::Result<()> {
 struct Tally {
     faults: BTreeMap<&'static str, usize>,
     heals: Vec<Duration>,
-    recoveries: Vec<Duration>,
     checks: usize,
 }
 
@@ -197,7 +197,7 @@ async fn cycles(
         .await
         .context("packing the counter plugin")?;
     cluster.wait_converged(Duration::from_secs(60)).await?;
-    verify::verify_adverts_converged(cluster, &hosts, RECOVERY).await?;
+    verify::verify_adverts_converged(cluster, &hosts, Instant::now(), RECOVERY).await?;
     println!(
         "{} hosts and {} tenants up; {} cycles",
         hosts.len(),
@@ -248,19 +248,25 @@ async fn cycles(
         verify::verify_deployments_running(cluster, &ledger, RECOVERY)
             .await
             .with_context(ctx)?;
-        let converged = verify::verify_adverts_converged(cluster, &hosts, RECOVERY)
+        let since = healed.unwrap_or(checked);
+        let converged = verify::verify_adverts_converged(cluster, &hosts, since, RECOVERY)
             .await
             .with_context(ctx)?;
         tally.checks += 4;
-        if healed {
+        if healed.is_some() {
             tally.heals.push(converged);
+            tally.checks += 1;
         }
-        tally.recoveries.push(checked.elapsed());
         let active = ledger.leases.iter().filter(|l| !l.released).count();
         println!(
-            "  ok: {} leases acknowledged ({active} active), every check holds; adverts converged {:.1} s after recovery",
+            "  ok: {} leases acknowledged ({active} active), every check holds; adverts converged {:.1} s after {}",
             ledger.leases.len(),
-            converged.as_secs_f64()
+            converged.as_secs_f64(),
+            if healed.is_some() {
+                "the heal"
+            } else {
+                "recovery"
+            }
         );
     }
     println!(
@@ -304,7 +310,7 @@ fn plan(
     actions
 }
 
-/// Injects `fault`, runs `during` meanwhile, recovers. Returns whether it was a partition.
+/// Injects `fault`, runs `during` meanwhile, recovers. Returns when a partition was healed.
 #[allow(clippy::too_many_arguments)]
 async fn inject(
     bin: &Path,
@@ -315,25 +321,35 @@ async fn inject(
     ledger: &mut Ledger,
     during: &[Action],
     price: &str,
-) -> anyhow::Result<bool> {
+) -> anyhow::Result<Option<Instant>> {
     match fault {
-        Fault::KillHost { host: n, down } | Fault::KillTenant { tenant: n, down } => {
-            cluster.nodes[*n].kill9().await;
+        Fault::KillHost { host: n, at, down }
+        | Fault::KillTenant {
+            tenant: n,
+            at,
+            down,
+        } => {
+            let victim = &cluster.nodes[*n];
             let (_, ()) = tokio::join!(
                 load::run(bin, cluster, tenants, package, ledger, during),
-                tokio::time::sleep(*down)
+                async {
+                    tokio::time::sleep(*at).await;
+                    victim.signal(Signal::SIGKILL);
+                    tokio::time::sleep(*down).await;
+                }
             );
+            cluster.nodes[*n].kill9().await;
             cluster.nodes[*n].restart(bin).await?;
-            Ok(false)
+            Ok(None)
         }
         Fault::Pause { host, length } => {
-            cluster.nodes[*host].signal(nix::sys::signal::Signal::SIGSTOP);
+            cluster.nodes[*host].signal(Signal::SIGSTOP);
             let (_, ()) = tokio::join!(
                 load::run(bin, cluster, tenants, package, ledger, during),
                 tokio::time::sleep(*length)
             );
-            cluster.nodes[*host].signal(nix::sys::signal::Signal::SIGCONT);
-            Ok(false)
+            cluster.nodes[*host].signal(Signal::SIGCONT);
+            Ok(None)
         }
         Fault::Partition {
             side,
@@ -352,10 +368,11 @@ async fn inject(
                 tokio::time::sleep(*length)
             );
             r.context("changing an offer during the partition")?;
+            verify::verify_partition_holds(cluster, side, *changed).await?;
             if let Some(f) = cluster.fabric.as_mut() {
                 f.heal()?;
             }
-            Ok(true)
+            Ok(Some(Instant::now()))
         }
     }
 }

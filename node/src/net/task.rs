@@ -34,6 +34,12 @@ use std::sync::Arc;
 /// Connections stay open while idle: a federation node keeps its peers.
 const IDLE_CONNECTION_TIMEOUT: Duration = Duration::from_secs(3600);
 
+/// Anti-entropy: every this many seconds the node asks one connected peer (in turn) for the
+/// adverts it lacks, with the same summary-carrying sync request a new connection makes. Gossip
+/// lost to a partition, a hung peer or a publish before any peer subscribed is repaired within
+/// this time even when no connection was re-established.
+const ANTI_ENTROPY_EVERY_S: u64 = 5;
+
 pub(crate) struct SwarmTask {
     swarm: Swarm<Behaviour>,
     commands: mpsc::Receiver<Command>,
@@ -52,6 +58,10 @@ pub(crate) struct SwarmTask {
     inbound_deploy: mpsc::Sender<InboundDeploy>,
     pending_deploy: Pending<DeployReply>,
     pending_lease: Pending<LeaseReply>,
+    /// The newest own advert that could not be gossiped (no subscribed peer yet); published
+    /// again when a peer subscribes to the topic.
+    unsent_advert: Option<Vec<u8>>,
+    ticks: u64,
 }
 
 impl SwarmTask {
@@ -133,6 +143,8 @@ impl SwarmTask {
             inbound_deploy: inbound.deploy,
             pending_deploy: HashMap::new(),
             pending_lease: HashMap::new(),
+            unsent_advert: None,
+            ticks: 0,
         })
     }
 
@@ -147,7 +159,10 @@ impl SwarmTask {
                     Some(c) => self.on_command(c),
                     None => break,
                 },
-                _ = tick.tick() => self.redial_bootstrap(),
+                _ = tick.tick() => {
+                    self.redial_bootstrap();
+                    self.anti_entropy();
+                }
             }
         }
         tracing::debug!("network task stopped");
@@ -213,21 +228,7 @@ impl SwarmTask {
                     tracing::debug!("lease reply not sent: the peer's stream is gone");
                 }
             }
-            Command::PublishAdvert(envelope) => {
-                let topic = self.advert_topic.clone();
-                match self
-                    .swarm
-                    .behaviour_mut()
-                    .gossipsub
-                    .publish(topic, envelope)
-                {
-                    Ok(_) => {}
-                    Err(gossipsub::PublishError::NoPeersSubscribedToTopic) => {
-                        tracing::debug!("advert not gossiped: no peers yet");
-                    }
-                    Err(e) => tracing::warn!(error = %e, "advert not gossiped"),
-                }
-            }
+            Command::PublishAdvert(envelope) => self.publish_advert(envelope),
             Command::WaitListening(reply) => {
                 if self.swarm.listeners().next().is_some() {
                     let _ = reply.send(());
@@ -247,6 +248,39 @@ impl SwarmTask {
             listen_addrs,
             connected_peers,
         }
+    }
+
+    fn publish_advert(&mut self, envelope: Vec<u8>) {
+        let topic = self.advert_topic.clone();
+        match self
+            .swarm
+            .behaviour_mut()
+            .gossipsub
+            .publish(topic, envelope.clone())
+        {
+            Ok(_) => self.unsent_advert = None,
+            Err(gossipsub::PublishError::NoPeersSubscribedToTopic) => {
+                tracing::debug!("advert not gossiped: no subscribed peer yet; kept for later");
+                self.unsent_advert = Some(envelope);
+            }
+            Err(gossipsub::PublishError::Duplicate) => {}
+            Err(e) => tracing::warn!(error = %e, "advert not gossiped"),
+        }
+    }
+
+    /// Every [`ANTI_ENTROPY_EVERY_S`] ticks, a sync request to the next connected peer.
+    fn anti_entropy(&mut self) {
+        self.ticks += 1;
+        if self.ticks % ANTI_ENTROPY_EVERY_S != 0 {
+            return;
+        }
+        let peers: Vec<PeerId> = self.swarm.connected_peers().copied().collect();
+        if peers.is_empty() {
+            return;
+        }
+        let round = usize::try_from(self.ticks / ANTI_ENTROPY_EVERY_S).unwrap_or(0);
+        let peer = peers[round % peers.len()];
+        self.request_adverts(peer, None);
     }
 
     fn redial_bootstrap(&mut self) {
@@ -376,13 +410,20 @@ impl SwarmTask {
             BehaviourEvent::Ping(event) => self.libp2p_metrics.record(&event),
             BehaviourEvent::Gossipsub(event) => {
                 self.libp2p_metrics.record(&event);
-                if let gossipsub::Event::Message {
-                    propagation_source,
-                    message_id,
-                    message,
-                } = event
-                {
-                    self.on_gossip_advert(propagation_source, &message_id, &message.data);
+                match event {
+                    gossipsub::Event::Message {
+                        propagation_source,
+                        message_id,
+                        message,
+                    } => self.on_gossip_advert(propagation_source, &message_id, &message.data),
+                    gossipsub::Event::Subscribed { topic, .. }
+                        if topic == self.advert_topic.hash() =>
+                    {
+                        if let Some(envelope) = self.unsent_advert.take() {
+                            self.publish_advert(envelope);
+                        }
+                    }
+                    _ => {}
                 }
             }
             BehaviourEvent::Sync(event) => self.on_sync_event(event),

@@ -17,12 +17,15 @@ use rand::rngs::StdRng;
 /// One fault.
 #[derive(Debug, Clone)]
 pub enum Fault {
+    /// `at`: how long after the load starts the SIGKILL lands (requests are in flight).
     KillHost {
         host: usize,
+        at: Duration,
         down: Duration,
     },
     KillTenant {
         tenant: usize,
+        at: Duration,
         down: Duration,
     },
     Pause {
@@ -79,10 +82,12 @@ impl Fault {
         match rng.random_range(0..10) {
             0..=4 => Self::KillHost {
                 host,
+                at: ms(rng, 5, 300),
                 down: ms(rng, 200, 2_000),
             },
             5..=6 => Self::KillTenant {
                 tenant: tenants[rng.random_range(0..tenants.len())],
+                at: ms(rng, 5, 300),
                 down: ms(rng, 200, 1_500),
             },
             _ => Self::Pause {
@@ -96,8 +101,12 @@ impl Fault {
 impl fmt::Display for Fault {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Self::KillHost { host, down } => write!(f, "kill -9 node {host}, down {down:?}"),
-            Self::KillTenant { tenant, down } => write!(f, "kill -9 node {tenant}, down {down:?}"),
+            Self::KillHost { host: n, at, down }
+            | Self::KillTenant {
+                tenant: n,
+                at,
+                down,
+            } => write!(f, "kill -9 node {n} {at:?} into the load, down {down:?}"),
             Self::Pause { host, length } => write!(f, "SIGSTOP node {host} for {length:?}"),
             Self::Partition {
                 side,

@@ -17,6 +17,8 @@ pub struct LeaseRecord {
     pub host: usize,
     pub tenant: usize,
     pub released: bool,
+    /// A release was asked for and not acknowledged: either state is allowed.
+    pub release_unconfirmed: bool,
     /// The deployment on it, once `deploy` succeeded.
     pub deployment: Option<String>,
 }
@@ -54,7 +56,7 @@ enum Outcome {
     },
     Refused,
     Released(usize),
-    ReleaseFailed,
+    ReleaseFailed(usize, String),
 }
 
 /// Runs `actions` concurrently (one task per action) and records the acknowledged ones.
@@ -90,6 +92,7 @@ pub async fn run(
                     host,
                     tenant,
                     released: false,
+                    release_unconfirmed: false,
                     deployment,
                 });
             }
@@ -103,7 +106,15 @@ pub async fn run(
                     r.released = true;
                 }
             }
-            Outcome::ReleaseFailed => {}
+            Outcome::ReleaseFailed(i, why) => {
+                // Not acknowledged: the host may or may not have released it.
+                if let Some(r) = ledger.leases.get_mut(i) {
+                    r.release_unconfirmed = true;
+                    if std::env::var_os("DEGROUP_CHAOS_VERBOSE").is_some() {
+                        eprintln!("  release of {} not acknowledged: {why}", r.id);
+                    }
+                }
+            }
         }
     }
 }
@@ -148,7 +159,7 @@ async fn act(
         }
         Action::Release { record } => {
             let Some(r) = ledger.leases.get(record) else {
-                return Outcome::ReleaseFailed;
+                return Outcome::ReleaseFailed(record, "no such record".into());
             };
             let t = &cluster.nodes[r.tenant];
             match t
@@ -156,7 +167,7 @@ async fn act(
                 .await
             {
                 Ok(_) => Outcome::Released(record),
-                Err(_) => Outcome::ReleaseFailed,
+                Err(e) => Outcome::ReleaseFailed(record, format!("{e:#}")),
             }
         }
     }

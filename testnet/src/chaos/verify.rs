@@ -29,6 +29,8 @@ pub async fn verify_no_lease_lost(cluster: &Cluster, ledger: &Ledger) -> anyhow:
             let state = v["state"].as_str().unwrap_or("?");
             let want_ok = if r.released {
                 state == "released"
+            } else if r.release_unconfirmed {
+                state == "released" || state == "active"
             } else {
                 state == "active"
             };
@@ -95,7 +97,11 @@ pub async fn verify_deployments_running(
     let started = Instant::now();
     loop {
         let mut missing = Vec::new();
-        for r in ledger.leases.iter().filter(|r| !r.released) {
+        for r in ledger
+            .leases
+            .iter()
+            .filter(|r| !r.released && !r.release_unconfirmed)
+        {
             let Some(dep) = &r.deployment else { continue };
             let host = &cluster.nodes[r.host];
             let state = host
@@ -122,13 +128,14 @@ pub async fn verify_deployments_running(
 }
 
 /// Adverts converged: every node holds every host's advert at the sequence number the host
-/// itself is at, within `limit`. Returns how long it took.
+/// itself is at, within `limit` of `since` (the heal). Returns how long after `since`.
 pub async fn verify_adverts_converged(
     cluster: &Cluster,
     hosts: &[usize],
+    since: Instant,
     limit: Duration,
 ) -> anyhow::Result<Duration> {
-    let started = Instant::now();
+    let started = since;
     loop {
         let mut own = HashMap::new();
         for &h in hosts {
@@ -167,4 +174,40 @@ pub async fn verify_adverts_converged(
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
+}
+
+/// The partition is real: a host on the cut-off side changed its offer, and no node on the
+/// other side has the new advert while the partition lasts (while nodes on its own side do, or
+/// at least the host itself).
+pub async fn verify_partition_holds(
+    cluster: &Cluster,
+    side: &[usize],
+    changed: usize,
+) -> anyhow::Result<()> {
+    let host = &cluster.nodes[changed];
+    let own = host
+        .adverts()
+        .await?
+        .into_iter()
+        .find(|a| a.host == host.peer_id)
+        .map_or(0, |a| a.seq);
+    for (i, node) in cluster.nodes.iter().enumerate() {
+        if side.contains(&i) {
+            continue;
+        }
+        let seen = node
+            .adverts()
+            .await?
+            .into_iter()
+            .find(|a| a.host == host.peer_id)
+            .map_or(0, |a| a.seq);
+        if seen >= own {
+            bail!(
+                "the partition leaks: {} (other side) already has {}'s advert seq {own}, changed while cut off",
+                node.name,
+                host.name
+            );
+        }
+    }
+    Ok(())
 }
