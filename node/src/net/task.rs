@@ -37,7 +37,8 @@ const IDLE_CONNECTION_TIMEOUT: Duration = Duration::from_secs(3600);
 /// Anti-entropy: every this many seconds the node asks one connected peer (in turn) for the
 /// adverts it lacks, with the same summary-carrying sync request a new connection makes. Gossip
 /// lost to a partition, a hung peer or a publish before any peer subscribed is repaired within
-/// this time even when no connection was re-established.
+/// this time even when no connection was re-established (for federations of up to
+/// [`MAX_KNOWN`] adverts; beyond, a summary no longer fits in a request).
 const ANTI_ENTROPY_EVERY_S: u64 = 5;
 
 pub(crate) struct SwarmTask {
@@ -268,10 +269,12 @@ impl SwarmTask {
         }
     }
 
-    /// Every [`ANTI_ENTROPY_EVERY_S`] ticks, a sync request to the next connected peer.
+    /// Every [`ANTI_ENTROPY_EVERY_S`] ticks, a sync request to the next connected peer. Skipped
+    /// when the node holds more adverts than a request can summarise: the answer would then be
+    /// the whole set every time.
     fn anti_entropy(&mut self) {
         self.ticks += 1;
-        if self.ticks % ANTI_ENTROPY_EVERY_S != 0 {
+        if self.ticks % ANTI_ENTROPY_EVERY_S != 0 || self.book.len() > MAX_KNOWN {
             return;
         }
         let peers: Vec<PeerId> = self.swarm.connected_peers().copied().collect();

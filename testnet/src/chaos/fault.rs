@@ -119,3 +119,44 @@ impl fmt::Display for Fault {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use rand::SeedableRng as _;
+
+    use super::*;
+
+    fn schedule(seed: u64, partitions: bool) -> Vec<String> {
+        let mut rng = StdRng::seed_from_u64(seed);
+        (0..40)
+            .map(|c| Fault::choose(&mut rng, c, &[0, 1, 2], &[3, 4], 5, partitions).to_string())
+            .collect()
+    }
+
+    #[test]
+    fn the_same_seed_gives_the_same_faults() {
+        assert_eq!(schedule(42, true), schedule(42, true));
+        assert_ne!(schedule(42, true), schedule(43, true));
+    }
+
+    #[test]
+    fn partitions_only_with_namespaces_and_always_a_proper_subset() {
+        assert!(
+            schedule(7, false)
+                .iter()
+                .all(|f| !f.starts_with("partition"))
+        );
+        let mut rng = StdRng::seed_from_u64(7);
+        let mut seen = 0;
+        for c in 0..200 {
+            if let Fault::Partition { side, changed, .. } =
+                Fault::choose(&mut rng, c, &[0, 1, 2], &[3, 4], 5, true)
+            {
+                seen += 1;
+                assert!(!side.is_empty() && side.len() < 5, "{side:?}");
+                assert!(side.contains(&changed));
+            }
+        }
+        assert_eq!(seen, 100, "every other cycle is a partition");
+    }
+}
