@@ -239,6 +239,11 @@ async fn cycles(
 
         let checked = Instant::now();
         let ctx = || format!("cycle {} ({fault})", cycle + 1);
+        // First, so that the time measured since a heal is the convergence's own.
+        let since = healed.unwrap_or(checked);
+        let converged = verify::verify_adverts_converged(cluster, &hosts, since, RECOVERY)
+            .await
+            .with_context(ctx)?;
         verify::verify_no_lease_lost(cluster, &ledger)
             .await
             .with_context(ctx)?;
@@ -246,10 +251,6 @@ async fn cycles(
             .await
             .with_context(ctx)?;
         verify::verify_deployments_running(cluster, &ledger, RECOVERY)
-            .await
-            .with_context(ctx)?;
-        let since = healed.unwrap_or(checked);
-        let converged = verify::verify_adverts_converged(cluster, &hosts, since, RECOVERY)
             .await
             .with_context(ctx)?;
         tally.checks += 4;
@@ -270,10 +271,11 @@ async fn cycles(
         );
     }
     println!(
-        "load: {} lease requests, {} acknowledged, {} refused or failed (capacity or fault), {} released, {} deployments ({} deploys failed)",
+        "load: {} lease requests: {} acknowledged, {} refused for want of capacity, {} failed (fault); {} released; {} deployments ({} deploys failed)",
         ledger.attempts,
         ledger.leases.len(),
-        ledger.refused,
+        ledger.full,
+        ledger.failed,
         ledger.releases,
         ledger
             .leases

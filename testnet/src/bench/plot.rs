@@ -31,7 +31,7 @@ pub fn cdf(
             .copied()
             .chain(markers.iter().map(|m| m.x_ms))
             .fold(1.0, f64::max)
-            * 1.05;
+            * 1.6;
         let log_x = markers
             .iter()
             .any(|m| m.x_ms > 10.0 * samples_ms.last().copied().unwrap_or(1.0));

@@ -28,7 +28,10 @@ pub struct LeaseRecord {
 pub struct Ledger {
     pub leases: Vec<LeaseRecord>,
     pub attempts: u64,
-    pub refused: u64,
+    /// Refused by the host for want of free capacity.
+    pub full: u64,
+    /// Failed otherwise (the host or the tenant was down, paused or cut off).
+    pub failed: u64,
     pub deploy_failures: u64,
     pub releases: u64,
 }
@@ -54,7 +57,7 @@ enum Outcome {
         id: String,
         deployment: Option<String>,
     },
-    Refused,
+    Refused { full: bool },
     Released(usize),
     ReleaseFailed(usize, String),
 }
@@ -96,9 +99,13 @@ pub async fn run(
                     deployment,
                 });
             }
-            Outcome::Refused => {
+            Outcome::Refused { full } => {
                 ledger.attempts += 1;
-                ledger.refused += 1;
+                if full {
+                    ledger.full += 1;
+                } else {
+                    ledger.failed += 1;
+                }
             }
             Outcome::Released(i) => {
                 ledger.releases += 1;
@@ -138,11 +145,15 @@ async fn act(
                 "disk_bytes": DISK_BYTES,
                 "duration_ms": 3_600_000u64,
             });
-            let Ok(lease) = t.post::<Value, _>("/v1/leases", &body).await else {
-                return Outcome::Refused;
+            let lease = match t.post::<Value, _>("/v1/leases", &body).await {
+                Ok(l) => l,
+                Err(e) => {
+                    let full = format!("{e:#}").contains("not enough free capacity");
+                    return Outcome::Refused { full };
+                }
             };
             let Some(id) = lease["id"].as_str().map(str::to_owned) else {
-                return Outcome::Refused;
+                return Outcome::Refused { full: false };
             };
             let file = package.display().to_string();
             let deployment = t
