@@ -57,7 +57,9 @@ enum Outcome {
         id: String,
         deployment: Option<String>,
     },
-    Refused { full: bool },
+    Refused {
+        full: bool,
+    },
     Released(usize),
     ReleaseFailed(usize, String),
 }
