@@ -274,7 +274,7 @@ impl SwarmTask {
     /// the whole set every time.
     fn anti_entropy(&mut self) {
         self.ticks += 1;
-        if self.ticks % ANTI_ENTROPY_EVERY_S != 0 || self.book.len() > MAX_KNOWN {
+        if !self.ticks.is_multiple_of(ANTI_ENTROPY_EVERY_S) || self.book.len() > MAX_KNOWN {
             return;
         }
         let peers: Vec<PeerId> = self.swarm.connected_peers().copied().collect();
