@@ -83,16 +83,18 @@ pub async fn run(bin: &Path, args: &Args) -> anyhow::Result<()> {
     });
     println!("chaos: seed {seed} (the same --seed replays the same faults)");
     let limit = Duration::from_secs(args.max_minutes.max(1) * 60);
+    let root = args.dir.clone().unwrap_or_else(fresh_root);
+    let shown = root.display().to_string();
     tokio::select! {
-        r = tokio::time::timeout(limit, chaos(bin, args, seed)) => match r {
+        r = tokio::time::timeout(limit, chaos(bin, args, seed, root)) => match r {
             Ok(r) => r,
             Err(_) => bail!(
-                "the chaos run did not finish within --max-minutes {}; nodes killed, namespaces removed",
+                "the chaos run did not finish within --max-minutes {} (seed {seed}); nodes killed, namespaces removed, node logs kept in {shown}/*/node.log",
                 args.max_minutes
             ),
         },
         () = crate::cluster::wait_for_signal() => {
-            bail!("interrupted; nodes killed and namespaces removed")
+            bail!("interrupted; nodes killed, namespaces removed, data kept in {shown}")
         }
     }
 }
@@ -105,7 +107,7 @@ struct Tally {
     checks: usize,
 }
 
-async fn chaos(bin: &Path, args: &Args, seed: u64) -> anyhow::Result<()> {
+async fn chaos(bin: &Path, args: &Args, seed: u64, root: PathBuf) -> anyhow::Result<()> {
     let started = Instant::now();
     let wasm = crate::plugins::component("counter", args.plugin.as_deref()).await?;
     let partitions = if args.no_netns {
@@ -131,7 +133,6 @@ async fn chaos(bin: &Path, args: &Args, seed: u64) -> anyhow::Result<()> {
         netns: partitions,
         keep: args.keep,
     };
-    let root = args.dir.clone().unwrap_or_else(fresh_root);
     let mut cluster = Cluster::start_with(bin, root, &options).await?;
     let result = cycles(bin, args, seed, &wasm, &mut cluster, partitions).await;
     match result {
@@ -147,7 +148,7 @@ async fn chaos(bin: &Path, args: &Args, seed: u64) -> anyhow::Result<()> {
             Ok(())
         }
         Err(e) => {
-            cluster.keep_data();
+            // Dropping the cluster kills the nodes and keeps their logs.
             Err(e.context(format!(
                 "chaos failed (seed {seed}); node logs are in {}/*/node.log",
                 cluster.root.display()
@@ -205,7 +206,10 @@ async fn cycles(
         args.cycles
     );
 
-    let mut rng = StdRng::seed_from_u64(seed);
+    // Faults come from their own generator, so that the same seed gives the same faults
+    // whatever the load's outcomes (which requests succeed depends on timing).
+    let mut faults = StdRng::seed_from_u64(seed);
+    let mut rng = StdRng::seed_from_u64(seed ^ 0x9e37_79b9_7f4a_7c15);
     let mut ledger = Ledger::default();
     let mut tally = Tally::default();
     for cycle in 0..args.cycles {
@@ -213,7 +217,7 @@ async fn cycles(
         load::run(bin, cluster, &tenants, &package, &mut ledger, &before).await;
 
         let fault = Fault::choose(
-            &mut rng,
+            &mut faults,
             cycle,
             &hosts,
             &tenants,
@@ -223,7 +227,7 @@ async fn cycles(
         println!("cycle {}/{}: {fault}", cycle + 1, args.cycles);
         *tally.faults.entry(fault.kind()).or_default() += 1;
         let during = plan(&mut rng, &hosts, tenants.len(), &ledger, 2);
-        let price = format!("cpu=0.0{}", rng.random_range(10..99));
+        let price = format!("cpu=0.0{}", faults.random_range(10..99));
         let healed = inject(
             bin,
             cluster,

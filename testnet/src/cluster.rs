@@ -12,15 +12,21 @@ use anyhow::{Context as _, bail};
 pub use node::{Node, Spec};
 
 /// Finds the `degroup` binary: the flag/env, then next to this executable, then PATH.
+///
+/// Under `cargo run` (when `CARGO` is set and the sources are there), the node binary of the same
+/// profile is built first, so that `cargo run --release -p degroup-testnet -- demo` works on a
+/// fresh clone and never drives a stale node.
 pub fn find_degroup(flag: Option<PathBuf>) -> anyhow::Result<PathBuf> {
     if let Some(p) = flag {
         return Ok(p);
     }
-    if let Some(sibling) = std::env::current_exe()
+    let exe_dir = std::env::current_exe()
         .ok()
-        .and_then(|e| e.parent().map(|d| d.join("degroup")))
-        .filter(|p| p.exists())
-    {
+        .and_then(|e| e.parent().map(Path::to_path_buf));
+    if let (Some(cargo), Some(dir)) = (std::env::var_os("CARGO"), &exe_dir) {
+        build_degroup(&cargo, dir)?;
+    }
+    if let Some(sibling) = exe_dir.map(|d| d.join("degroup")).filter(|p| p.exists()) {
         return Ok(sibling);
     }
     let path = std::env::var_os("PATH").unwrap_or_default();
@@ -33,6 +39,31 @@ pub fn find_degroup(flag: Option<PathBuf>) -> anyhow::Result<PathBuf> {
     bail!(
         "cannot find the `degroup` binary; build it (cargo build --release -p degroup-node) or pass --degroup PATH"
     )
+}
+
+/// `cargo build [--release] -p degroup-node --bin degroup`, for the profile `exe_dir` belongs to.
+fn build_degroup(cargo: &std::ffi::OsStr, exe_dir: &Path) -> anyhow::Result<()> {
+    let manifest = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .map(|root| root.join("Cargo.toml"))
+        .filter(|m| m.is_file());
+    let profile = exe_dir.file_name().and_then(|n| n.to_str());
+    let (Some(manifest), Some(profile @ ("debug" | "release"))) = (manifest, profile) else {
+        return Ok(());
+    };
+    let mut cmd = std::process::Command::new(cargo);
+    cmd.args(["build", "-q", "-p", "degroup-node", "--bin", "degroup"])
+        .arg("--manifest-path")
+        .arg(&manifest);
+    if profile == "release" {
+        cmd.arg("--release");
+    }
+    eprintln!("building degroup ({profile}) …");
+    let status = cmd.status().context("cannot run cargo to build degroup")?;
+    if !status.success() {
+        bail!("building the degroup binary failed (cargo build -p degroup-node)");
+    }
+    Ok(())
 }
 
 /// How to start a set of nodes.
@@ -58,12 +89,15 @@ impl Options {
     }
 }
 
-/// A running set of nodes. Dropping it kills them all (and removes its namespaces).
+/// A running set of nodes. [`Cluster::stop`] stops them cleanly and removes the data unless
+/// kept; dropping it kills them all and keeps the data (its namespaces are removed either way).
 #[derive(Debug)]
 pub struct Cluster {
     pub nodes: Vec<Node>,
     pub root: PathBuf,
     pub fabric: Option<netns::Fabric>,
+    /// Keep the data directory when stopped (a directory that existed before the run is
+    /// always kept).
     keep: bool,
 }
 
@@ -84,6 +118,7 @@ impl Cluster {
         if n == 0 {
             bail!("a testnet needs at least one node (-n 1 or more)");
         }
+        let owns_root = !root.exists();
         std::fs::create_dir_all(&root)
             .with_context(|| format!("cannot create {}", root.display()))?;
         let fabric = if options.netns {
@@ -95,8 +130,17 @@ impl Cluster {
             nodes: Vec::with_capacity(n),
             root,
             fabric,
-            keep: options.keep,
+            keep: options.keep || !owns_root,
         };
+        if let Err(e) = cluster.start_nodes(bin, options).await {
+            // Dropping the cluster keeps the data: the error names a node log.
+            return Err(e.context(format!("data kept in {}", cluster.root.display())));
+        }
+        Ok(cluster)
+    }
+
+    async fn start_nodes(&mut self, bin: &Path, options: &Options) -> anyhow::Result<()> {
+        let cluster = self;
         for (i, name) in options.names.iter().enumerate() {
             let mut spec = Spec::local(name, &cluster.root);
             spec.env.clone_from(&options.env);
@@ -116,7 +160,7 @@ impl Cluster {
             let node = Node::start(bin, spec, connector).await?;
             cluster.nodes.push(node);
         }
-        Ok(cluster)
+        Ok(())
     }
 
     /// Waits until every node holds an advert from every node.
@@ -144,7 +188,7 @@ impl Cluster {
         }
     }
 
-    /// Stops every node with SIGTERM (SIGKILL after 5 s) and removes the data unless kept.
+    /// Stops every node with SIGTERM (SIGKILL after 10 s) and removes the data unless kept.
     /// Returns the nodes that did not exit cleanly, with why.
     pub async fn stop(mut self) -> Vec<String> {
         for node in &self.nodes {
@@ -163,20 +207,14 @@ impl Cluster {
         self.keep = true;
         unclean
     }
-
-    /// Keep the data directories when dropped (after a failure, for the logs).
-    pub fn keep_data(&mut self) {
-        self.keep = true;
-    }
 }
 
+/// Dropped without [`Cluster::stop`] (an error, an interrupt, a time limit): the nodes are
+/// killed and the data directories kept, for their logs.
 impl Drop for Cluster {
     fn drop(&mut self) {
         for node in &mut self.nodes {
             node.kill();
-        }
-        if !self.keep {
-            let _ = std::fs::remove_dir_all(&self.root);
         }
     }
 }
@@ -218,15 +256,22 @@ pub async fn up(
         keep,
         ..Options::default()
     };
-    let cluster = Cluster::start_with(bin, root, &options).await?;
-    if profile == Profile::Mixed {
-        for (i, node) in cluster.nodes.iter().enumerate() {
-            profile::mixed(i)
-                .apply(bin, node)
-                .await
-                .with_context(|| format!("setting the capacity of {}", node.name))?;
+    let starting = async {
+        let cluster = Cluster::start_with(bin, root, &options).await?;
+        if profile == Profile::Mixed {
+            for (i, node) in cluster.nodes.iter().enumerate() {
+                profile::mixed(i)
+                    .apply(bin, node)
+                    .await
+                    .with_context(|| format!("setting the capacity of {}", node.name))?;
+            }
         }
-    }
+        anyhow::Ok(cluster)
+    };
+    let cluster = tokio::select! {
+        c = starting => c?,
+        () = wait_for_signal() => bail!("interrupted while starting; the nodes started so far were killed"),
+    };
     println!(
         "{:<10} {:<7} {:<54} {:<22} DATA DIR",
         "NAME", "COUNTRY", "PEER ID", "API"

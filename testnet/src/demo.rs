@@ -86,7 +86,7 @@ pub async fn run(bin: &Path, args: &Args) -> anyhow::Result<()> {
         netns: false,
         keep: args.keep,
     };
-    let mut cluster = Cluster::start_with(bin, root.clone(), &options)
+    let cluster = Cluster::start_with(bin, root.clone(), &options)
         .await
         .map_err(|e| {
             story.failed(
@@ -107,11 +107,8 @@ pub async fn run(bin: &Path, args: &Args) -> anyhow::Result<()> {
         cluster: &cluster,
         wasm,
     };
-    let result = steps(&demo, &mut story).await;
-    if let Err(e) = result {
-        cluster.keep_data();
-        return Err(e);
-    }
+    // On failure, dropping the cluster kills the nodes and keeps their logs.
+    steps(&demo, &mut story).await?;
 
     story.step("Stop every node with SIGTERM; each must exit cleanly");
     let unclean = cluster.stop().await;
@@ -416,11 +413,19 @@ async fn deploy(
         let Some(id) = v["id"].as_str() else {
             bail!("`deploy` printed no deployment id: {out}");
         };
+        let host = v["host"].as_str().unwrap_or("?");
+        let host = d.host(host).map_or(host, |n| n.name.as_str());
         story.say(&format!(
-            "deployment {id} on {}: {}",
-            v["host"].as_str().unwrap_or("?"),
+            "deployment {id} on {host}: {}",
             v["state"].as_str().unwrap_or("?")
         ));
+        if v["state"] != "running" {
+            bail!(
+                "deployment {id} on {host} is {} after deploy, not running: {}",
+                v["state"],
+                v["reason"].as_str().unwrap_or("no reason given")
+            );
+        }
         ids.push(id.to_owned());
     }
     Ok(ids)
@@ -519,6 +524,9 @@ async fn verify_offline(d: &Demo<'_>, story: &Story, lease: &str) -> anyhow::Res
         bail!("the exported lease has no `contract` field");
     };
     let mut bytes = contract.into_bytes();
+    if bytes.is_empty() {
+        bail!("the exported lease's `contract` is empty");
+    }
     let pos = bytes.len() / 2;
     bytes[pos] = if bytes[pos] == b'0' { b'1' } else { b'0' };
     v["contract"] = Value::String(String::from_utf8_lossy(&bytes).into_owned());

@@ -60,6 +60,17 @@ enum Command {
     Bench(bench::BenchCommand),
 }
 
+/// Runs `work` until it ends or SIGINT/SIGTERM arrives; then `work` is dropped, which kills the
+/// nodes it started (their data is kept).
+async fn interruptible(work: impl Future<Output = anyhow::Result<()>>) -> anyhow::Result<()> {
+    tokio::select! {
+        r = work => r,
+        () = cluster::wait_for_signal() => {
+            anyhow::bail!("interrupted; the nodes were killed, their data directories kept")
+        }
+    }
+}
+
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
@@ -81,9 +92,9 @@ fn main() -> std::process::ExitCode {
                 dir,
                 keep,
             } => cluster::up(&bin, nodes, profile, dir, keep).await,
-            Command::Demo(a) => demo::run(&bin, &a).await,
+            Command::Demo(a) => interruptible(demo::run(&bin, &a)).await,
             Command::Chaos(a) => chaos::run(&bin, &a).await,
-            Command::Bench(b) => bench::run(&bin, b).await,
+            Command::Bench(b) => interruptible(bench::run(&bin, b)).await,
         }
     });
     match result {

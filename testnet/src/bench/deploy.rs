@@ -68,15 +68,11 @@ pub async fn run(bin: &Path, args: &Args) -> anyhow::Result<Section> {
         "host": host.peer_id, "cpu_millis": 100, "mem_bytes": 64u64 << 20,
         "disk_bytes": 16u64 << 20, "duration_ms": 3_600_000u64,
     });
-    let mut leases = Vec::with_capacity(args.rounds + 1);
-    for _ in 0..=args.rounds {
-        let l: Value = tenant.post("/v1/leases", &lease_body).await?;
-        leases.push(l["id"].as_str().context("lease without id")?.to_owned());
-    }
-
     let mut first = None;
     let mut lat = Vec::with_capacity(args.rounds);
-    for (i, lease) in leases.iter().enumerate() {
+    for i in 0..=args.rounds {
+        let l: Value = tenant.post("/v1/leases", &lease_body).await?;
+        let lease = l["id"].as_str().context("lease without id")?;
         let body = json!({"lease": lease, "package": encoded, "config": []});
         let t0 = Instant::now();
         let d: Value = tenant.post("/v1/deployments", &body).await?;
@@ -93,6 +89,9 @@ pub async fn run(bin: &Path, args: &Args) -> anyhow::Result<Section> {
         let _: Value = tenant
             .post(&format!("/v1/deployments/{id}/stop"), &json!({}))
             .await?;
+        let _: Value = tenant
+            .post(&format!("/v1/leases/{lease}/release"), &json!({}))
+            .await?;
     }
     for problem in cluster.stop().await {
         eprintln!("warning: {problem}");
@@ -104,7 +103,8 @@ pub async fn run(bin: &Path, args: &Args) -> anyhow::Result<Section> {
          ({size} KB package). Each sample is a `POST /v1/deployments` on the tenant (what \
          `degroup deploy` does), timed by the client until the host has verified the package, \
          written it durably, run the plugin's `init` and answered, and the tenant has stored \
-         its record. Each deploy gets its own lease and is stopped after.\n\n\
+         its record. Each deploy gets its own lease; the deployment is stopped and the lease released
+         after.\n\n\
          | | p50 | p90 | p99 | max |\n|---|---|---|---|---|\n\
          | first deploy (the host compiles the component) | {first:.1} ms | | | |\n\
          | deploy of the cached package, {n} deploys | **{p50:.2} ms** | {p90:.2} ms | {p99:.2} ms | {max:.2} ms |\n\n\

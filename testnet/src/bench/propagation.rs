@@ -219,11 +219,14 @@ async fn serf(args: &Args) -> Result<(String, f64, f64), String> {
         ));
     }
     eprintln!("running the Serf anchor with N={} …", args.nodes);
-    let out = tokio::process::Command::new("bash")
+    let run = tokio::process::Command::new("bash")
         .arg(&script)
         .arg(args.nodes.to_string())
-        .output()
+        .kill_on_drop(true)
+        .output();
+    let out = tokio::time::timeout(Duration::from_secs(300), run)
         .await
+        .map_err(|_| "the script did not finish within 300 s".to_owned())?
         .map_err(|e| format!("cannot run {}: {e}", script.display()))?;
     let text = String::from_utf8_lossy(&out.stdout);
     let line = text

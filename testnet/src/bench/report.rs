@@ -87,7 +87,11 @@ impl Section {
 
     /// Writes the section into `out` (replacing its previous run) and the plots beside it.
     pub fn write(&self, out: &Path) -> anyhow::Result<()> {
-        let old = std::fs::read_to_string(out).unwrap_or_else(|_| "# Benchmarks\n".to_owned());
+        let old = match std::fs::read_to_string(out) {
+            Ok(t) => t,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => "# Benchmarks\n".to_owned(),
+            Err(e) => return Err(e).with_context(|| format!("cannot read {}", out.display())),
+        };
         let begin = format!("<!-- degroup-testnet bench {} -->", self.name);
         let end = format!("<!-- /degroup-testnet bench {} -->", self.name);
         let new = match (old.find(&begin), old.find(&end)) {

@@ -145,10 +145,19 @@ pub async fn verify_adverts_converged(
                 .await?
                 .into_iter()
                 .find(|a| a.host == node.peer_id)
-                .map_or(0, |a| a.seq);
+                .map(|a| a.seq);
             own.insert(node.peer_id.clone(), (node.name.clone(), seq));
         }
         let mut behind = Vec::new();
+        for (name, seq) in own.values() {
+            if seq.is_none() {
+                behind.push(format!("{name} holds no advert of its own"));
+            }
+        }
+        let own: HashMap<String, (String, u64)> = own
+            .into_iter()
+            .filter_map(|(peer, (name, seq))| seq.map(|s| (peer, (name, s))))
+            .collect();
         for node in &cluster.nodes {
             let held: HashMap<String, u64> = node
                 .adverts()
@@ -177,8 +186,7 @@ pub async fn verify_adverts_converged(
 }
 
 /// The partition is real: a host on the cut-off side changed its offer, and no node on the
-/// other side has the new advert while the partition lasts (while nodes on its own side do, or
-/// at least the host itself).
+/// other side has the new advert while the partition lasts.
 pub async fn verify_partition_holds(
     cluster: &Cluster,
     side: &[usize],

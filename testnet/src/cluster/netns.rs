@@ -188,8 +188,10 @@ impl Fabric {
     /// Puts every node back on one bridge.
     pub fn heal(&mut self) -> anyhow::Result<()> {
         let sw = self.switch();
-        for i in std::mem::take(&mut self.partitioned) {
+        while let Some(&i) = self.partitioned.last() {
+            // A port that could not be moved stays listed, so a later heal retries it.
             ip(&["-n", &sw, "link", "set", &format!("p{i}"), "master", "br0"])?;
+            self.partitioned.pop();
         }
         Ok(())
     }

@@ -255,6 +255,7 @@ impl Node {
             .arg(&self.dir)
             .args(args)
             .stdin(Stdio::null())
+            .kill_on_drop(true)
             .output()
             .await?;
         if !out.status.success() {
