@@ -103,8 +103,8 @@ pub async fn run(bin: &Path, args: &Args) -> anyhow::Result<Section> {
          ({size} KB package). Each sample is a `POST /v1/deployments` on the tenant (what \
          `degroup deploy` does), timed by the client until the host has verified the package, \
          written it durably, run the plugin's `init` and answered, and the tenant has stored \
-         its record. Each deploy gets its own lease; the deployment is stopped and the lease released
-         after.\n\n\
+         its record. Each deploy gets its own lease; the deployment is stopped and the lease \
+         released after.\n\n\
          | | p50 | p90 | p99 | max |\n|---|---|---|---|---|\n\
          | first deploy (the host compiles the component) | {first:.1} ms | | | |\n\
          | deploy of the cached package, {n} deploys | **{p50:.2} ms** | {p90:.2} ms | {p99:.2} ms | {max:.2} ms |\n\n\

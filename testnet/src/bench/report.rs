@@ -65,7 +65,16 @@ pub fn machine() -> String {
         .filter(|o| o.status.success())
         .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned())
         .unwrap_or_else(|| "unknown".to_owned());
-    format!("{cores} cores ({cpu}), {mem_gib:.0} GiB, {date}, commit {commit}")
+    let dirty = std::process::Command::new("git")
+        .args(["status", "--porcelain", "--untracked-files=no"])
+        .output()
+        .is_ok_and(|o| o.status.success() && !o.stdout.is_empty());
+    let changes = if dirty {
+        " with uncommitted changes"
+    } else {
+        ""
+    };
+    format!("{cores} cores ({cpu}), {mem_gib:.0} GiB, {date}, commit {commit}{changes}")
 }
 
 impl Section {
