@@ -33,7 +33,7 @@ use nix::sys::signal::Signal;
 use rand::rngs::StdRng;
 use rand::{RngExt as _, SeedableRng as _};
 
-use crate::cluster::{Cluster, Options, fresh_root, netns, profile};
+use crate::cluster::{Cluster, DataArgs, Options, netns, profile};
 use fault::Fault;
 use load::{Action, Ledger};
 
@@ -61,12 +61,8 @@ pub struct Args {
     /// The counter component [default: built from wasm-plugins/counter]
     #[arg(long, value_name = "FILE.wasm")]
     plugin: Option<PathBuf>,
-    /// Where the data directories go [default: a new directory under /tmp]
-    #[arg(long)]
-    dir: Option<PathBuf>,
-    /// Keep the data directories after a successful run
-    #[arg(long)]
-    keep: bool,
+    #[command(flatten)]
+    data: DataArgs,
 }
 
 /// How long deployments and adverts may take to recover after a fault.
@@ -83,7 +79,7 @@ pub async fn run(bin: &Path, args: &Args) -> anyhow::Result<()> {
     });
     println!("chaos: seed {seed} (the same --seed replays the same faults)");
     let limit = Duration::from_secs(args.max_minutes.max(1) * 60);
-    let root = args.dir.clone().unwrap_or_else(fresh_root);
+    let root = args.data.root();
     let shown = root.display().to_string();
     tokio::select! {
         r = tokio::time::timeout(limit, chaos(bin, args, seed, root)) => match r {
@@ -131,7 +127,7 @@ async fn chaos(bin: &Path, args: &Args, seed: u64, root: PathBuf) -> anyhow::Res
         names,
         env: vec![("DEGROUP_PLUGIN__TICK_INTERVAL".into(), "200ms".into())],
         netns: partitions,
-        keep: args.keep,
+        keep: args.data.keep,
     };
     let mut cluster = Cluster::start_with(bin, root, &options).await?;
     let result = cycles(bin, args, seed, &wasm, &mut cluster, partitions).await;

@@ -66,6 +66,24 @@ fn build_degroup(cargo: &std::ffi::OsStr, exe_dir: &Path) -> anyhow::Result<()> 
     Ok(())
 }
 
+/// Where a run keeps its nodes' data directories.
+#[derive(Debug, Clone, clap::Args)]
+pub struct DataArgs {
+    /// Where the data directories go [default: a new directory under /tmp]
+    #[arg(long)]
+    pub dir: Option<PathBuf>,
+    /// Keep the data directories after a successful run (a failed one always keeps them)
+    #[arg(long)]
+    pub keep: bool,
+}
+
+impl DataArgs {
+    /// `--dir`, or a fresh directory under /tmp.
+    pub fn root(&self) -> PathBuf {
+        self.dir.clone().unwrap_or_else(fresh_root)
+    }
+}
+
 /// How to start a set of nodes.
 #[derive(Debug, Clone, Default)]
 pub struct Options {
@@ -239,14 +257,9 @@ pub enum Profile {
 }
 
 /// `degroup-testnet up`.
-pub async fn up(
-    bin: &Path,
-    n: usize,
-    profile: Profile,
-    dir: Option<PathBuf>,
-    keep: bool,
-) -> anyhow::Result<()> {
-    let root = dir.unwrap_or_else(fresh_root);
+pub async fn up(bin: &Path, n: usize, profile: Profile, data: &DataArgs) -> anyhow::Result<()> {
+    let keep = data.keep;
+    let root = data.root();
     eprintln!("starting {n} nodes in {} …", root.display());
     let options = Options {
         names: match profile {

@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context as _, bail};
 use serde_json::Value;
 
-use crate::cluster::{Cluster, Node, Options, fresh_root, profile};
+use crate::cluster::{Cluster, DataArgs, Node, Options, profile};
 use story::{Story, command_line};
 
 /// Options.
@@ -28,12 +28,8 @@ pub struct Args {
     /// The scheduler component [default: built from wasm-plugins/scheduler]
     #[arg(long, value_name = "FILE.wasm")]
     plugin: Option<PathBuf>,
-    /// Where the data directories go [default: a new directory under /tmp]
-    #[arg(long)]
-    dir: Option<PathBuf>,
-    /// Keep the data directories after a successful run
-    #[arg(long)]
-    keep: bool,
+    #[command(flatten)]
+    data: DataArgs,
 }
 
 const HOSTS: usize = 5;
@@ -76,7 +72,7 @@ pub async fn run(bin: &Path, args: &Args) -> anyhow::Result<()> {
     story.say(&format!("component: {}", wasm.display()));
 
     story.step("Start five hosts and a tenant, each a `degroup node` process on 127.0.0.1");
-    let root = args.dir.clone().unwrap_or_else(fresh_root);
+    let root = args.data.root();
     let mut names = profile::mixed_names(HOSTS);
     names.push("tenant".to_owned());
     let options = Options {
@@ -84,7 +80,7 @@ pub async fn run(bin: &Path, args: &Args) -> anyhow::Result<()> {
         // Plugins tick four times a second, so that their logs move while you watch.
         env: vec![("DEGROUP_PLUGIN__TICK_INTERVAL".into(), "250ms".into())],
         netns: false,
-        keep: args.keep,
+        keep: args.data.keep,
     };
     let cluster = Cluster::start_with(bin, root.clone(), &options)
         .await
@@ -117,7 +113,7 @@ pub async fn run(bin: &Path, args: &Args) -> anyhow::Result<()> {
         return Err(story.failed(&e, &[]));
     }
     story.say("all six nodes exited with status 0");
-    if args.keep {
+    if args.data.keep {
         story.say(&format!("data kept in {}", root.display()));
     }
     println!("\nThe demo ran to the end: every step did what it said.");

@@ -44,12 +44,8 @@ enum Command {
         /// What the nodes offer: `mixed` gives them varied countries, certifications and prices
         #[arg(long, value_enum, default_value_t)]
         profile: cluster::Profile,
-        /// Where the data directories go [default: a new directory under /tmp]
-        #[arg(long)]
-        dir: Option<PathBuf>,
-        /// Keep the data directories after stopping
-        #[arg(long)]
-        keep: bool,
+        #[command(flatten)]
+        data: cluster::DataArgs,
     },
     /// The whole story on one machine: find, lease, deploy, logs, receipts, verify, release
     Demo(demo::Args),
@@ -89,9 +85,8 @@ fn main() -> std::process::ExitCode {
             Command::Up {
                 nodes,
                 profile,
-                dir,
-                keep,
-            } => cluster::up(&bin, nodes, profile, dir, keep).await,
+                data,
+            } => cluster::up(&bin, nodes, profile, &data).await,
             Command::Demo(a) => interruptible(demo::run(&bin, &a)).await,
             Command::Chaos(a) => chaos::run(&bin, &a).await,
             Command::Bench(b) => interruptible(bench::run(&bin, b)).await,

@@ -61,7 +61,7 @@ pub async fn component(name: &str, explicit: Option<&Path>) -> anyhow::Result<Pa
             .context("cannot run cargo to build the plugin")?;
     if !status.success() || !file.is_file() {
         bail!(
-            "building the {name} plugin failed (is the wasm32-wasip2 target installed? rustup target add wasm32-wasip2)"
+            "building the {name} plugin failed: it must be a package of wasm-plugins/ (e.g. scheduler, counter), and the wasm32-wasip2 target must be installed (rustup target add wasm32-wasip2)"
         );
     }
     Ok(file)

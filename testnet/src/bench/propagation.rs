@@ -60,12 +60,7 @@ pub async fn run(bin: &Path, args: &Args) -> anyhow::Result<Section> {
     let mut round_max = Vec::new();
     for round in 0..args.rounds {
         let origin = &cluster.nodes[round % cluster.nodes.len()];
-        let before = origin
-            .adverts()
-            .await?
-            .into_iter()
-            .find(|a| a.host == origin.peer_id)
-            .map_or(0, |a| a.seq);
+        let before = origin.advert_seq(&origin.peer_id).await?.unwrap_or(0);
         let t0 = now_ns();
         origin
             .cli(

@@ -140,12 +140,7 @@ pub async fn verify_adverts_converged(
         let mut own = HashMap::new();
         for &h in hosts {
             let node = &cluster.nodes[h];
-            let seq = node
-                .adverts()
-                .await?
-                .into_iter()
-                .find(|a| a.host == node.peer_id)
-                .map(|a| a.seq);
+            let seq = node.advert_seq(&node.peer_id).await?;
             own.insert(node.peer_id.clone(), (node.name.clone(), seq));
         }
         let mut behind = Vec::new();
@@ -193,22 +188,12 @@ pub async fn verify_partition_holds(
     changed: usize,
 ) -> anyhow::Result<()> {
     let host = &cluster.nodes[changed];
-    let own = host
-        .adverts()
-        .await?
-        .into_iter()
-        .find(|a| a.host == host.peer_id)
-        .map_or(0, |a| a.seq);
+    let own = host.advert_seq(&host.peer_id).await?.unwrap_or(0);
     for (i, node) in cluster.nodes.iter().enumerate() {
         if side.contains(&i) {
             continue;
         }
-        let seen = node
-            .adverts()
-            .await?
-            .into_iter()
-            .find(|a| a.host == host.peer_id)
-            .map_or(0, |a| a.seq);
+        let seen = node.advert_seq(&host.peer_id).await?.unwrap_or(0);
         if seen >= own {
             bail!(
                 "the partition leaks: {} (other side) already has {}'s advert seq {own}, changed while cut off",

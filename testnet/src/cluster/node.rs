@@ -247,6 +247,16 @@ impl Node {
         self.get("/v1/adverts").await
     }
 
+    /// The sequence number of `host`'s advert as this node holds it (`None`: it holds none).
+    pub async fn advert_seq(&self, host: &str) -> anyhow::Result<Option<u64>> {
+        Ok(self
+            .adverts()
+            .await?
+            .into_iter()
+            .find(|a| a.host == host)
+            .map(|a| a.seq))
+    }
+
     /// Runs `degroup --data-dir DIR ARGS…` against this node and checks it succeeded.
     pub async fn cli(&self, bin: &Path, args: &[&str]) -> anyhow::Result<String> {
         let out = self
