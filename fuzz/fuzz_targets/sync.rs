@@ -1,7 +1,7 @@
 //! Fuzzes the decoders of the late-joiner sync protocol's request and response.
 #![no_main]
 
-use degroup_node::net::sync::{SyncRequest, SyncResponse};
+use degroup_node::capacity::sync::{SyncRequest, SyncResponse};
 use degroup_node::signed::decode_exact;
 use libfuzzer_sys::fuzz_target;
 

@@ -25,7 +25,8 @@ use criterion::{Criterion, criterion_group, criterion_main};
 use degroup_node::plugin::config::Limits;
 use degroup_node::plugin::kv::Kv;
 use degroup_node::plugin::logs::Logs;
-use degroup_node::plugin::runtime::{Env, LeaseInfo, LeaseSlice, Runtime};
+use degroup_node::plugin::runtime::{Env, LeaseInfo, Runtime};
+use degroup_node::resources::Resources;
 use degroup_node::store::Store;
 
 const MIB: u64 = 1 << 20;
@@ -36,7 +37,7 @@ fn info() -> LeaseInfo {
         deployment_id: "22".repeat(16),
         host: "host".into(),
         tenant: "tenant".into(),
-        slice: LeaseSlice {
+        slice: Resources {
             cpu_millis: 1000,
             mem_bytes: 64 * MIB,
             disk_bytes: 16 * MIB,

@@ -5,8 +5,9 @@
 use std::hint::black_box;
 
 use criterion::{Criterion, criterion_group, criterion_main};
-use degroup_node::capacity::advert::{Advert, Gpu, Prices, Resources};
+use degroup_node::capacity::advert::Advert;
 use degroup_node::capacity::query::{find, parse};
+use degroup_node::resources::{Gpu, Inventory, Prices};
 
 const COUNTRIES: [&str; 8] = ["FR", "DE", "NL", "BE", "ES", "IT", "PL", "SE"];
 const CERTS: [&str; 5] = ["SecNumCloud", "ISO27001", "C5", "HDS", "ENS"];
@@ -35,8 +36,8 @@ fn adverts(n: usize) -> Vec<Advert> {
                 issued_at_ms: now - (i as u64 % 600) * 1000,
                 expires_at_ms: now + 600_000,
                 addrs: vec!["/ip4/127.0.0.1/tcp/4001".into()],
-                total: Resources::default(),
-                free: Resources {
+                total: Inventory::default(),
+                free: Inventory {
                     cpu_millis: ((i % 64) as u64 + 1) * 1000,
                     mem_bytes: (((i % 32) as u64) + 1) * (8 << 30),
                     disk_bytes: ((i % 10) as u64 + 1) << 40,

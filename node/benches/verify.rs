@@ -8,7 +8,8 @@ use std::hint::black_box;
 
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 use degroup_node::capacity::AdvertBook;
-use degroup_node::capacity::advert::{Advert, Prices, Resources, now_ms};
+use degroup_node::capacity::advert::Advert;
+use degroup_node::resources::{Inventory, Prices, now_ms};
 use degroup_node::signed::Envelope;
 use degroup_node::store::Store;
 use ed25519_dalek::SigningKey;
@@ -28,13 +29,13 @@ fn adverts(seq: u64) -> Vec<Vec<u8>> {
                 issued_at_ms: now,
                 expires_at_ms: now + 600_000,
                 addrs: vec!["/ip4/127.0.0.1/tcp/4001".into()],
-                total: Resources {
+                total: Inventory {
                     cpu_millis: 64_000,
                     mem_bytes: 256 << 30,
                     disk_bytes: 4 << 40,
                     gpus: vec![],
                 },
-                free: Resources {
+                free: Inventory {
                     cpu_millis: 32_000,
                     mem_bytes: 128 << 30,
                     disk_bytes: 2 << 40,

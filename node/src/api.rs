@@ -6,7 +6,9 @@
 //! clean shutdown. Routes: `GET /v1/status`, `GET|PUT /v1/capacity`, `GET /v1/find?q=…`,
 //! `GET /v1/adverts`, the lease routes under `/v1/leases` (see [`lease`]), the deployment routes under
 //! `/v1/deployments` (see [`deploy`]), and `GET /metrics` (Prometheus text; also served without a token on
-//! `--metrics ADDR` when that is set). Errors are JSON `{"error": "…"}`.
+//! `--metrics ADDR` when that is set). Errors are JSON `{"error": "…", "code": "…", "retryable":
+//! bool}`: a message for people, a stable [`ErrorCode`] for programs, and whether the same
+//! request may succeed if sent again (see `docs/operator-guide.md`).
 
 mod auth;
 pub mod capacity;
@@ -25,6 +27,7 @@ use serde::{Deserialize, Serialize};
 use tokio_util::sync::CancellationToken;
 
 use crate::capacity::CapacityHandle;
+use crate::error::ErrorCode;
 use crate::identity::write_private;
 use crate::lease::LeaseHandle;
 use crate::metrics::NodeMetrics;
@@ -63,7 +66,30 @@ pub struct StatusResponse {
 /// An API error body.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct ErrorBody {
+    /// What went wrong and what to do, for people.
     pub error: String,
+    /// The stable code ([`ErrorCode::as_str`]); absent from nodes older than the codes.
+    #[serde(default)]
+    pub code: Option<String>,
+    /// Whether the same request may succeed if sent again.
+    #[serde(default)]
+    pub retryable: bool,
+}
+
+impl ErrorBody {
+    /// The body of an error with a code.
+    pub fn new(code: ErrorCode, error: impl Into<String>) -> Self {
+        Self {
+            error: error.into(),
+            code: Some(code.as_str().to_owned()),
+            retryable: code.retryable(),
+        }
+    }
+
+    /// The code, when it is one this build knows.
+    pub fn code(&self) -> Option<ErrorCode> {
+        self.code.as_deref().and_then(ErrorCode::parse)
+    }
 }
 
 /// What the handlers share.

@@ -8,16 +8,20 @@
 //!   decides accept / reject / ignore for every advert that arrives.
 //! - [`service`] is the actor that owns this node's own advert: it persists the sequence number,
 //!   debounces changes, signs, publishes on gossipsub and refreshes before expiry.
+//! - [`gossip`] registers the advert topic with the book as its validator; [`sync`] is the
+//!   late-joiner and anti-entropy protocol (`/degroup/adverts/sync/1`).
 //! - [`query`] is the discovery language (`cpu>=8 mem>=32GiB country=FR`), with `--explain`;
 //!   [`units`] parses and prints sizes, durations, prices; [`country`] validates ISO codes.
 
 pub mod advert;
 pub mod book;
 pub mod country;
+pub mod gossip;
 pub mod inventory;
 pub mod offer;
 pub mod query;
 pub mod service;
+pub mod sync;
 pub mod units;
 
 pub use book::{AdvertBook, Verdict};

@@ -23,7 +23,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
-pub use client::ApiClient;
+pub use client::{ApiClient, ApiFailure};
 pub use debug::store_writer_value;
 
 /// degroup: a peer-to-peer federation of sovereign hosting capacity.

@@ -11,7 +11,6 @@
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::time::Duration;
 
 use figment::Figment;
 use figment::providers::{Env, Format as _, Serialized, Toml};
@@ -20,6 +19,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::capacity::offer::{CapacityConfig, OfferSettings};
 use crate::lease::{LeaseConfig, Policy};
+pub use crate::net::NetConfig;
 use crate::plugin::config::{Limits, PluginConfig};
 
 /// Name of the configuration file inside a data directory.
@@ -91,37 +91,6 @@ fn one_or_many<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<String>, D:
     })
 }
 
-/// The `[net]` table.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-#[serde(default, deny_unknown_fields)]
-pub struct NetConfig {
-    /// Most established connections in total.
-    pub max_connections: u32,
-    /// Most established connections to one peer.
-    pub max_connections_per_peer: u32,
-    /// Most incoming connections still in the handshake.
-    pub max_pending_incoming: u32,
-    /// Peers discovered through the DHT are dialled while fewer than this many are connected.
-    pub target_peers: u32,
-    /// Longest wait between two dials of an unreachable bootstrap peer, in seconds.
-    pub bootstrap_max_backoff_s: u64,
-    /// Gossipsub heartbeat (mesh maintenance and lazy gossip), in milliseconds.
-    pub gossip_heartbeat_ms: u64,
-}
-
-impl Default for NetConfig {
-    fn default() -> Self {
-        Self {
-            max_connections: 256,
-            max_connections_per_peer: 4,
-            max_pending_incoming: 128,
-            target_peers: 24,
-            bootstrap_max_backoff_s: 60,
-            gossip_heartbeat_ms: 1000,
-        }
-    }
-}
-
 /// Values given on the command line; only those present override the other layers.
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct FlagOverrides {
@@ -151,13 +120,6 @@ pub struct NodeConfig {
     pub lease: Policy,
     /// The `[plugin]` table: sandbox limits and supervision.
     pub plugin: Limits,
-}
-
-impl NodeConfig {
-    /// Longest bootstrap re-dial backoff.
-    pub fn bootstrap_max_backoff(&self) -> Duration {
-        Duration::from_secs(self.net.bootstrap_max_backoff_s.max(1))
-    }
 }
 
 /// A configuration problem, with enough context to fix it.

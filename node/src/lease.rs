@@ -12,19 +12,25 @@
 //! ```
 //!
 //! - [`contract`]: the signed documents and offline verification ([`contract::verify_doc`]).
-//! - [`wire`]: the protocol frames, refusal codes and the size-capped codec.
+//! - [`wire`]: the protocol frames, refusal codes, and [`LeaseProtocol`], which declares the
+//!   protocol's name, frame caps and limits to `net`.
 //! - [`policy`]: the host's `[lease]` configuration (allow/deny, durations, minimum price).
 //! - [`book`]: every lease of this node and the host's reservations, with the invariant
 //!   `leased + held ≤ offered` per resource; durable before anything is acknowledged.
 //! - [`service`]: the actor that owns the book: it answers peers (host side), stores what the
 //!   tenant side negotiated, expires offers and leases, signs usage receipts, and tells the
-//!   capacity actor what is leased so the advert's free capacity follows.
+//!   capacity actor what is leased so the advert's free capacity follows; subscribers (the
+//!   plugin supervisor) hear of every lease that ends ([`LeaseEvent`]).
 //! - [`tenant`]: the tenant's side of negotiation, renewal, release and receipt fetching; it
 //!   runs in the caller's task, not in the actor, so a slow host never blocks the book.
+//! - [`meter`]: what each lease's deployments use (fuel, peak memory, storage), written by
+//!   the plugin workers and read when a usage receipt is signed.
 //! - [`view`]: what `lease list/show` print.
 
 pub mod book;
 pub mod contract;
+mod error;
+pub mod meter;
 pub mod policy;
 pub mod service;
 pub mod tenant;
@@ -32,6 +38,9 @@ pub mod view;
 pub mod wire;
 
 pub use book::{LeaseBook, Role};
-pub use contract::{LeaseDoc, LeaseId, Slice};
+pub use contract::LeaseDoc;
+pub use error::LeaseError;
+pub use meter::Meter;
 pub use policy::{LeaseConfig, Policy};
-pub use service::{LeaseError, LeaseHandle};
+pub use service::{Deps, LeaseEvent, LeaseHandle};
+pub use wire::LeaseProtocol;

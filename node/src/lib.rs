@@ -3,15 +3,19 @@
 //! The degroup federation node: one daemon per datacenter or hosting company, and the
 //! `degroup` command that drives it.
 //!
-//! The node is split by domain, each behind a small API:
+//! The node is split by domain, each behind a small API, on a ground floor of shared types:
 //!
+//! - [`resources`] — the ground floor: the resource vector, unit prices, ids, the clock.
+//! - [`error`] — stable error codes ([`error::ErrorCode`]) every error at the API carries.
 //! - [`identity`] — the node's ed25519 key (`identity.key`, 0600), also its libp2p identity.
 //! - [`signed`] — signed envelopes: domain tag, exact payload bytes, signer, signature.
 //! - [`capacity`] — hardware inventory, signed capacity adverts, the advert book, discovery.
 //! - [`store`] — the embedded sled database; the only module that names sled.
 //! - [`lease`] — two-party signed leases: protocol, reservation book, expiry, usage receipts.
 //! - [`config`] — layered configuration: defaults < `config.toml` < `DEGROUP_*` < flags.
-//! - [`net`] — the libp2p swarm, owned by one task, driven through a cloneable handle.
+//! - [`net`] — the libp2p swarm, owned by one task, driven through a cloneable handle;
+//!   protocol-agnostic: each application protocol is a type implementing [`net::Protocol`]
+//!   in its own domain, registered in [`node`].
 //! - [`api`] — the admin HTTP API (bearer token) and Prometheus metrics.
 //! - [`node`] — assembly, run loop and shutdown.
 //! - [`cli`] — the `degroup` command line.
@@ -23,11 +27,13 @@ pub mod api;
 pub mod capacity;
 pub mod cli;
 pub mod config;
+pub mod error;
 pub mod identity;
 pub mod lease;
 pub mod metrics;
 pub mod net;
 pub mod node;
 pub mod plugin;
+pub mod resources;
 pub mod signed;
 pub mod store;

@@ -1,40 +1,53 @@
-//! The libp2p side of the node.
+//! The libp2p side of the node, protocol-agnostic.
 //!
 //! One task ([`task`]) owns the [`libp2p::Swarm`] and is the only code that touches it. The rest
-//! of the node holds a cloneable [`Network`] handle that sends [`Command`]s over a channel, each
+//! of the node holds a cloneable [`Network`] handle that sends commands over a channel, each
 //! with a oneshot for the reply — the shape of rust-libp2p's file-sharing example. The task
 //! multiplexes three sources: swarm events, commands, and a one-second housekeeping tick that
 //! re-dials bootstrap peers with exponential backoff.
 //!
 //! Transports: TCP and QUIC, noise, yamux. Behaviours: connection limits, identify (which also
-//! feeds Kademlia with the addresses peers announce), ping, and Kademlia on the degroup-specific
-//! protocol `/degroup/kad/1.0.0`, so that a node bootstrapped from one peer learns and connects
-//! to the others.
+//! feeds Kademlia with the addresses peers announce), ping, Kademlia on the degroup-specific
+//! protocol `/degroup/kad/1.0.0` (so that a node bootstrapped from one peer learns and connects
+//! to the others), gossipsub, and a small stream behaviour ([`streams`]) for the application
+//! protocols.
+//!
+//! `net` knows no application. Each application protocol is a type implementing [`Protocol`]
+//! in the domain that owns it; the composition root registers it on the [`NetworkBuilder`]
+//! ([`NetworkBuilder::serve`] hands back its typed [`Inbound`] queue) and the domain asks peers
+//! with [`Network::request`]. Gossip topics are registered the same way, with the domain's
+//! [`Validator`] ([`NetworkBuilder::topic`]), and published with [`Network::publish`].
+//! Connection events reach the domains that care through [`NetworkBuilder::events`].
+//!
+//! Adding a protocol: a type implementing [`Protocol`] in its domain's module, and one
+//! `builder.serve::<ThatType>()` line in `node.rs`. Nothing here changes.
 
 mod addrs;
 mod behaviour;
 mod bootstrap;
-pub mod codec;
-pub mod sync;
+mod config;
+mod frame;
+mod gossip;
+mod protocol;
+mod streams;
 mod task;
 
+use std::collections::HashMap;
 use std::sync::Arc;
 
-use libp2p::request_response::ResponseChannel;
-use libp2p::{Multiaddr, PeerId};
+use libp2p::{Multiaddr, PeerId, gossipsub};
 use prometheus_client::registry::Registry;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{broadcast, mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
-use crate::capacity::AdvertBook;
-use crate::config::NodeConfig;
 use crate::identity::Identity;
-use crate::lease::wire::{LeaseMsg, LeaseReply};
 use crate::metrics::NodeMetrics;
-use crate::plugin::wire::{DeployMsg, DeployReply};
 
 pub use addrs::{dialable, split_peer_id};
-pub use behaviour::ADVERT_TOPIC;
+pub use config::NetConfig;
+pub use gossip::{GossipError, Topic, Validation, Validator};
+pub use protocol::{BUSY, Inbound, InboundRequest, Limits, Protocol, RequestError, Responder};
+pub use streams::OpenError;
 
 /// What the network looks like from this node.
 #[derive(Debug, Clone, Default)]
@@ -45,6 +58,16 @@ pub struct NetStatus {
     pub connected_peers: Vec<PeerId>,
 }
 
+/// Connection events, for the domains that act on them (the advert sync asks a new peer for
+/// what it lacks).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NetEvent {
+    /// The first connection to a peer is established.
+    PeerConnected(PeerId),
+    /// The last connection to a peer closed.
+    PeerDisconnected(PeerId),
+}
+
 /// Network failures that reach callers.
 #[derive(Debug, thiserror::Error)]
 pub enum NetError {
@@ -52,37 +75,22 @@ pub enum NetError {
     Stopped,
     #[error("cannot set up the libp2p transport: {0}")]
     Transport(String),
-    #[error("cannot listen on {addr}: {reason}; pick another --listen address or port")]
+    #[error("cannot listen on {addr}: {reason}; pick another listen address or port")]
     Listen { addr: Multiaddr, reason: String },
     #[error("cannot dial {addr}: {reason}")]
     Dial { addr: Multiaddr, reason: String },
-    #[error("request to {peer} failed: {reason}")]
-    Request { peer: PeerId, reason: String },
+    #[error(transparent)]
+    Gossip(#[from] GossipError),
+    #[error("{0} is registered twice")]
+    Duplicate(&'static str),
 }
 
-/// A lease protocol message from a peer, with the channel its answer goes back on
-/// ([`Network::respond_lease`]).
-#[derive(Debug)]
-pub struct InboundLease {
-    pub peer: PeerId,
-    pub msg: LeaseMsg,
-    pub channel: ResponseChannel<LeaseReply>,
-}
-
-/// A deploy protocol message from a peer, with the channel its answer goes back on
-/// ([`Network::respond_deploy`]).
-#[derive(Debug)]
-pub struct InboundDeploy {
-    pub peer: PeerId,
-    pub msg: DeployMsg,
-    pub channel: ResponseChannel<DeployReply>,
-}
-
-/// Where the swarm task hands inbound requests of the application protocols.
-#[derive(Debug, Clone)]
-pub struct Inbound {
-    pub lease: mpsc::Sender<InboundLease>,
-    pub deploy: mpsc::Sender<InboundDeploy>,
+/// Where and how the swarm runs.
+#[derive(Debug, Clone, Default)]
+pub struct NetParams {
+    pub listen: Vec<Multiaddr>,
+    pub bootstrap: Vec<Multiaddr>,
+    pub config: NetConfig,
 }
 
 /// Requests to the swarm task.
@@ -92,26 +100,98 @@ pub(crate) enum Command {
     Dial(Multiaddr, oneshot::Sender<Result<(), NetError>>),
     /// Answered once the swarm has at least one listen address.
     WaitListening(oneshot::Sender<()>),
-    /// Publish an advert envelope on the advert topic.
-    PublishAdvert(Vec<u8>),
-    /// Send a lease protocol message (dialling `addrs` if not connected) and wait for the reply.
-    LeaseRequest {
+    /// Publish on a registered topic.
+    Publish {
+        topic: gossipsub::TopicHash,
+        data: Vec<u8>,
+    },
+    /// Open a stream of a protocol to a peer (dialling `addrs` if not connected).
+    Open {
         peer: PeerId,
         addrs: Vec<Multiaddr>,
-        msg: LeaseMsg,
-        reply: oneshot::Sender<Result<LeaseReply, NetError>>,
+        open: streams::Open,
     },
-    /// Answer an inbound lease message.
-    LeaseRespond(ResponseChannel<LeaseReply>, LeaseReply),
-    /// Send a deploy protocol message and wait for the reply.
-    DeployRequest {
-        peer: PeerId,
-        addrs: Vec<Multiaddr>,
-        msg: DeployMsg,
-        reply: oneshot::Sender<Result<DeployReply, NetError>>,
-    },
-    /// Answer an inbound deploy message.
-    DeployRespond(ResponseChannel<DeployReply>, DeployReply),
+}
+
+/// Collects the protocols and topics a node runs, then starts the swarm.
+pub struct NetworkBuilder {
+    identity: Identity,
+    params: NetParams,
+    servers: Vec<protocol::Server>,
+    topics: gossip::Topics,
+    events: broadcast::Sender<NetEvent>,
+}
+
+impl std::fmt::Debug for NetworkBuilder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("NetworkBuilder")
+            .field("params", &self.params)
+            .finish_non_exhaustive()
+    }
+}
+
+impl NetworkBuilder {
+    /// Serves protocol `P`: peers' requests arrive, decoded and capped, on the returned queue.
+    pub fn serve<P: Protocol>(&mut self) -> Result<Inbound<P>, NetError> {
+        if self.servers.iter().any(|s| s.protocol.as_ref() == P::NAME) {
+            return Err(NetError::Duplicate(P::NAME));
+        }
+        let (server, inbound) = protocol::serve::<P>();
+        self.servers.push(server);
+        Ok(inbound)
+    }
+
+    /// Subscribes to a gossip topic; every message is first put to `topic.validate`.
+    pub fn topic(&mut self, topic: Topic) -> Result<(), NetError> {
+        let hash = gossipsub::IdentTopic::new(topic.name).hash();
+        if self.topics.contains_key(&hash) {
+            return Err(NetError::Duplicate(topic.name));
+        }
+        self.topics.insert(hash, topic);
+        Ok(())
+    }
+
+    /// A receiver of connection events (subscribe before [`NetworkBuilder::start`] to miss
+    /// none).
+    pub fn events(&self) -> broadcast::Receiver<NetEvent> {
+        self.events.subscribe()
+    }
+
+    /// Builds the swarm, starts listening, and spawns the task that owns it and one task per
+    /// served protocol. They end when `shutdown` is cancelled.
+    pub fn start(
+        self,
+        registry: &mut Registry,
+        metrics: NodeMetrics,
+        shutdown: CancellationToken,
+    ) -> Result<(Network, tokio::task::JoinHandle<()>), NetError> {
+        let (tx, rx) = mpsc::channel(1024);
+        let mut queues = HashMap::new();
+        for server in self.servers {
+            queues.insert(server.protocol, server.streams);
+            let stop = shutdown.clone();
+            let task = server.task;
+            tokio::spawn(async move {
+                tokio::select! {
+                    () = stop.cancelled() => {}
+                    () = task => {}
+                }
+            });
+        }
+        let task = task::SwarmTask::new(task::Setup {
+            identity: &self.identity,
+            params: &self.params,
+            registry,
+            metrics,
+            topics: self.topics,
+            queues: Arc::new(queues),
+            events: self.events,
+            commands: rx,
+        })?;
+        let local_peer_id = self.identity.peer_id();
+        let handle = tokio::spawn(task.run(shutdown));
+        Ok((Network { tx, local_peer_id }, handle))
+    }
 }
 
 /// Cloneable handle to the swarm task.
@@ -122,22 +202,15 @@ pub struct Network {
 }
 
 impl Network {
-    /// Builds the swarm, starts listening, and spawns the task that owns it. The task ends when
-    /// `shutdown` is cancelled.
-    pub fn start(
-        identity: &Identity,
-        config: &NodeConfig,
-        registry: &mut Registry,
-        metrics: NodeMetrics,
-        book: Arc<AdvertBook>,
-        inbound: Inbound,
-        shutdown: CancellationToken,
-    ) -> Result<(Self, tokio::task::JoinHandle<()>), NetError> {
-        let (tx, rx) = mpsc::channel(1024);
-        let task = task::SwarmTask::new(identity, config, registry, metrics, book, inbound, rx)?;
-        let local_peer_id = identity.peer_id();
-        let handle = tokio::spawn(task.run(shutdown));
-        Ok((Self { tx, local_peer_id }, handle))
+    /// A builder for a node with this identity.
+    pub fn builder(identity: &Identity, params: NetParams) -> NetworkBuilder {
+        NetworkBuilder {
+            identity: identity.clone(),
+            params,
+            servers: Vec::new(),
+            topics: HashMap::new(),
+            events: broadcast::channel(1024).0,
+        }
     }
 
     /// This node's peer id.
@@ -167,57 +240,61 @@ impl Network {
         self.ask(|r| Command::Dial(addr, r)).await?
     }
 
-    /// Publishes this node's advert (fire and forget: a node alone has nobody to tell, and peers
-    /// that connect later get it through the sync protocol).
-    pub async fn publish_advert(&self, envelope: Vec<u8>) {
-        let _ = self.tx.send(Command::PublishAdvert(envelope)).await;
-    }
-
-    /// Sends a lease message to `peer` and waits for its answer. `addrs` are tried if there is
-    /// no connection yet.
-    pub async fn lease_request(
-        &self,
-        peer: PeerId,
-        addrs: Vec<Multiaddr>,
-        msg: LeaseMsg,
-    ) -> Result<LeaseReply, NetError> {
-        self.ask(|reply| Command::LeaseRequest {
-            peer,
-            addrs,
-            msg,
-            reply,
-        })
-        .await?
-    }
-
-    /// Answers an inbound lease message.
-    pub async fn respond_lease(&self, channel: ResponseChannel<LeaseReply>, reply: LeaseReply) {
-        let _ = self.tx.send(Command::LeaseRespond(channel, reply)).await;
-    }
-
-    /// Sends a deploy protocol message to `peer` and waits for its answer.
-    pub async fn deploy_request(
-        &self,
-        peer: PeerId,
-        addrs: Vec<Multiaddr>,
-        msg: DeployMsg,
-    ) -> Result<DeployReply, NetError> {
-        self.ask(|reply| Command::DeployRequest {
-            peer,
-            addrs,
-            msg,
-            reply,
-        })
-        .await?
-    }
-
-    /// Answers an inbound deploy message.
-    pub async fn respond_deploy(&self, channel: ResponseChannel<DeployReply>, reply: DeployReply) {
-        let _ = self.tx.send(Command::DeployRespond(channel, reply)).await;
-    }
-
     /// Waits until the swarm listens on at least one address.
     pub async fn wait_listening(&self) -> Result<(), NetError> {
         self.ask(Command::WaitListening).await
+    }
+
+    /// Publishes on a registered topic (fire and forget: a node alone has nobody to tell; the
+    /// newest message that found no subscribed peer goes out when one subscribes).
+    pub async fn publish(&self, topic: &str, data: Vec<u8>) {
+        let topic = gossipsub::IdentTopic::new(topic).hash();
+        let _ = self.tx.send(Command::Publish { topic, data }).await;
+    }
+
+    /// Sends a request of protocol `P` to `peer` and waits for its answer, within the
+    /// protocol's timeout.
+    pub async fn request<P: Protocol>(
+        &self,
+        peer: PeerId,
+        request: P::Request,
+    ) -> Result<P::Response, RequestError> {
+        self.request_at::<P>(peer, Vec::new(), request).await
+    }
+
+    /// As [`Network::request`], dialling `addrs` too when there is no connection to `peer`.
+    pub async fn request_at<P: Protocol>(
+        &self,
+        peer: PeerId,
+        addrs: Vec<Multiaddr>,
+        request: P::Request,
+    ) -> Result<P::Response, RequestError> {
+        // The size cap is the server's to enforce (it reads at most its cap and refuses the
+        // rest): a request over it fails there, which is what a hostile peer meets too.
+        let bytes = frame::encode(&request).map_err(RequestError::NoAnswer)?;
+        let after = P::LIMITS.timeout;
+        let mut sent = false;
+        let exchange = async {
+            let (reply, rx) = oneshot::channel();
+            let open = streams::Open {
+                protocol: P::stream_protocol(),
+                reply,
+            };
+            self.tx
+                .send(Command::Open { peer, addrs, open })
+                .await
+                .map_err(|_| RequestError::Stopped)?;
+            let stream = rx
+                .await
+                .map_err(|_| RequestError::Unreachable(OpenError::Closed))?
+                .map_err(RequestError::Unreachable)?;
+            sent = true;
+            protocol::exchange::<P>(stream, &bytes).await
+        };
+        let outcome = tokio::time::timeout(after, exchange).await;
+        match outcome {
+            Ok(result) => result,
+            Err(_) => Err(RequestError::Timeout { after, sent }),
+        }
     }
 }

@@ -13,16 +13,17 @@ use prometheus_client::registry::Registry;
 use tokio_util::sync::CancellationToken;
 
 use crate::api::{Api, ApiConfig, ApiError};
-use crate::capacity::advert::now_ms;
 use crate::capacity::service::{self, Timing};
-use crate::capacity::{AdvertBook, CapacityError};
+use crate::capacity::sync::SyncProtocol;
+use crate::capacity::{AdvertBook, CapacityError, gossip};
 use crate::config::{self, ConfigError, FlagOverrides, NodeConfig};
 use crate::identity::{Identity, IdentityError, KEY_FILE};
+use crate::lease::{LeaseProtocol, Meter};
 use crate::metrics::NodeMetrics;
-use crate::net::{Inbound, NetError, Network};
-use crate::plugin::PluginError;
-use crate::plugin::meter::Meter;
+use crate::net::{NetError, NetParams, Network};
 use crate::plugin::runtime::{Runtime, SandboxError};
+use crate::plugin::{DeployProtocol, PluginError};
+use crate::resources::now_ms;
 use crate::store::{Store, StoreError};
 
 /// Longest time shutdown may take before the rest is abandoned.
@@ -124,20 +125,22 @@ pub async fn run(
     let mut registry = Registry::default();
     let metrics = NodeMetrics::register(&mut registry);
     let book = Arc::new(AdvertBook::open(&store, now_ms())?);
-    let (inbound_lease_tx, inbound_lease) = tokio::sync::mpsc::channel(4096);
-    let (inbound_deploy_tx, inbound_deploy) = tokio::sync::mpsc::channel(1024);
-    let (net, net_task) = Network::start(
+
+    // The network, and what it carries: one line per gossip topic and per protocol.
+    let mut net = Network::builder(
         &identity,
-        &config,
-        &mut registry,
-        metrics.clone(),
-        book.clone(),
-        Inbound {
-            lease: inbound_lease_tx,
-            deploy: inbound_deploy_tx,
+        NetParams {
+            listen: config.listen.clone(),
+            bootstrap: config.bootstrap.clone(),
+            config: config.net.clone(),
         },
-        shutdown.clone(),
-    )?;
+    );
+    net.topic(gossip::topic(book.clone(), metrics.clone()))?;
+    let sync_inbound = net.serve::<SyncProtocol>()?;
+    let lease_inbound = net.serve::<LeaseProtocol>()?;
+    let deploy_inbound = net.serve::<DeployProtocol>()?;
+    let net_events = net.events();
+    let (net, net_task) = net.start(&mut registry, metrics.clone(), shutdown.clone())?;
     let registry = Arc::new(registry);
     if tokio::time::timeout(Duration::from_secs(5), net.wait_listening())
         .await
@@ -158,14 +161,24 @@ pub async fn run(
         },
         shutdown.clone(),
     )?;
-    let (leases, lease_task) = crate::lease::service::start(
-        identity.clone(),
-        &store,
-        config.lease.clone(),
+    let sync_task = tokio::spawn(crate::capacity::sync::run(
         net.clone(),
-        capacity.clone(),
-        inbound_lease,
-        meter.clone(),
+        book.clone(),
+        metrics.clone(),
+        sync_inbound,
+        net_events,
+        shutdown.clone(),
+    ));
+    let (leases, lease_task) = crate::lease::service::start(
+        crate::lease::Deps {
+            identity: identity.clone(),
+            store: store.clone(),
+            policy: config.lease.clone(),
+            net: net.clone(),
+            capacity: capacity.clone(),
+            meter: meter.clone(),
+        },
+        lease_inbound,
         shutdown.clone(),
     )?;
     let runtime = Runtime::new(config.plugin.clone(), Some(config.data_dir.join("cache")))?;
@@ -179,7 +192,7 @@ pub async fn run(
             adverts: book,
             meter,
         },
-        inbound_deploy,
+        deploy_inbound,
         shutdown.clone(),
     )
     .await?;
@@ -213,6 +226,7 @@ pub async fn run(
         let _ = plugin_task.await;
         let _ = lease_task.await;
         let _ = capacity_task.await;
+        let _ = sync_task.await;
         let _ = net_task.await;
         if let Err(e) = store.flush_async().await {
             tracing::error!(error = %e, "final store flush failed");

@@ -9,17 +9,17 @@
 //! - [`kv`], [`logs`]: a deployment's key-value store (a sled tree, capped by the lease's disk)
 //!   and its rate-limited ring buffer of logs.
 //! - [`worker`]: one thread per running deployment: ticks, restarts with backoff, gives up.
-//! - [`supervisor`]: the actor owning deployments; host side of `/degroup/deploy/1` ([`wire`]),
-//!   tenant side, restarts after a node restart, stop at lease end.
-//! - [`meter`]: fuel, peak memory and storage per lease, read by the usage receipts.
+//! - [`supervisor`]: the actor owning deployments; host side of `/degroup/deploy/2` ([`wire`],
+//!   its own versioned wire structs), tenant side, restarts after a node restart, stop at
+//!   lease end.
 //! - [`local`]: `degroup plugin run`, the same sandbox with a throwaway store.
 
 pub mod config;
 pub mod deployment;
+mod error;
 pub mod kv;
 pub mod local;
 pub mod logs;
-pub mod meter;
 pub mod package;
 pub mod runtime;
 pub mod supervisor;
@@ -27,7 +27,8 @@ pub mod wire;
 pub mod worker;
 
 pub use config::{Limits, PluginConfig};
-pub use meter::Meter;
+pub use error::PluginError;
 pub use package::Package;
 pub use runtime::Runtime;
-pub use supervisor::{PluginError, PluginHandle};
+pub use supervisor::PluginHandle;
+pub use wire::DeployProtocol;

@@ -4,21 +4,20 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::path::Path;
-use std::sync::Arc;
 use std::time::Duration;
 
-use degroup_node::capacity::AdvertBook;
-use degroup_node::capacity::advert::now_ms;
 use degroup_node::config::{FlagOverrides, load};
 use degroup_node::identity::{Identity, KEY_FILE};
+use degroup_node::lease::LeaseProtocol;
 use degroup_node::lease::contract::{
-    Acceptance, Ask, Contract, LeaseRequest, ReleaseRequest, Slice, hash,
+    Acceptance, Ask, Contract, LeaseRequest, ReleaseRequest, hash,
 };
 use degroup_node::lease::wire::{LeaseMsg, LeaseReply, RefusalCode};
 use degroup_node::metrics::NodeMetrics;
-use degroup_node::net::Network;
+use degroup_node::net::{NetParams, Network};
+use degroup_node::resources::Resources;
+use degroup_node::resources::now_ms;
 use degroup_node::signed::Envelope;
-use degroup_node::store::Store;
 use libp2p::{Multiaddr, PeerId};
 use tokio_util::sync::CancellationToken;
 
@@ -98,14 +97,9 @@ async fn start_host(root: &Path, shutdown: &CancellationToken) -> Host {
     Host { addr, ..host }
 }
 
-/// A bare network endpoint with its own key: the "peer" that sends crafted messages.
-/// What an endpoint keeps alive: its store and the (unused) inbound lease queue.
-type Keep = (
-    Store,
-    tokio::sync::mpsc::Receiver<degroup_node::net::InboundLease>,
-);
-
-fn endpoint(root: &Path, shutdown: &CancellationToken) -> (Network, Identity, Keep) {
+/// A bare network endpoint with its own key: the "peer" that sends crafted messages. It
+/// serves nothing; it only asks.
+fn endpoint(root: &Path, shutdown: &CancellationToken) -> (Network, Identity) {
     let dir = root.join("peer");
     std::fs::create_dir_all(&dir).unwrap();
     let identity = Identity::generate().unwrap();
@@ -114,34 +108,28 @@ fn endpoint(root: &Path, shutdown: &CancellationToken) -> (Network, Identity, Ke
         ..Default::default()
     };
     let config = load(&dir, &flags).unwrap();
-    let store = Store::open(&dir).unwrap();
-    let book = Arc::new(AdvertBook::open(&store, now_ms()).unwrap());
     let mut registry = prometheus_client::registry::Registry::default();
     let metrics = NodeMetrics::register(&mut registry);
-    let (tx, rx) = tokio::sync::mpsc::channel(16);
-    let (net, _task) = Network::start(
+    let builder = Network::builder(
         &identity,
-        &config,
-        &mut registry,
-        metrics,
-        book,
-        degroup_node::net::Inbound {
-            lease: tx,
-            // Deploys are not part of these tests: nobody listens.
-            deploy: tokio::sync::mpsc::channel(1).0,
+        NetParams {
+            listen: config.listen,
+            bootstrap: Vec::new(),
+            config: config.net,
         },
-        shutdown.clone(),
-    )
-    .unwrap();
-    (net, identity, (store, rx))
+    );
+    let (net, _task) = builder
+        .start(&mut registry, metrics, shutdown.clone())
+        .unwrap();
+    (net, identity)
 }
 
 fn request(host: &Host, nonce: u8, key: u8) -> LeaseRequest {
     LeaseRequest {
         host: host.key,
-        ask: Ask::New(Slice {
+        ask: Ask::New(Resources {
             cpu_millis: 500,
-            ..Slice::default()
+            ..Resources::default()
         }),
         duration_ms: 3_600_000,
         max_hourly_micros: None,
@@ -169,14 +157,14 @@ async fn bad_messages_are_refused_and_retries_are_idempotent() {
     let tmp = tempfile::tempdir().unwrap();
     let shutdown = CancellationToken::new();
     let host = start_host(tmp.path(), &shutdown).await;
-    let (net, me, _keep) = endpoint(tmp.path(), &shutdown);
+    let (net, me) = endpoint(tmp.path(), &shutdown);
     let send = |msg: LeaseMsg| {
         let net = net.clone();
         let (peer, addr) = (host.peer, host.addr.clone());
         async move {
             tokio::time::timeout(
                 Duration::from_secs(15),
-                net.lease_request(peer, vec![addr], msg),
+                net.request_at::<LeaseProtocol>(peer, vec![addr], msg),
             )
             .await
             .expect("an answer in time")
@@ -214,14 +202,14 @@ async fn bad_messages_are_refused_and_retries_are_idempotent() {
     assert!(refused(&r, RefusalCode::Replay).contains("stale"));
     // Too much, too long, nothing at all.
     let mut big = request(&host, 5, 5);
-    big.ask = Ask::New(Slice {
+    big.ask = Ask::New(Resources {
         cpu_millis: 3000,
-        ..Slice::default()
+        ..Resources::default()
     });
     let r = send(LeaseMsg::Request(sealed(&me, &big))).await.unwrap();
     refused(&r, RefusalCode::Capacity);
     let mut empty = request(&host, 6, 6);
-    empty.ask = Ask::New(Slice::default());
+    empty.ask = Ask::New(Resources::default());
     let r = send(LeaseMsg::Request(sealed(&me, &empty))).await.unwrap();
     refused(&r, RefusalCode::Invalid);
     // Countersignatures and releases of leases that do not exist.
@@ -309,9 +297,9 @@ async fn bad_messages_are_refused_and_retries_are_idempotent() {
     assert_eq!(host.get("/v1/leases-check").await["ok"], true);
 
     // Receipts and releases are for the lease's tenant only.
-    let (net2, _, _keep2) = endpoint(&tmp.path().join("second"), &shutdown);
+    let (net2, _) = endpoint(&tmp.path().join("second"), &shutdown);
     let r = net2
-        .lease_request(
+        .request_at::<LeaseProtocol>(
             host.peer,
             vec![host.addr.clone()],
             LeaseMsg::Receipts {

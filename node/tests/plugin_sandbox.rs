@@ -10,14 +10,15 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use degroup_node::lease::Meter;
 use degroup_node::plugin::config::Limits;
 use degroup_node::plugin::deployment::State;
 use degroup_node::plugin::kv::Kv;
 use degroup_node::plugin::logs::Logs;
-use degroup_node::plugin::meter::Meter;
 use degroup_node::plugin::package::{Package, PackageError};
-use degroup_node::plugin::runtime::{Env, Fault, LeaseInfo, LeaseSlice, Runtime};
+use degroup_node::plugin::runtime::{Env, Fault, LeaseInfo, Runtime};
 use degroup_node::plugin::worker::{self, Spec, Started, Worker, WorkerEvent};
+use degroup_node::resources::Resources;
 use degroup_node::store::Store;
 
 const MIB: u64 = 1 << 20;
@@ -41,7 +42,7 @@ fn info(id: &str, mem: u64, disk: u64) -> LeaseInfo {
         deployment_id: id.to_owned(),
         host: "host".into(),
         tenant: "tenant".into(),
-        slice: LeaseSlice {
+        slice: Resources {
             cpu_millis: 1000,
             mem_bytes: mem,
             disk_bytes: disk,
@@ -153,7 +154,7 @@ fn hostile_plugins_are_contained_while_a_neighbour_keeps_ticking() {
     let mut failed = HashMap::new();
     let mut samples = Vec::new();
     while started.elapsed() < Duration::from_secs(60) {
-        while let Ok(WorkerEvent::Failed { id, reason }) = events.try_recv() {
+        while let Ok(WorkerEvent::Failed { id, reason, .. }) = events.try_recv() {
             failed.insert(id, reason);
         }
         samples.push(counter.worker.shared.snapshot().2.ticks);

@@ -3,12 +3,13 @@
 use std::sync::Arc;
 
 use axum::extract::{Request, State};
-use axum::http::{StatusCode, header};
+use axum::http::header;
 use axum::middleware::Next;
-use axum::response::{IntoResponse as _, Response};
+use axum::response::Response;
 
 use super::ApiState;
 use super::routes::error;
+use crate::error::ErrorCode;
 
 /// Compares in time independent of where the first difference is.
 fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
@@ -32,10 +33,9 @@ pub(super) async fn require_token(
         }
         Some(_) => {
             let mut r = error(
-                StatusCode::UNAUTHORIZED,
+                ErrorCode::Unauthorized,
                 "invalid API token; read it from <data-dir>/api.token",
-            )
-            .into_response();
+            );
             r.headers_mut().insert(
                 header::WWW_AUTHENTICATE,
                 header::HeaderValue::from_static("Bearer"),
@@ -44,10 +44,9 @@ pub(super) async fn require_token(
         }
         None => {
             let mut r = error(
-                StatusCode::UNAUTHORIZED,
+                ErrorCode::Unauthorized,
                 "missing `Authorization: Bearer <token>`; the token is in <data-dir>/api.token",
-            )
-            .into_response();
+            );
             r.headers_mut().insert(
                 header::WWW_AUTHENTICATE,
                 header::HeaderValue::from_static("Bearer"),

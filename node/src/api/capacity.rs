@@ -10,11 +10,11 @@ use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
 
 use super::ApiState;
-use super::routes::error;
-use crate::capacity::CapacityError;
-use crate::capacity::advert::now_ms;
+use super::routes::{error, respond};
 use crate::capacity::offer::OfferSettings;
 use crate::capacity::query::{self, QueryError};
+use crate::error::ErrorCode;
+use crate::resources::now_ms;
 
 /// Body of `PUT /v1/capacity`.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -41,24 +41,17 @@ pub struct FindParams {
 #[derive(Debug, Serialize, Deserialize)]
 pub struct QueryErrorBody {
     pub error: String,
+    /// Always `bad_input`.
+    #[serde(default)]
+    pub code: String,
+    #[serde(default)]
+    pub retryable: bool,
     pub position: usize,
     pub len: usize,
 }
 
-fn capacity_error(e: &CapacityError) -> Response {
-    let status = match e {
-        CapacityError::Invalid(_) => StatusCode::BAD_REQUEST,
-        CapacityError::Store(_) => StatusCode::INTERNAL_SERVER_ERROR,
-        CapacityError::Stopped => StatusCode::SERVICE_UNAVAILABLE,
-    };
-    error(status, &e.to_string()).into_response()
-}
-
 pub(super) async fn show(State(state): State<Arc<ApiState>>) -> Response {
-    match state.capacity.show().await {
-        Ok(view) => Json(view).into_response(),
-        Err(e) => capacity_error(&e),
-    }
+    respond(state.capacity.show().await)
 }
 
 pub(super) async fn set(
@@ -67,12 +60,9 @@ pub(super) async fn set(
 ) -> Response {
     let Json(update) = match body {
         Ok(b) => b,
-        Err(e) => return error(StatusCode::BAD_REQUEST, &e.body_text()).into_response(),
+        Err(e) => return error(ErrorCode::BadInput, &e.body_text()),
     };
-    match state.capacity.set(update.settings, update.force).await {
-        Ok(view) => Json(view).into_response(),
-        Err(e) => capacity_error(&e),
-    }
+    respond(state.capacity.set(update.settings, update.force).await)
 }
 
 pub(super) async fn find(
@@ -81,7 +71,7 @@ pub(super) async fn find(
 ) -> Response {
     let QueryParams(params) = match params {
         Ok(p) => p,
-        Err(e) => return error(StatusCode::BAD_REQUEST, &e.body_text()).into_response(),
+        Err(e) => return error(ErrorCode::BadInput, &e.body_text()),
     };
     let parsed = match query::parse(&params.q) {
         Ok(q) => q,
@@ -95,6 +85,8 @@ pub(super) async fn find(
                 StatusCode::BAD_REQUEST,
                 Json(QueryErrorBody {
                     error: message,
+                    code: ErrorCode::BadInput.as_str().to_owned(),
+                    retryable: false,
                     position,
                     len,
                 }),
@@ -110,7 +102,7 @@ pub(super) async fn find(
     .await;
     match result {
         Ok(r) => Json(r).into_response(),
-        Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, &e.to_string()).into_response(),
+        Err(e) => error(ErrorCode::Internal, &e.to_string()),
     }
 }
 

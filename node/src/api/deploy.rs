@@ -18,17 +18,16 @@ use axum::Json;
 use axum::Router;
 use axum::extract::rejection::{JsonRejection, QueryRejection};
 use axum::extract::{DefaultBodyLimit, Path, Query, State};
-use axum::http::StatusCode;
-use axum::response::{IntoResponse, Response};
+use axum::response::Response;
 use axum::routing::{get, post};
 use base64::Engine as _;
 use serde::{Deserialize, Serialize};
 
 use super::ApiState;
-use super::routes::error;
+use super::routes::{fail, respond};
 use crate::plugin::PluginError;
 use crate::plugin::package::MAX_PACKAGE;
-use crate::plugin::supervisor::tenant::DeployParams;
+use crate::plugin::supervisor::DeployParams;
 
 /// Most log lines one `logs` page returns.
 const MAX_PAGE: u32 = 1000;
@@ -85,28 +84,6 @@ pub(super) fn routes() -> Router<Arc<ApiState>> {
         .route("/v1/deployments/{id}/stop", post(stop))
         // base64 grows a package by 4/3; leave room for the JSON around it.
         .layer(DefaultBodyLimit::max(MAX_PACKAGE / 3 * 4 + 64 * 1024))
-}
-
-fn plugin_error(e: &PluginError) -> Response {
-    let status = match e {
-        PluginError::BadInput(_) => StatusCode::BAD_REQUEST,
-        PluginError::NotFound(_) => StatusCode::NOT_FOUND,
-        PluginError::Refused(_) => StatusCode::CONFLICT,
-        PluginError::Unreachable { .. } | PluginError::Protocol(_) => StatusCode::BAD_GATEWAY,
-        PluginError::Lease(crate::lease::LeaseError::NotFound(_)) => StatusCode::NOT_FOUND,
-        PluginError::Lease(crate::lease::LeaseError::BadInput(_)) => StatusCode::BAD_REQUEST,
-        PluginError::Sandbox(_) => StatusCode::UNPROCESSABLE_ENTITY,
-        PluginError::Store(_) | PluginError::Lease(_) => StatusCode::INTERNAL_SERVER_ERROR,
-        PluginError::Stopped => StatusCode::SERVICE_UNAVAILABLE,
-    };
-    error(status, &e.to_string()).into_response()
-}
-
-fn respond<T: Serialize>(r: Result<T, PluginError>) -> Response {
-    match r {
-        Ok(v) => Json(v).into_response(),
-        Err(e) => plugin_error(&e),
-    }
 }
 
 fn body<T>(b: Result<Json<T>, JsonRejection>) -> Result<T, PluginError> {
@@ -180,7 +157,7 @@ async fn logs(
 ) -> Response {
     let q = match q {
         Ok(Query(q)) => q,
-        Err(e) => return plugin_error(&PluginError::BadInput(e.body_text())),
+        Err(e) => return fail(&PluginError::BadInput(e.body_text())),
     };
     let limit = q.limit.unwrap_or(200).clamp(1, MAX_PAGE);
     respond(state.plugins.logs(&id, q.after, limit).await)

@@ -15,17 +15,16 @@ use axum::Json;
 use axum::Router;
 use axum::extract::rejection::JsonRejection;
 use axum::extract::{Path, State};
-use axum::http::StatusCode;
-use axum::response::{IntoResponse, Response};
+use axum::response::Response;
 use axum::routing::{get, post};
 use serde::{Deserialize, Serialize};
 
 use super::ApiState;
-use super::routes::error;
+use super::routes::{fail, respond};
 use crate::lease::LeaseError;
-use crate::lease::contract::Slice;
 use crate::lease::tenant::CreateParams;
 use crate::lease::view::LeaseView;
+use crate::resources::Resources;
 
 /// Body of `POST /v1/leases`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -85,25 +84,6 @@ pub(super) fn routes() -> Router<Arc<ApiState>> {
         .route("/v1/leases/{id}/terminate", post(terminate))
 }
 
-fn lease_error(e: &LeaseError) -> Response {
-    let status = match e {
-        LeaseError::BadInput(_) => StatusCode::BAD_REQUEST,
-        LeaseError::NotFound(_) => StatusCode::NOT_FOUND,
-        LeaseError::Refused(_) => StatusCode::CONFLICT,
-        LeaseError::Unreachable { .. } | LeaseError::Protocol(_) => StatusCode::BAD_GATEWAY,
-        LeaseError::Store(_) => StatusCode::INTERNAL_SERVER_ERROR,
-        LeaseError::Stopped => StatusCode::SERVICE_UNAVAILABLE,
-    };
-    error(status, &e.to_string()).into_response()
-}
-
-fn respond<T: Serialize>(r: Result<T, LeaseError>) -> Response {
-    match r {
-        Ok(v) => Json(v).into_response(),
-        Err(e) => lease_error(&e),
-    }
-}
-
 fn body<T>(b: Result<Json<T>, JsonRejection>) -> Result<T, LeaseError> {
     b.map(|Json(v)| v)
         .map_err(|e| LeaseError::BadInput(e.body_text()))
@@ -158,7 +138,7 @@ fn create_params(b: &CreateBody) -> Result<CreateParams, LeaseError> {
     }
     Ok(CreateParams {
         host,
-        slice: Slice {
+        slice: Resources {
             cpu_millis: b.cpu_millis,
             mem_bytes: b.mem_bytes,
             disk_bytes: b.disk_bytes,
@@ -176,11 +156,11 @@ async fn create(
 ) -> Response {
     let b = match body(b) {
         Ok(b) => b,
-        Err(e) => return lease_error(&e),
+        Err(e) => return fail(&e),
     };
     let params = match create_params(&b) {
         Ok(p) => p,
-        Err(e) => return lease_error(&e),
+        Err(e) => return fail(&e),
     };
     respond(state.leases.create(&params).await)
 }
@@ -192,7 +172,7 @@ async fn renew(
 ) -> Response {
     let b = match body(b) {
         Ok(b) => b,
-        Err(e) => return lease_error(&e),
+        Err(e) => return fail(&e),
     };
     respond(
         state
@@ -213,7 +193,7 @@ async fn terminate(
 ) -> Response {
     let b = match body(b) {
         Ok(b) => b,
-        Err(e) => return lease_error(&e),
+        Err(e) => return fail(&e),
     };
     respond(state.leases.terminate(&id, &b.reason).await)
 }

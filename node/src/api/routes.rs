@@ -11,15 +11,27 @@ use axum::{Json, Router};
 use prometheus_client::registry::Registry;
 
 use super::{ApiState, ErrorBody, StatusResponse, auth};
+use crate::error::{Coded, ErrorCode};
 use crate::metrics::{ApiRequestLabels, encode};
 
-pub(super) fn error(status: StatusCode, message: &str) -> (StatusCode, Json<ErrorBody>) {
-    (
-        status,
-        Json(ErrorBody {
-            error: message.to_owned(),
-        }),
-    )
+/// An error answer: the code's status and the JSON body.
+pub(super) fn error(code: ErrorCode, message: &str) -> Response {
+    let status =
+        StatusCode::from_u16(code.http_status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    (status, Json(ErrorBody::new(code, message))).into_response()
+}
+
+/// The answer to a domain error.
+pub(super) fn fail(e: &impl Coded) -> Response {
+    error(e.code(), &e.to_string())
+}
+
+/// The answer to a domain result.
+pub(super) fn respond<T: serde::Serialize, E: Coded>(r: Result<T, E>) -> Response {
+    match r {
+        Ok(v) => Json(v).into_response(),
+        Err(e) => fail(&e),
+    }
 }
 
 pub(super) fn router(state: Arc<ApiState>) -> Router {
@@ -77,9 +89,9 @@ async fn count_requests(
     response
 }
 
-async fn not_found() -> impl IntoResponse {
+async fn not_found() -> Response {
     error(
-        StatusCode::NOT_FOUND,
+        ErrorCode::NotFound,
         "no such route; see docs/operator-guide.md for the admin API",
     )
 }
@@ -107,7 +119,7 @@ async fn status(State(state): State<Arc<ApiState>>) -> Response {
             adverts_known: state.capacity.book().len(),
         })
         .into_response(),
-        Err(e) => error(StatusCode::SERVICE_UNAVAILABLE, &e.to_string()).into_response(),
+        Err(e) => error(ErrorCode::Unavailable, &e.to_string()),
     }
 }
 

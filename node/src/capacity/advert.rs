@@ -7,6 +7,7 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::resources::{Inventory, Prices};
 use crate::signed::{Envelope, EnvelopeError, Kind, Opened};
 
 /// Domain tag of adverts.
@@ -17,41 +18,6 @@ pub const MAX_ADVERT_SIZE: usize = 16 * 1024;
 pub const MAX_CLOCK_SKEW_MS: u64 = 60_000;
 /// Longest lifetime an advert may claim, in ms.
 pub const MAX_TTL_MS: u64 = 60 * 60 * 1000;
-
-/// A GPU model and its memory.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Gpu {
-    pub model: String,
-    pub mem_bytes: u64,
-}
-
-/// An amount of hardware.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Resources {
-    /// CPU in thousandths of a core.
-    pub cpu_millis: u64,
-    pub mem_bytes: u64,
-    pub disk_bytes: u64,
-    /// One entry per GPU.
-    pub gpus: Vec<Gpu>,
-}
-
-/// Prices per unit-hour in micro-euros (1 EUR = 1,000,000), fixed-point so that what is signed
-/// is exact.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Prices {
-    /// Per core-hour.
-    pub cpu: u64,
-    /// Per GiB-hour of memory.
-    pub mem: u64,
-    /// Per GiB-hour of disk.
-    pub disk: u64,
-    /// Per GPU-hour.
-    pub gpu: u64,
-}
-
-/// Micro-euros per euro.
-pub const MICROS_PER_EUR: f64 = 1_000_000.0;
 
 /// A host's capacity advert.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -66,8 +32,8 @@ pub struct Advert {
     pub expires_at_ms: u64,
     /// libp2p multiaddrs of the host.
     pub addrs: Vec<String>,
-    pub total: Resources,
-    pub free: Resources,
+    pub total: Inventory,
+    pub free: Inventory,
     /// Bits per second.
     pub bandwidth_bps: u64,
     /// ISO 3166-1 alpha-2, upper case.
@@ -170,12 +136,4 @@ pub fn check_fields(opened: &Opened<Advert>, now_ms: u64) -> Result<(), Rejectio
         ));
     }
     Ok(())
-}
-
-/// Unix time in milliseconds.
-pub fn now_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
-        .unwrap_or(0)
 }

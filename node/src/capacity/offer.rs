@@ -7,10 +7,10 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::advert::{Gpu, Prices, Resources};
 use super::country::normalize_country;
 use super::inventory::Detected;
 use super::units::{parse_count, parse_price_eur, parse_size};
+use crate::resources::{Gpu, Inventory, Prices};
 
 /// Longest free-text field (region, operator, certification), in bytes.
 pub const MAX_TEXT: usize = 128;
@@ -288,7 +288,7 @@ impl OfferSettings {
     /// The offer once applied to the detected hardware.
     pub fn effective(&self, detected: &Detected) -> Offered {
         Offered {
-            total: Resources {
+            total: Inventory {
                 cpu_millis: self.cpu_millis.unwrap_or(detected.cpu_millis),
                 mem_bytes: self.mem_bytes.unwrap_or(detected.mem_bytes),
                 disk_bytes: self.disk_bytes.unwrap_or(detected.disk_free_bytes),
@@ -325,7 +325,7 @@ impl OfferSettings {
 /// The effective offer: what goes into the advert.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Offered {
-    pub total: Resources,
+    pub total: Inventory,
     pub bandwidth_bps: u64,
     pub country: String,
     pub region: String,

@@ -15,14 +15,14 @@ use tokio::sync::{mpsc, oneshot, watch};
 use tokio::time::{Instant, sleep_until};
 use tokio_util::sync::CancellationToken;
 
-use super::advert::{Advert, Resources, now_ms};
+use super::advert::Advert;
 use super::book::{AdvertBook, Verdict};
 use super::inventory::{Detected, detect};
 use super::offer::{OfferSettings, Offered};
 use super::query::AdvertSummary;
 use crate::identity::Identity;
-use crate::lease::contract::Slice;
 use crate::net::Network;
+use crate::resources::{Resources, now_ms};
 use crate::signed::Envelope;
 use crate::store::{Domain, Store, StoreError, Tree};
 
@@ -45,6 +45,17 @@ pub enum CapacityError {
     Stopped,
 }
 
+impl crate::error::Coded for CapacityError {
+    fn code(&self) -> crate::error::ErrorCode {
+        use crate::error::ErrorCode;
+        match self {
+            CapacityError::Invalid(_) => ErrorCode::BadInput,
+            CapacityError::Store(_) => ErrorCode::Internal,
+            CapacityError::Stopped => ErrorCode::Unavailable,
+        }
+    }
+}
+
 /// `GET /v1/capacity`: what was detected, what is set, what is offered, and the advert.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct CapacityView {
@@ -64,7 +75,7 @@ enum Command {
         reply: oneshot::Sender<Result<CapacityView, CapacityError>>,
     },
     /// What active leases take from the offer; the advert's free capacity follows.
-    Leased(Slice),
+    Leased(Resources),
 }
 
 /// Cloneable handle to the capacity actor.
@@ -94,7 +105,7 @@ impl CapacityHandle {
 
     /// Tells the actor what active leases take; the next advert's free capacity is the offer
     /// minus this. Never blocks: returns false when the queue is full (the caller tries again).
-    pub fn set_leased(&self, leased: Slice) -> bool {
+    pub fn set_leased(&self, leased: Resources) -> bool {
         self.tx.try_send(Command::Leased(leased)).is_ok()
     }
 
@@ -145,7 +156,7 @@ struct Service {
     timing: Timing,
     current: Option<Advert>,
     data_dir: std::path::PathBuf,
-    leased: Slice,
+    leased: Resources,
     offered_tx: watch::Sender<Offered>,
 }
 
@@ -183,7 +194,7 @@ pub fn start(
         timing,
         current: None,
         data_dir: data_dir.to_owned(),
-        leased: Slice::default(),
+        leased: Resources::default(),
         offered_tx,
     };
     let task = tokio::spawn(service.run(rx, shutdown));
@@ -311,7 +322,7 @@ impl Service {
             issued_at_ms: now,
             expires_at_ms: now + self.timing.ttl_ms,
             addrs,
-            free: free_of(&offered.total, &self.leased),
+            free: offered.total.less(&self.leased),
             total: offered.total,
             bandwidth_bps: offered.bandwidth_bps,
             country: offered.country,
@@ -334,31 +345,8 @@ impl Service {
         }
         tracing::debug!(seq, "publishing advert");
         self.current = Some(advert);
-        self.net.publish_advert(envelope).await;
-    }
-}
-
-/// What is left of `total` once `leased` is taken (never below zero). Leased GPUs are taken
-/// from the end of the list.
-pub fn free_of(total: &Resources, leased: &Slice) -> Resources {
-    let keep = total
-        .gpus
-        .len()
-        .saturating_sub(usize::try_from(leased.gpus).unwrap_or(usize::MAX));
-    Resources {
-        cpu_millis: total.cpu_millis.saturating_sub(leased.cpu_millis),
-        mem_bytes: total.mem_bytes.saturating_sub(leased.mem_bytes),
-        disk_bytes: total.disk_bytes.saturating_sub(leased.disk_bytes),
-        gpus: total.gpus[..keep].to_vec(),
-    }
-}
-
-/// The offer as a lease slice (GPUs counted).
-pub fn slice_of(total: &Resources) -> Slice {
-    Slice {
-        cpu_millis: total.cpu_millis,
-        mem_bytes: total.mem_bytes,
-        disk_bytes: total.disk_bytes,
-        gpus: u32::try_from(total.gpus.len()).unwrap_or(u32::MAX),
+        self.net
+            .publish(super::gossip::ADVERT_TOPIC, envelope)
+            .await;
     }
 }

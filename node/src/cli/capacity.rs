@@ -179,7 +179,7 @@ fn cores(millis: u64) -> String {
 fn print_view(v: &CapacityView) {
     let o = &v.offered;
     let d = &v.detected;
-    let gpus = |g: &[crate::capacity::advert::Gpu]| {
+    let gpus = |g: &[crate::resources::Gpu]| {
         if g.is_empty() {
             "-".to_owned()
         } else {
@@ -199,7 +199,7 @@ fn print_view(v: &CapacityView) {
     let dgpus: Vec<_> = d
         .gpus
         .iter()
-        .map(|g| crate::capacity::advert::Gpu {
+        .map(|g| crate::resources::Gpu {
             model: g.model.clone(),
             mem_bytes: g.mem_bytes,
         })
@@ -254,7 +254,7 @@ fn print_view(v: &CapacityView) {
     for note in &d.notes {
         println!("note       {note}");
     }
-    let now = crate::capacity::advert::now_ms();
+    let now = crate::resources::now_ms();
     match &v.advert {
         Some(a) => println!(
             "advert     seq {}  issued {} ago  expires in {}",

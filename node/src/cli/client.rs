@@ -7,6 +7,24 @@ use anyhow::{Context as _, anyhow, bail};
 use serde::de::DeserializeOwned;
 
 use crate::api::{ADDR_FILE, ErrorBody, TOKEN_FILE};
+use crate::error::ErrorCode;
+
+/// A failure the node answered with (or one met on the way to it), with its stable code when
+/// there is one. The CLI decides what to advise from [`ApiFailure::code`], never from the text.
+#[derive(Debug, thiserror::Error)]
+#[error("{message}")]
+pub struct ApiFailure {
+    /// `None` for a node older than the codes.
+    pub code: Option<ErrorCode>,
+    pub message: String,
+}
+
+impl ApiFailure {
+    /// The code of an error returned by [`ApiClient`], if it carries one.
+    pub fn code_of(e: &anyhow::Error) -> Option<ErrorCode> {
+        e.downcast_ref::<ApiFailure>().and_then(|f| f.code)
+    }
+}
 
 /// A client for one node's admin API.
 #[derive(Debug, Clone)]
@@ -107,6 +125,7 @@ impl ApiClient {
                 .context("the node sent a response this degroup cannot read");
         }
         let body: Option<ErrorBody> = response.json().await.ok();
+        let code = body.as_ref().and_then(ErrorBody::code);
         let detail = body.map(|b| b.error).unwrap_or_else(|| status.to_string());
         if status == reqwest::StatusCode::UNAUTHORIZED {
             bail!(
@@ -115,11 +134,16 @@ impl ApiClient {
                 self.data_dir.join(TOKEN_FILE).display()
             );
         }
-        Err(anyhow!("{detail}"))
+        Err(ApiFailure {
+            code,
+            message: detail,
+        }
+        .into())
     }
 
     fn unreachable(&self, e: &reqwest::Error) -> anyhow::Error {
-        if e.is_connect() || e.is_timeout() {
+        if e.is_connect() {
+            // Nothing reached the node.
             anyhow!(
                 "no degroup node is answering at {} for data dir {} (it may have stopped without cleaning up); start one with `degroup node --data-dir {}`",
                 self.base,
@@ -127,7 +151,15 @@ impl ApiClient {
                 self.data_dir.display()
             )
         } else {
-            anyhow!("request to the node at {} failed: {e}", self.base)
+            // The request may have reached the node, which may have acted on it.
+            ApiFailure {
+                code: Some(ErrorCode::OutcomeUnknown),
+                message: format!(
+                    "no answer from the node at {} ({e}); it may or may not have done it",
+                    self.base
+                ),
+            }
+            .into()
         }
     }
 }

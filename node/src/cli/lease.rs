@@ -4,12 +4,13 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context as _, bail};
 
-use super::UsageError;
+use super::{ApiFailure, UsageError};
 use crate::api::lease::{CreateBody, RenewBody, TerminateBody};
 use crate::capacity::offer::cores_to_millis;
 use crate::capacity::units::{
     format_duration, format_size, parse_duration, parse_price_eur, parse_size,
 };
+use crate::error::ErrorCode;
 use crate::lease::contract::{DocError, verify_doc, verify_end};
 use crate::lease::service::ReceiptList;
 use crate::lease::view::{
@@ -184,6 +185,29 @@ impl CreateArgs {
     }
 }
 
+/// A failed `lease create`, with advice chosen by the error's code: where the outcome is
+/// unknown, how to retry without risking a second lease; otherwise what usually helps.
+fn create_hint(e: anyhow::Error, key: &str) -> anyhow::Error {
+    let hint = match ApiFailure::code_of(&e) {
+        // The host may have committed the lease before the failure: the same key gets that
+        // lease back instead of a second one.
+        Some(ErrorCode::OutcomeUnknown) => {
+            format!("to retry without risking a second lease, add --idempotency-key {key}")
+        }
+        Some(ErrorCode::CapacityExhausted) => {
+            "ask for less (--cpu, --mem, --disk, --gpu), or pick another host with `degroup find`"
+                .to_owned()
+        }
+        Some(ErrorCode::PriceTooHigh) => "raise --max-price, or ask for less".to_owned(),
+        _ => return e,
+    };
+    ApiFailure {
+        code: ApiFailure::code_of(&e),
+        message: format!("{e:#}; {hint}"),
+    }
+    .into()
+}
+
 fn path_id(id: &str) -> anyhow::Result<String> {
     let t = id.trim();
     if t.len() < 4 || t.len() > 32 || !t.chars().all(|c| c.is_ascii_hexdigit()) {
@@ -208,28 +232,10 @@ pub async fn run(dir: &Path, command: LeaseCommand) -> anyhow::Result<()> {
         LeaseCommand::Create(a) => {
             let body = create_body.context("arguments")?;
             let key = body.idempotency_key.clone().unwrap_or_default();
-            let view: LeaseView = client.post("/v1/leases", &body).await.map_err(|e| {
-                let text = format!("{e:#}");
-                // Only where the outcome is unknown: the host may have committed.
-                let unknown = [
-                    "cannot reach host",
-                    "broke the lease protocol",
-                    "no degroup node is answering",
-                    "request to the node",
-                    "could not store",
-                ]
-                .iter()
-                .any(|m| text.contains(m));
-                if !unknown {
-                    e
-                } else {
-                    // The host may have committed the lease before the failure: the same key
-                    // gets that lease back instead of a second one.
-                    anyhow::anyhow!(
-                        "{text}; to retry without risking a second lease, add --idempotency-key {key}"
-                    )
-                }
-            })?;
+            let view: LeaseView = client
+                .post("/v1/leases", &body)
+                .await
+                .map_err(|e| create_hint(e, &key))?;
             print_one(&view, a.json)
         }
         LeaseCommand::List { json } => {
@@ -393,7 +399,7 @@ fn print_one(v: &LeaseView, json: bool) -> anyhow::Result<()> {
         format_size(v.disk_bytes),
         v.gpus
     );
-    let now = crate::capacity::advert::now_ms();
+    let now = crate::resources::now_ms();
     let left = match v.ended_at_ms {
         None => format!("{} left", format_duration(v.ends_at_ms.saturating_sub(now))),
         Some(at) => format!(
@@ -428,7 +434,7 @@ fn print_list(l: &LeaseList) {
             "{:<32} {:<6} {:<10} {:>6} {:>9} {:>9} {:>4} {:>10}  PEER",
             "ID", "ROLE", "STATE", "CPU", "MEM", "DISK", "GPU", "LEFT"
         );
-        let now = crate::capacity::advert::now_ms();
+        let now = crate::resources::now_ms();
         for v in &l.leases {
             let peer = if v.role == "host" { &v.tenant } else { &v.host };
             let left = if v.state == "active" {

@@ -8,12 +8,12 @@ use std::time::Duration;
 use anyhow::{Context as _, bail};
 
 use super::UsageError;
-use crate::capacity::advert::now_ms;
 use crate::capacity::units::{format_size, parse_duration, parse_size};
 use crate::identity::{Identity, KEY_FILE};
 use crate::plugin::local::{self, RunOptions};
 use crate::plugin::logs::LogLine;
 use crate::plugin::package::{self, MAGIC, MAX_COMPONENT, MAX_PACKAGE, Package};
+use crate::resources::now_ms;
 
 const TEMPLATE_CARGO: &str = include_str!("../plugin/template/Cargo.toml.tmpl");
 const TEMPLATE_LIB: &str = include_str!("../plugin/template/lib.rs.tmpl");

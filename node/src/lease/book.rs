@@ -14,10 +14,9 @@ use std::collections::HashMap;
 
 use serde::{Deserialize, Serialize};
 
-use super::contract::{
-    Acceptance, Contract, EndReason, LeaseDoc, LeaseId, Slice, hash, id_hex, verify_doc,
-};
+use super::contract::{Acceptance, Contract, EndReason, LeaseDoc, hash, verify_doc};
 use super::wire::{Refusal, RefusalCode};
+use crate::resources::{LeaseId, Resources, id_hex};
 use crate::signed::{Envelope, Opened, decode_exact};
 use crate::store::{Domain, Op, Store, StoreError, Tree};
 
@@ -26,6 +25,15 @@ use crate::store::{Domain, Op, Store, StoreError, Tree};
 pub enum Role {
     Host,
     Tenant,
+}
+
+/// A usage receipt to store: the lease and period it covers, and the signed envelope.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SignedReceipt {
+    pub lease_id: LeaseId,
+    pub period_start_ms: u64,
+    pub period_end_ms: u64,
+    pub signed: Vec<u8>,
 }
 
 /// How many renewal idempotency keys a lease remembers.
@@ -143,10 +151,10 @@ impl CommitItem {
 /// Host-side totals.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Totals {
-    pub offered: Slice,
-    pub leased: Slice,
-    pub held: Slice,
-    pub free: Slice,
+    pub offered: Resources,
+    pub leased: Resources,
+    pub held: Resources,
+    pub free: Resources,
 }
 
 /// The book.
@@ -157,8 +165,8 @@ pub struct LeaseBook {
     receipts_tree: Tree,
     leases: HashMap<LeaseId, Lease>,
     offers: HashMap<(LeaseId, u32), HeldOffer>,
-    used: Slice,
-    held: Slice,
+    used: Resources,
+    held: Resources,
 }
 
 fn encode<T: Serialize>(v: &T) -> Result<Vec<u8>, StoreError> {
@@ -197,7 +205,7 @@ impl LeaseBook {
         let leases_tree = store.tree(Domain::Leases)?;
         let receipts_tree = store.tree(Domain::Receipts)?;
         let mut leases = HashMap::new();
-        let mut used = Slice::default();
+        let mut used = Resources::default();
         for item in leases_tree.scan_prefix(b"") {
             let (key, value) = item?;
             let lease = decode_exact::<StoredLease>(&value)
@@ -226,22 +234,22 @@ impl LeaseBook {
             leases,
             offers: HashMap::new(),
             used,
-            held: Slice::default(),
+            held: Resources::default(),
         })
     }
 
     /// Sum of the host's active leases.
-    pub fn used(&self) -> Slice {
+    pub fn used(&self) -> Resources {
         self.used
     }
 
     /// Sum of the host's held new offers.
-    pub fn held(&self) -> Slice {
+    pub fn held(&self) -> Resources {
         self.held
     }
 
     /// Totals against what is offered.
-    pub fn totals(&self, offered: &Slice) -> Totals {
+    pub fn totals(&self, offered: &Resources) -> Totals {
         Totals {
             offered: *offered,
             leased: self.used,
@@ -317,7 +325,7 @@ impl LeaseBook {
     }
 
     /// Holds an offer. A new lease must fit: `used + held + slice ≤ offered`, per resource.
-    pub fn reserve(&mut self, offered: &Slice, offer: HeldOffer) -> Result<(), Refusal> {
+    pub fn reserve(&mut self, offered: &Resources, offer: HeldOffer) -> Result<(), Refusal> {
         let key = (offer.contract.lease_id, offer.contract.version);
         if self.offers.contains_key(&key) {
             return Err(Refusal::new(
@@ -588,23 +596,20 @@ impl LeaseBook {
     }
 
     /// Stores receipts and moves the leases' receipt marks, in one durable transaction.
-    pub fn add_receipts(
-        &mut self,
-        receipts: &[(LeaseId, u64, u64, Vec<u8>)],
-    ) -> Result<(), StoreError> {
+    pub fn add_receipts(&mut self, receipts: &[SignedReceipt]) -> Result<(), StoreError> {
         if receipts.is_empty() {
             return Ok(());
         }
         let mut ops = Vec::new();
         let mut marks: HashMap<LeaseId, u64> = HashMap::new();
-        for (id, start, end, env) in receipts {
+        for r in receipts {
             ops.push(Op::Put(
                 Domain::Receipts,
-                receipt_key(id, *start),
-                env.clone(),
+                receipt_key(&r.lease_id, r.period_start_ms),
+                r.signed.clone(),
             ));
-            let m = marks.entry(*id).or_insert(0);
-            *m = (*m).max(*end);
+            let m = marks.entry(r.lease_id).or_insert(0);
+            *m = (*m).max(r.period_end_ms);
         }
         let mut updated = Vec::new();
         for (id, mark) in &marks {
@@ -638,8 +643,8 @@ impl LeaseBook {
     }
 
     /// Checks the invariant against `offered` (for tests and the chaos checks).
-    pub fn check_invariant(&self, offered: &Slice) -> Result<(), String> {
-        let mut used = Slice::default();
+    pub fn check_invariant(&self, offered: &Resources) -> Result<(), String> {
+        let mut used = Resources::default();
         for l in self.leases.values() {
             if l.stored.role == Role::Host && l.is_active() {
                 used = used.plus(&l.contract.slice);
@@ -648,7 +653,7 @@ impl LeaseBook {
         if used != self.used {
             return Err(format!("used {:?} != sum of leases {used:?}", self.used));
         }
-        let mut held = Slice::default();
+        let mut held = Resources::default();
         for o in self.offers.values() {
             if o.kind == OfferKind::New {
                 held = held.plus(&o.contract.slice);

@@ -16,7 +16,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::capacity::advert::Prices;
+use crate::resources::{LeaseId, Prices, Resources};
 use crate::signed::{Envelope, EnvelopeError, Kind, Opened};
 
 /// Largest signed lease message accepted (request, contract, acceptance, end, receipt).
@@ -24,77 +24,11 @@ pub const MAX_LEASE_MSG: usize = 4 * 1024;
 /// Longest reason text of a termination.
 pub const MAX_REASON: usize = 256;
 
-/// A lease id: 16 bytes, shown as 32 hex digits.
-pub type LeaseId = [u8; 16];
-
-/// Hex form of a lease id.
-pub fn id_hex(id: &LeaseId) -> String {
-    hex::encode(id)
-}
-
-/// An amount of hardware leased: CPU in millicores, bytes, and a number of GPUs.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
-pub struct Slice {
-    pub cpu_millis: u64,
-    pub mem_bytes: u64,
-    pub disk_bytes: u64,
-    pub gpus: u32,
-}
-
-impl Slice {
-    /// Component-wise sum (saturating: amounts are validated long before they get near it).
-    pub fn plus(&self, o: &Slice) -> Slice {
-        Slice {
-            cpu_millis: self.cpu_millis.saturating_add(o.cpu_millis),
-            mem_bytes: self.mem_bytes.saturating_add(o.mem_bytes),
-            disk_bytes: self.disk_bytes.saturating_add(o.disk_bytes),
-            gpus: self.gpus.saturating_add(o.gpus),
-        }
-    }
-
-    /// Component-wise difference, floored at zero.
-    pub fn minus(&self, o: &Slice) -> Slice {
-        Slice {
-            cpu_millis: self.cpu_millis.saturating_sub(o.cpu_millis),
-            mem_bytes: self.mem_bytes.saturating_sub(o.mem_bytes),
-            disk_bytes: self.disk_bytes.saturating_sub(o.disk_bytes),
-            gpus: self.gpus.saturating_sub(o.gpus),
-        }
-    }
-
-    /// Whether every component is at most `o`'s.
-    pub fn fits_in(&self, o: &Slice) -> bool {
-        self.cpu_millis <= o.cpu_millis
-            && self.mem_bytes <= o.mem_bytes
-            && self.disk_bytes <= o.disk_bytes
-            && self.gpus <= o.gpus
-    }
-
-    /// Whether nothing at all is asked for.
-    pub fn is_empty(&self) -> bool {
-        self.cpu_millis == 0 && self.mem_bytes == 0 && self.disk_bytes == 0 && self.gpus == 0
-    }
-
-    /// Price of this slice per hour, in micro-euros, at `prices` (per core-hour, GiB-hour,
-    /// GPU-hour). Rounded up, so that a host never undercharges by rounding.
-    pub fn hourly_micros(&self, prices: &Prices) -> u64 {
-        const GIB: u128 = 1 << 30;
-        let cpu = u128::from(self.cpu_millis) * u128::from(prices.cpu);
-        let mem = u128::from(self.mem_bytes) * u128::from(prices.mem);
-        let disk = u128::from(self.disk_bytes) * u128::from(prices.disk);
-        let total = cpu.div_ceil(1000)
-            + mem.div_ceil(GIB)
-            + disk.div_ceil(GIB)
-            + u128::from(self.gpus) * u128::from(prices.gpu);
-        u64::try_from(total).unwrap_or(u64::MAX)
-    }
-}
-
 /// What a request asks for.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Ask {
     /// A new lease of this slice.
-    New(Slice),
+    New(Resources),
     /// Extend an active lease by the request's duration.
     Renew(LeaseId),
 }
@@ -130,7 +64,7 @@ pub struct Contract {
     pub version: u32,
     pub host: [u8; 32],
     pub tenant: [u8; 32],
-    pub slice: Slice,
+    pub slice: Resources,
     pub starts_at_ms: u64,
     pub ends_at_ms: u64,
     /// Unit prices applied (micro-euros per core-hour, GiB-hour, GPU-hour).

@@ -14,63 +14,42 @@ mod sweep;
 use std::collections::HashMap;
 use std::time::Duration;
 
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{broadcast, mpsc, oneshot};
 use tokio::time::{Instant, sleep_until};
 use tokio_util::sync::CancellationToken;
 
-use super::book::{Lease, LeaseBook, Role, StoredLease};
-use super::contract::{EndReason, LeaseId, MAX_REASON, Slice, id_hex};
+use super::book::{Lease, LeaseBook, Role, SignedReceipt, StoredLease};
+use super::contract::{EndReason, MAX_REASON};
+use super::error::LeaseError;
+use super::meter::Meter;
 use super::policy::Policy;
 use super::tenant::{CreateParams, Proposal, Tenant, check_receipt, peer_of};
-use super::view::{LeaseExport, LeaseList, LeaseView};
-use super::wire::{Refusal, RefusalCode};
+use super::view::{LeaseExport, LeaseList, LeaseView, reason_text};
+use super::wire::{LeaseMsg, LeaseProtocol};
 use crate::capacity::CapacityHandle;
-use crate::capacity::advert::now_ms;
-use crate::capacity::service::slice_of;
-use crate::capacity::units::format_size;
 use crate::identity::Identity;
-use crate::net::{InboundLease, Network};
-use crate::plugin::meter::Meter;
+use crate::net::{Inbound, Network};
+use crate::resources::{LeaseId, Resources, id_hex, now_ms};
 use crate::store::{Store, StoreError};
 
 /// Most inbound messages handled (and countersignatures committed) in one batch.
 const MAX_BATCH: usize = 256;
 /// Longest wait between two sweeps.
 const SWEEP_MAX: Duration = Duration::from_secs(1);
+/// Lease events kept for slow subscribers; one that falls further behind is told it lagged.
+const EVENTS: usize = 1024;
 
-/// Lease failures that reach users.
-#[derive(Debug, thiserror::Error)]
-pub enum LeaseError {
-    #[error("{0}")]
-    BadInput(String),
-    #[error("{0}")]
-    NotFound(String),
-    #[error("the host refused: {}", describe(.0))]
-    Refused(Refusal),
-    #[error(
-        "cannot reach host {peer}: {reason}; check that it runs and that this node knows its address (`degroup find`, or --bootstrap)"
-    )]
-    Unreachable { peer: String, reason: String },
-    #[error("the host broke the lease protocol: {0}")]
-    Protocol(String),
-    #[error(transparent)]
-    Store(#[from] StoreError),
-    #[error("the lease service has stopped")]
-    Stopped,
-}
-
-fn describe(r: &Refusal) -> String {
-    match (&r.code, &r.free) {
-        (RefusalCode::Capacity, Some(f)) => format!(
-            "{} (free now: cpu {} cores, mem {}, disk {}, gpus {}); ask for less, or pick another host with `degroup find`",
-            r.message,
-            f.cpu_millis as f64 / 1000.0,
-            format_size(f.mem_bytes),
-            format_size(f.disk_bytes),
-            f.gpus
-        ),
-        _ => r.message.clone(),
-    }
+/// Something that happened to a lease, for the domains that act on it (the plugin supervisor
+/// stops the deployments of a lease that ended).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LeaseEvent {
+    /// The lease ended: released, terminated, expired. Sent once it is durable.
+    Ended {
+        id: LeaseId,
+        role: Role,
+        /// `released`, `terminated: …` or `expired`.
+        reason: String,
+    },
 }
 
 enum Command {
@@ -85,12 +64,19 @@ enum Command {
         notice: Option<Vec<u8>>,
         reply: oneshot::Sender<Result<Lease, LeaseError>>,
     },
-    AddReceipts(
-        Vec<(LeaseId, u64, u64, Vec<u8>)>,
-        oneshot::Sender<Result<(), LeaseError>>,
-    ),
-    Receipts(LeaseId, oneshot::Sender<Vec<Vec<u8>>>),
-    Terminate(String, String, oneshot::Sender<Result<Lease, LeaseError>>),
+    AddReceipts {
+        receipts: Vec<SignedReceipt>,
+        reply: oneshot::Sender<Result<(), LeaseError>>,
+    },
+    Receipts {
+        id: LeaseId,
+        reply: oneshot::Sender<Vec<Vec<u8>>>,
+    },
+    Terminate {
+        id: String,
+        reason: String,
+        reply: oneshot::Sender<Result<Lease, LeaseError>>,
+    },
     Check(oneshot::Sender<Result<(), String>>),
     Confirm(LeaseId, oneshot::Sender<Result<Lease, LeaseError>>),
     Forget(LeaseId),
@@ -102,6 +88,7 @@ enum Command {
 pub struct LeaseHandle {
     tx: mpsc::Sender<Command>,
     tenant: Tenant,
+    events: broadcast::Sender<LeaseEvent>,
 }
 
 impl std::fmt::Debug for LeaseHandle {
@@ -147,6 +134,11 @@ impl LeaseHandle {
         rx.await.map_err(|_| LeaseError::Stopped)
     }
 
+    /// Lease events from now on.
+    pub fn subscribe(&self) -> broadcast::Receiver<LeaseEvent> {
+        self.events.subscribe()
+    }
+
     /// Every lease and the host's totals.
     pub async fn list(&self) -> Result<LeaseList, LeaseError> {
         self.ask(Command::List).await
@@ -187,6 +179,8 @@ impl LeaseHandle {
                     self.tenant.confirm(host, &doc),
                     self.ask(|r| Command::Store(Box::new(pending), r))
                 );
+                // The countersignature went out: a failure now may hide a committed lease.
+                let answer = answer.map_err(|e| e.after_commit_attempt(host));
                 let lease = stored??;
                 let id = lease.contract.lease_id;
                 return match answer {
@@ -237,7 +231,7 @@ impl LeaseHandle {
 
     fn tenant_side(lease: &Lease, what: &str) -> Result<(), LeaseError> {
         if lease.stored.role != Role::Tenant {
-            return Err(LeaseError::BadInput(format!(
+            return Err(LeaseError::Conflict(format!(
                 "this node is the host of lease {}; only its tenant can {what} it{}",
                 lease.id_hex(),
                 if what == "release" {
@@ -248,7 +242,7 @@ impl LeaseHandle {
             )));
         }
         if !lease.is_active() {
-            return Err(LeaseError::BadInput(format!(
+            return Err(LeaseError::Conflict(format!(
                 "lease {} has ended; create a new one with `degroup lease create`",
                 lease.id_hex()
             )));
@@ -295,7 +289,11 @@ impl LeaseHandle {
     /// Ends a lease as its host, with a reason the tenant is told.
     pub async fn terminate(&self, id: &str, reason: &str) -> Result<LeaseView, LeaseError> {
         let lease = self
-            .ask(|r| Command::Terminate(id.to_owned(), reason.to_owned(), r))
+            .ask(|reply| Command::Terminate {
+                id: id.to_owned(),
+                reason: reason.to_owned(),
+                reply,
+            })
             .await??;
         Ok(LeaseView::of(&lease))
     }
@@ -314,13 +312,17 @@ impl LeaseHandle {
             let since = lease.stored.receipts_until_ms;
             match self.tenant.receipts(&lease.contract, since).await {
                 Ok(fetched) => {
-                    self.ask(|r| Command::AddReceipts(fetched, r)).await??;
+                    self.ask(|reply| Command::AddReceipts {
+                        receipts: fetched,
+                        reply,
+                    })
+                    .await??;
                 }
                 Err(e) => warning = Some(format!("showing stored receipts only: {e}")),
             }
         }
         let receipts = self
-            .ask(|r| Command::Receipts(lid, r))
+            .ask(|reply| Command::Receipts { id: lid, reply })
             .await?
             .into_iter()
             .map(|bytes| {
@@ -361,25 +363,41 @@ struct Service {
     net: Network,
     capacity: CapacityHandle,
     nonces: NonceBook,
-    last_leased: Option<Slice>,
+    last_leased: Option<Resources>,
     /// Usage of the deployments on hosted leases, filled by the plugin runtime.
     meter: Meter,
+    events: broadcast::Sender<LeaseEvent>,
+}
+
+/// What the lease actor starts with.
+#[derive(Debug)]
+pub struct Deps {
+    pub identity: Identity,
+    pub store: Store,
+    pub policy: Policy,
+    pub net: Network,
+    pub capacity: CapacityHandle,
+    /// Usage of the deployments, read when receipts are signed.
+    pub meter: Meter,
 }
 
 /// Starts the lease actor.
-#[allow(clippy::too_many_arguments)] // its dependencies, each a handle
 pub fn start(
-    identity: Identity,
-    store: &Store,
-    policy: Policy,
-    net: Network,
-    capacity: CapacityHandle,
-    inbound: mpsc::Receiver<InboundLease>,
-    meter: Meter,
+    deps: Deps,
+    inbound: Inbound<LeaseProtocol>,
     shutdown: CancellationToken,
 ) -> Result<(LeaseHandle, tokio::task::JoinHandle<()>), LeaseError> {
-    let book = LeaseBook::open(store)?;
+    let Deps {
+        identity,
+        store,
+        policy,
+        net,
+        capacity,
+        meter,
+    } = deps;
+    let book = LeaseBook::open(&store)?;
     let (tx, rx) = mpsc::channel(256);
+    let (events, _) = broadcast::channel(EVENTS);
     let tenant = Tenant::new(identity.clone(), net.clone(), capacity.book().clone());
     let service = Service {
         key: identity.verifying_key().to_bytes(),
@@ -391,9 +409,10 @@ pub fn start(
         nonces: HashMap::new(),
         last_leased: None,
         meter,
+        events: events.clone(),
     };
     let task = tokio::spawn(service.run(inbound, rx, shutdown));
-    let handle = LeaseHandle { tx, tenant };
+    let handle = LeaseHandle { tx, tenant, events };
     tokio::spawn(handle.clone().reconcile());
     Ok((handle, task))
 }
@@ -401,7 +420,7 @@ pub fn start(
 impl Service {
     async fn run(
         mut self,
-        mut inbound: mpsc::Receiver<InboundLease>,
+        mut inbound: Inbound<LeaseProtocol>,
         mut commands: mpsc::Receiver<Command>,
         shutdown: CancellationToken,
     ) {
@@ -417,11 +436,11 @@ impl Service {
                     let mut batch = vec![first];
                     while batch.len() < MAX_BATCH {
                         match inbound.try_recv() {
-                            Ok(m) => batch.push(m),
-                            Err(_) => break,
+                            Some(m) => batch.push(m),
+                            None => break,
                         }
                     }
-                    self.on_inbound(batch).await;
+                    self.on_inbound(batch);
                 }
                 Some(cmd) = commands.recv() => self.on_command(cmd),
                 () = sleep_until(wake) => {
@@ -434,8 +453,40 @@ impl Service {
         tracing::debug!("lease service stopped");
     }
 
-    fn offered(&self) -> Slice {
-        slice_of(&self.capacity.offered().total)
+    fn offered(&self) -> Resources {
+        self.capacity.offered().total.counted()
+    }
+
+    /// A lease as the book holds it now, after a write.
+    fn reread(&self, id: &LeaseId) -> Result<Lease, LeaseError> {
+        self.book
+            .get(id)
+            .cloned()
+            .ok_or_else(|| LeaseError::NotFound(id_hex(id)))
+    }
+
+    /// Ends a lease durably and tells the subscribers.
+    fn end_lease(
+        &mut self,
+        lease: &Lease,
+        at_ms: u64,
+        reason: EndReason,
+        notice: Option<Vec<u8>>,
+    ) -> Result<(), StoreError> {
+        let id = lease.contract.lease_id;
+        let (kind, detail) = reason_text(&reason);
+        if self.book.end(&id, at_ms, reason, notice)? {
+            let reason = match detail {
+                Some(d) => format!("{kind}: {d}"),
+                None => kind.to_owned(),
+            };
+            let _ = self.events.send(LeaseEvent::Ended {
+                id,
+                role: lease.stored.role,
+                reason,
+            });
+        }
+        Ok(())
     }
 
     fn publish_leased(&mut self) {
@@ -486,12 +537,7 @@ impl Service {
                     .book
                     .put(*stored)
                     .map_err(LeaseError::from)
-                    .and_then(|id| {
-                        self.book
-                            .get(&id)
-                            .cloned()
-                            .ok_or_else(|| LeaseError::NotFound(id_hex(&id)))
-                    });
+                    .and_then(|id| self.reread(&id));
                 let _ = reply.send(r);
             }
             Command::End {
@@ -501,25 +547,19 @@ impl Service {
                 notice,
                 reply,
             } => {
-                let r = self
-                    .book
-                    .end(&id, at_ms, reason, notice)
-                    .map_err(LeaseError::from)
-                    .and_then(|_| {
-                        self.book
-                            .get(&id)
-                            .cloned()
-                            .ok_or_else(|| LeaseError::NotFound(id_hex(&id)))
-                    });
+                let r = self.reread(&id).and_then(|lease| {
+                    self.end_lease(&lease, at_ms, reason, notice)?;
+                    self.reread(&id)
+                });
                 let _ = reply.send(r);
             }
-            Command::AddReceipts(list, reply) => {
-                let _ = reply.send(self.book.add_receipts(&list).map_err(LeaseError::from));
+            Command::AddReceipts { receipts, reply } => {
+                let _ = reply.send(self.book.add_receipts(&receipts).map_err(LeaseError::from));
             }
-            Command::Receipts(id, reply) => {
+            Command::Receipts { id, reply } => {
                 let _ = reply.send(self.book.receipts(&id, 0, usize::MAX));
             }
-            Command::Terminate(id, reason, reply) => {
+            Command::Terminate { id, reason, reply } => {
                 let _ = reply.send(self.terminate(&id, &reason));
             }
             Command::Confirm(id, reply) => {
@@ -527,12 +567,7 @@ impl Service {
                     .book
                     .confirm(&id)
                     .map_err(LeaseError::from)
-                    .and_then(|_| {
-                        self.book
-                            .get(&id)
-                            .cloned()
-                            .ok_or_else(|| LeaseError::NotFound(id_hex(&id)))
-                    });
+                    .and_then(|_| self.reread(&id));
                 let _ = reply.send(r);
             }
             Command::Forget(id) => {
@@ -559,13 +594,13 @@ impl Service {
         }
         let lease = self.book.find(id).map_err(LeaseError::NotFound)?.clone();
         if lease.stored.role != Role::Host {
-            return Err(LeaseError::BadInput(format!(
+            return Err(LeaseError::Conflict(format!(
                 "this node is the tenant of lease {}; a tenant ends a lease with `degroup lease release ID`",
                 lease.id_hex()
             )));
         }
         if !lease.is_active() {
-            return Err(LeaseError::BadInput(format!(
+            return Err(LeaseError::Conflict(format!(
                 "lease {} has already ended",
                 lease.id_hex()
             )));
@@ -576,15 +611,12 @@ impl Service {
         if let Some(tenant) = crate::identity::peer_id_of_bytes(&lease.contract.tenant) {
             let net = self.net.clone();
             tokio::spawn(async move {
-                let msg = super::wire::LeaseMsg::Ended(notice);
-                if let Err(e) = net.lease_request(tenant, Vec::new(), msg).await {
+                let msg = LeaseMsg::Ended(notice);
+                if let Err(e) = net.request::<LeaseProtocol>(tenant, msg).await {
                     tracing::info!(%tenant, error = %e, "tenant not told of the termination");
                 }
             });
         }
-        self.book
-            .get(&lease.contract.lease_id)
-            .cloned()
-            .ok_or_else(|| LeaseError::NotFound(lease.id_hex()))
+        self.reread(&lease.contract.lease_id)
     }
 }

@@ -9,23 +9,24 @@ use std::sync::Arc;
 
 use libp2p::{Multiaddr, PeerId};
 
+use super::book::SignedReceipt;
 use super::contract::{
-    Acceptance, Ask, Contract, LeaseDoc, LeaseEnd, LeaseId, LeaseRequest, ReleaseRequest, Slice,
-    UsageReceipt, hash, new_lease_id, verify_doc, verify_end,
+    Acceptance, Ask, Contract, LeaseDoc, LeaseEnd, LeaseRequest, ReleaseRequest, UsageReceipt,
+    hash, new_lease_id, verify_doc, verify_end,
 };
-use super::service::LeaseError;
-use super::wire::{LeaseMsg, LeaseReply, MAX_RECEIPTS_PER_REPLY};
+use super::error::LeaseError;
+use super::wire::{LeaseMsg, LeaseProtocol, LeaseReply, MAX_RECEIPTS_PER_REPLY};
 use crate::capacity::AdvertBook;
-use crate::capacity::advert::now_ms;
 use crate::identity::{Identity, key_of_peer};
 use crate::net::Network;
+use crate::resources::{LeaseId, Resources, now_ms};
 use crate::signed::{Envelope, Opened};
 
 /// What a tenant asks for.
 #[derive(Debug, Clone)]
 pub struct CreateParams {
     pub host: PeerId,
-    pub slice: Slice,
+    pub slice: Resources,
     pub duration_ms: u64,
     pub max_hourly_micros: Option<u64>,
     /// Reuse to retry safely; a fresh one is drawn when `None`.
@@ -57,7 +58,7 @@ impl std::fmt::Debug for Tenant {
 
 fn random16() -> Result<[u8; 16], LeaseError> {
     let mut b = [0u8; 16];
-    getrandom::fill(&mut b).map_err(|e| LeaseError::BadInput(format!("no randomness: {e}")))?;
+    getrandom::fill(&mut b).map_err(|e| LeaseError::internal("drawing random bytes", e))?;
     Ok(b)
 }
 
@@ -98,12 +99,9 @@ impl Tenant {
         let key = Self::host_key(&host)?;
         let addrs = self.addrs_of(&key);
         self.net
-            .lease_request(host, addrs, msg)
+            .request_at::<LeaseProtocol>(host, addrs, msg)
             .await
-            .map_err(|e| LeaseError::Unreachable {
-                peer: host.to_string(),
-                reason: e.to_string(),
-            })
+            .map_err(|e| LeaseError::from_request(host, e))
     }
 
     /// Asks a host for a new lease and countersigns its offer (see [`Tenant::confirm`]).
@@ -186,7 +184,10 @@ impl Tenant {
         check: impl Fn(&Contract) -> Result<(), LeaseError>,
     ) -> Result<LeaseDoc, LeaseError> {
         match self.propose(host, host_key, request, check).await? {
-            Proposal::Offer(doc) => self.confirm(host, &doc).await,
+            Proposal::Offer(doc) => self
+                .confirm(host, &doc)
+                .await
+                .map_err(|e| e.after_commit_attempt(host)),
             Proposal::Committed(doc) => Ok(doc),
         }
     }
@@ -203,7 +204,7 @@ impl Tenant {
     ) -> Result<Proposal, LeaseError> {
         let me = self.my_key();
         let env = Envelope::seal_kind(self.identity.signing_key(), request)
-            .map_err(|e| LeaseError::BadInput(e.to_string()))?;
+            .map_err(|e| LeaseError::internal("signing", e))?;
         match self.send(host, LeaseMsg::Request(env.to_bytes())).await? {
             LeaseReply::Offer(offer) => {
                 let opened: Opened<Contract> = Envelope::open(&offer)
@@ -226,7 +227,7 @@ impl Tenant {
                     contract_hash: hash(&offer),
                 };
                 let acceptance = Envelope::seal_kind(self.identity.signing_key(), &acceptance)
-                    .map_err(|e| LeaseError::BadInput(e.to_string()))?
+                    .map_err(|e| LeaseError::internal("signing", e))?
                     .to_bytes();
                 Ok(Proposal::Offer(LeaseDoc {
                     contract: offer,
@@ -279,15 +280,23 @@ impl Tenant {
         }
     }
 
-    /// Asks the host to end the lease now; returns its signed end notice.
+    /// Asks the host to end the lease now; returns its signed end notice. Safe to repeat: the
+    /// host answers a release it already applied with the same notice.
     pub async fn release(&self, contract: &Contract) -> Result<(Vec<u8>, LeaseEnd), LeaseError> {
+        let host = peer_of(&contract.host)?;
+        self.release_once(contract)
+            .await
+            .map_err(|e| e.after_commit_attempt(host))
+    }
+
+    async fn release_once(&self, contract: &Contract) -> Result<(Vec<u8>, LeaseEnd), LeaseError> {
         let host = peer_of(&contract.host)?;
         let req = ReleaseRequest {
             lease_id: contract.lease_id,
             at_ms: now_ms(),
         };
         let env = Envelope::seal_kind(self.identity.signing_key(), &req)
-            .map_err(|e| LeaseError::BadInput(e.to_string()))?;
+            .map_err(|e| LeaseError::internal("signing", e))?;
         match self.send(host, LeaseMsg::Release(env.to_bytes())).await? {
             LeaseReply::Ended(bytes) => {
                 let end = verify_end(&bytes, contract)
@@ -307,7 +316,7 @@ impl Tenant {
         &self,
         contract: &Contract,
         since_ms: u64,
-    ) -> Result<Vec<(LeaseId, u64, u64, Vec<u8>)>, LeaseError> {
+    ) -> Result<Vec<SignedReceipt>, LeaseError> {
         let host = peer_of(&contract.host)?;
         let msg = LeaseMsg::Receipts {
             lease_id: contract.lease_id,
@@ -319,7 +328,12 @@ impl Tenant {
                 .take(MAX_RECEIPTS_PER_REPLY)
                 .filter_map(|bytes| {
                     let r = check_receipt(&bytes, contract)?;
-                    Some((r.lease_id, r.period_start_ms, r.period_end_ms, bytes))
+                    Some(SignedReceipt {
+                        lease_id: r.lease_id,
+                        period_start_ms: r.period_start_ms,
+                        period_end_ms: r.period_end_ms,
+                        signed: bytes,
+                    })
                 })
                 .collect()),
             LeaseReply::Refused(r) => Err(LeaseError::Refused(r)),

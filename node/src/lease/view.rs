@@ -3,9 +3,9 @@
 use serde::{Deserialize, Serialize};
 
 use super::book::{Lease, Role, Totals};
-use super::contract::{EndReason, LeaseDoc, VerifiedDoc, id_hex};
-use crate::capacity::advert::MICROS_PER_EUR;
+use super::contract::{EndReason, LeaseDoc, VerifiedDoc};
 use crate::identity::peer_id_of_bytes;
+use crate::resources::{MICROS_PER_EUR, id_hex};
 
 /// One lease, as `lease show --json` prints it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

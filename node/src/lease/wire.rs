@@ -1,21 +1,23 @@
-//! The `/degroup/lease/1` request-response protocol: what travels, and its codec.
+//! The `/degroup/lease/1` request-response protocol: what travels, and its limits.
 //!
 //! Every message that carries meaning is a signed envelope (see [`super::contract`]); the
 //! frames around them ([`LeaseMsg`], [`LeaseReply`]) are postcard, read with a hard size cap and
-//! with trailing bytes rejected.
+//! with trailing bytes rejected ([`LeaseProtocol`] declares both to `net`).
 
-use libp2p::StreamProtocol;
+use std::time::Duration;
+
 use serde::{Deserialize, Serialize};
 
-use super::contract::{LeaseId, Slice};
+use crate::error::ErrorCode;
+use crate::net::{Limits, Protocol};
+
+use crate::resources::{LeaseId, Resources};
 use crate::signed::decode_exact;
 
-/// Protocol name.
-pub const LEASE_PROTOCOL: StreamProtocol = StreamProtocol::new("/degroup/lease/1");
 /// Largest request frame.
-pub const MAX_MSG_FRAME: u64 = 16 * 1024;
+pub const MAX_MSG_FRAME: usize = 16 * 1024;
 /// Largest reply frame (a page of receipts).
-pub const MAX_REPLY_FRAME: u64 = 1024 * 1024;
+pub const MAX_REPLY_FRAME: usize = 1024 * 1024;
 /// Most receipts in one reply.
 pub const MAX_RECEIPTS_PER_REPLY: usize = 200;
 
@@ -76,6 +78,19 @@ pub enum RefusalCode {
 }
 
 impl RefusalCode {
+    /// What the refusal means to the tenant's admin API.
+    pub fn error_code(self) -> ErrorCode {
+        match self {
+            RefusalCode::Capacity => ErrorCode::CapacityExhausted,
+            RefusalCode::Policy => ErrorCode::Forbidden,
+            RefusalCode::Price => ErrorCode::PriceTooHigh,
+            RefusalCode::Invalid => ErrorCode::BadInput,
+            RefusalCode::Replay | RefusalCode::NotActive => ErrorCode::Conflict,
+            RefusalCode::Unknown => ErrorCode::NotFound,
+            RefusalCode::Unavailable => ErrorCode::Unavailable,
+        }
+    }
+
     /// Short label for metrics and JSON.
     pub fn label(self) -> &'static str {
         match self {
@@ -96,7 +111,7 @@ impl RefusalCode {
 pub struct Refusal {
     pub code: RefusalCode,
     pub message: String,
-    pub free: Option<Slice>,
+    pub free: Option<Resources>,
 }
 
 impl Refusal {
@@ -116,16 +131,34 @@ impl std::fmt::Display for Refusal {
     }
 }
 
-/// The codec: postcard frames capped at [`MAX_MSG_FRAME`] and [`MAX_REPLY_FRAME`].
-pub type LeaseCodec =
-    crate::net::codec::CappedCodec<LeaseMsg, LeaseReply, MAX_MSG_FRAME, MAX_REPLY_FRAME>;
+/// The protocol, as `net` runs it.
+#[derive(Debug)]
+pub struct LeaseProtocol;
+
+impl Protocol for LeaseProtocol {
+    const NAME: &'static str = "/degroup/lease/1";
+    const LIMITS: Limits = Limits {
+        max_request: MAX_MSG_FRAME,
+        max_response: MAX_REPLY_FRAME,
+        // A tenant may run many negotiations at once (the over-booking test sends 1,000).
+        max_inflight: 1024,
+        queue: 4096,
+        timeout: Duration::from_secs(10),
+    };
+    type Request = LeaseMsg;
+    type Response = LeaseReply;
+
+    fn unavailable(message: &str) -> LeaseReply {
+        LeaseReply::Refused(Refusal::new(RefusalCode::Unavailable, message))
+    }
+}
 
 /// Decodes a request frame from raw bytes (the fuzz target's entry point).
 pub fn decode_msg(bytes: &[u8]) -> Result<LeaseMsg, crate::signed::EnvelopeError> {
-    if bytes.len() as u64 > MAX_MSG_FRAME {
+    if bytes.len() > MAX_MSG_FRAME {
         return Err(crate::signed::EnvelopeError::TooLarge {
             size: bytes.len(),
-            max: MAX_MSG_FRAME as usize,
+            max: MAX_MSG_FRAME,
         });
     }
     decode_exact(bytes)

@@ -6,9 +6,9 @@ use std::time::{Duration, Instant};
 use super::config::Limits;
 use super::kv::Kv;
 use super::logs::{LogLine, Logs};
-use super::runtime::{Env, Fault, LeaseInfo, LeaseSlice, Runtime};
+use super::runtime::{Env, Fault, LeaseInfo, Runtime};
 use super::supervisor::PluginError;
-use crate::capacity::advert::now_ms;
+use crate::resources::{Resources, now_ms};
 use crate::store::Store;
 
 /// What to run.
@@ -73,7 +73,7 @@ pub fn run(
             deployment_id: "00".repeat(16),
             host: "local".into(),
             tenant: "local".into(),
-            slice: LeaseSlice {
+            slice: Resources {
                 cpu_millis: 1000,
                 mem_bytes: opts.mem_bytes,
                 disk_bytes: opts.disk_bytes,

@@ -177,7 +177,7 @@ fn push(ring: &mut Ring, level: &str, source: &str, message: String) {
     }
     ring.lines.push_back(LogLine {
         seq,
-        at_ms: crate::capacity::advert::now_ms(),
+        at_ms: crate::resources::now_ms(),
         level: level.to_owned(),
         source: source.to_owned(),
         message,

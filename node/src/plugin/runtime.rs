@@ -34,6 +34,7 @@ use self::host::{HostState, Limiter};
 use super::config::Limits;
 use super::kv::Kv;
 use super::logs::Logs;
+use crate::resources::Resources;
 
 wasmtime::component::bindgen!({
     world: "plugin",
@@ -44,7 +45,24 @@ wasmtime::component::bindgen!({
     require_store_data_send: true,
 });
 
-pub use self::degroup::plugin::lease::{LeaseInfo, Slice as LeaseSlice};
+/// The lease and deployment an instance runs under: what the plugin's `lease.info` returns.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LeaseInfo {
+    /// 32 hex digits.
+    pub lease_id: String,
+    /// 32 hex digits, stable across restarts and upgrades.
+    pub deployment_id: String,
+    /// Peer ids.
+    pub host: String,
+    pub tenant: String,
+    /// What the lease grants.
+    pub slice: Resources,
+    /// Unix milliseconds.
+    pub starts_at: u64,
+    pub ends_at: u64,
+    pub package_name: String,
+    pub package_version: String,
+}
 
 /// Most compiled components kept in memory.
 const MEMORY_CACHE: usize = 256;

@@ -1,26 +1,32 @@
-//! The `/degroup/deploy/1` request-response protocol.
+//! The `/degroup/deploy/2` request-response protocol.
 //!
 //! A deploy (or upgrade) carries the tenant's signed [`DeployRequest`] with the package's
 //! signed manifest and component; the host checks the request's signer against the sending
 //! peer, the lease, the package, and its publisher policy before anything runs. The other
-//! messages (list, logs, stop, message) are answered for the sending peer's own deployments
-//! only: libp2p's noise handshake has already authenticated who is asking.
+//! messages (list, get, logs, stop, message) are answered for the sending peer's own
+//! deployments only: libp2p's noise handshake has already authenticated who is asking.
+//!
+//! What travels back is this module's own wire structs ([`Status`], [`Usage`], [`LogPage`]),
+//! versioned with the protocol name, not the views `ps --json` and `logs --json` print: the
+//! tenant builds its view from its own record of the deployment and the host's [`Status`].
+//! Version 2 replaced version 1's view-shaped answers and added [`DeployMsg::Get`].
 
-use libp2p::StreamProtocol;
+use std::time::Duration;
+
 use serde::{Deserialize, Serialize};
 
-use super::deployment::View;
-use super::logs::LogPage;
+use super::deployment::{Counters, Record, State};
+use super::logs;
 use super::package::MAX_PACKAGE;
-use crate::lease::LeaseId;
+use crate::error::ErrorCode;
+use crate::net::{Limits, Protocol};
+use crate::resources::{DeploymentId, LeaseId};
 use crate::signed::{Kind, decode_exact};
 
-/// Protocol name.
-pub const DEPLOY_PROTOCOL: StreamProtocol = StreamProtocol::new("/degroup/deploy/1");
 /// Largest request frame: a package plus the request.
-pub const MAX_MSG_FRAME: u64 = (MAX_PACKAGE + 128 * 1024) as u64;
-/// Largest reply frame (a page of logs).
-pub const MAX_REPLY_FRAME: u64 = 8 * 1024 * 1024;
+pub const MAX_MSG_FRAME: usize = MAX_PACKAGE + 128 * 1024;
+/// Largest reply frame (a page of logs, a list of deployments).
+pub const MAX_REPLY_FRAME: usize = 8 * 1024 * 1024;
 /// Most `--config` entries.
 pub const MAX_CONFIG: usize = 64;
 /// Longest config key and value.
@@ -35,7 +41,7 @@ pub const MAX_MESSAGE: usize = 64 * 1024;
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct DeployRequest {
     /// Chosen by the tenant (random); a retry reuses it.
-    pub deployment_id: [u8; 16],
+    pub deployment_id: DeploymentId,
     pub lease_id: LeaseId,
     pub host: [u8; 32],
     pub tenant: [u8; 32],
@@ -55,7 +61,7 @@ impl Kind for DeployRequest {
 /// Checks `--config` entries against the limits.
 pub fn check_config(config: &[(String, String)]) -> Result<(), String> {
     if config.len() > MAX_CONFIG {
-        return Err(format!("at most {MAX_CONFIG} --config entries"));
+        return Err(format!("at most {MAX_CONFIG} configuration entries"));
     }
     let total: usize = config.iter().map(|(k, v)| k.len() + v.len()).sum();
     if total > MAX_CONFIG_TOTAL {
@@ -89,17 +95,19 @@ pub enum DeployMsg {
     },
     /// The sender's deployments on this host.
     List,
+    /// One of the sender's deployments.
+    Get { deployment: DeploymentId },
     /// Log lines of one of the sender's deployments after a sequence number.
     Logs {
-        deployment: String,
+        deployment: DeploymentId,
         after: u64,
         limit: u32,
     },
     /// Stop one of the sender's deployments (its key-value store is deleted).
-    Stop { deployment: String },
+    Stop { deployment: DeploymentId },
     /// Deliver a payload to one of the sender's deployments (`message` export).
     Message {
-        deployment: String,
+        deployment: DeploymentId,
         payload: Vec<u8>,
     },
 }
@@ -122,9 +130,26 @@ pub enum RefusalCode {
     Unknown,
     /// The host is saturated; retry later.
     Unavailable,
+    /// The deployment exists and is in a state that does not allow this (stopped, taken,
+    /// not running).
+    Conflict,
 }
 
-/// A refusal: code and a sentence saying what to do.
+impl RefusalCode {
+    /// What the refusal means to the tenant's admin API.
+    pub fn error_code(self) -> ErrorCode {
+        match self {
+            RefusalCode::Invalid => ErrorCode::BadInput,
+            RefusalCode::Lease | RefusalCode::Conflict => ErrorCode::Conflict,
+            RefusalCode::Package | RefusalCode::Compile => ErrorCode::InvalidPackage,
+            RefusalCode::Policy => ErrorCode::Forbidden,
+            RefusalCode::Unknown => ErrorCode::NotFound,
+            RefusalCode::Unavailable => ErrorCode::Unavailable,
+        }
+    }
+}
+
+/// A refusal: code and a sentence saying what is wrong.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Refusal {
     pub code: RefusalCode,
@@ -140,26 +165,227 @@ impl Refusal {
     }
 }
 
+/// Where a deployment is in its life, as the host reports it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Phase {
+    Starting,
+    Running,
+    Backoff,
+    Failed,
+    Stopped,
+}
+
+/// What a deployment has done and used, as the host reports it.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Usage {
+    pub starts: u64,
+    pub ticks: u64,
+    pub traps: u64,
+    pub interrupts: u64,
+    pub consecutive_failures: u32,
+    pub fuel: u64,
+    pub peak_mem_bytes: u64,
+    pub kv_bytes: u64,
+    pub kv_quota: u64,
+    pub last_tick_ms: Option<u64>,
+    pub max_tick_us: u64,
+    pub logs_dropped: u64,
+}
+
+/// A hosted deployment, as its host reports it to its tenant.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Status {
+    pub id: DeploymentId,
+    pub lease_id: LeaseId,
+    /// blake3 of the component running.
+    pub package_hash: [u8; 32],
+    /// 1 at deploy, +1 per upgrade.
+    pub generation: u32,
+    pub phase: Phase,
+    pub reason: Option<String>,
+    pub created_ms: u64,
+    pub updated_ms: u64,
+    pub usage: Usage,
+}
+
+/// One log line.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LogLine {
+    pub seq: u64,
+    pub at_ms: u64,
+    pub level: String,
+    pub source: String,
+    pub message: String,
+}
+
+/// A page of log lines after a sequence number.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LogPage {
+    pub lines: Vec<LogLine>,
+    pub next: u64,
+    pub dropped: u64,
+    pub missed: u64,
+}
+
 /// The answer.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum DeployReply {
-    Deployment(Box<View>),
-    List(Vec<View>),
+    Deployment(Box<Status>),
+    List(Vec<Status>),
     Logs(LogPage),
     Ok,
     Refused(Refusal),
 }
 
-/// The codec.
-pub type DeployCodec =
-    crate::net::codec::CappedCodec<DeployMsg, DeployReply, MAX_MSG_FRAME, MAX_REPLY_FRAME>;
+/// The protocol, as `net` runs it.
+#[derive(Debug)]
+pub struct DeployProtocol;
+
+impl Protocol for DeployProtocol {
+    const NAME: &'static str = "/degroup/deploy/2";
+    const LIMITS: Limits = Limits {
+        max_request: MAX_MSG_FRAME,
+        max_response: MAX_REPLY_FRAME,
+        max_inflight: 256,
+        queue: 1024,
+        // A deploy carries a package (up to 8 MiB) and waits for compile + init.
+        timeout: Duration::from_secs(60),
+    };
+    type Request = DeployMsg;
+    type Response = DeployReply;
+
+    fn unavailable(message: &str) -> DeployReply {
+        DeployReply::Refused(Refusal::new(RefusalCode::Unavailable, message))
+    }
+}
+
+impl From<State> for Phase {
+    fn from(s: State) -> Self {
+        match s {
+            State::Starting => Phase::Starting,
+            State::Running => Phase::Running,
+            State::Backoff => Phase::Backoff,
+            State::Failed => Phase::Failed,
+            State::Stopped => Phase::Stopped,
+        }
+    }
+}
+
+impl From<Phase> for State {
+    fn from(p: Phase) -> Self {
+        match p {
+            Phase::Starting => State::Starting,
+            Phase::Running => State::Running,
+            Phase::Backoff => State::Backoff,
+            Phase::Failed => State::Failed,
+            Phase::Stopped => State::Stopped,
+        }
+    }
+}
+
+impl From<&Counters> for Usage {
+    fn from(c: &Counters) -> Self {
+        Self {
+            starts: c.starts,
+            ticks: c.ticks,
+            traps: c.traps,
+            interrupts: c.interrupts,
+            consecutive_failures: c.consecutive_failures,
+            fuel: c.fuel,
+            peak_mem_bytes: c.peak_mem_bytes,
+            kv_bytes: c.kv_bytes,
+            kv_quota: c.kv_quota,
+            last_tick_ms: c.last_tick_ms,
+            max_tick_us: c.max_tick_us,
+            logs_dropped: c.logs_dropped,
+        }
+    }
+}
+
+impl From<&Usage> for Counters {
+    fn from(u: &Usage) -> Self {
+        Self {
+            starts: u.starts,
+            ticks: u.ticks,
+            traps: u.traps,
+            interrupts: u.interrupts,
+            consecutive_failures: u.consecutive_failures,
+            fuel: u.fuel,
+            peak_mem_bytes: u.peak_mem_bytes,
+            kv_bytes: u.kv_bytes,
+            kv_quota: u.kv_quota,
+            last_tick_ms: u.last_tick_ms,
+            max_tick_us: u.max_tick_us,
+            logs_dropped: u.logs_dropped,
+        }
+    }
+}
+
+impl Status {
+    /// The status of a hosted deployment: its record, its live state and counters.
+    pub fn of(r: &Record, state: State, reason: Option<String>, counters: &Counters) -> Self {
+        Self {
+            id: crate::resources::parse_id(&r.id).unwrap_or_default(),
+            lease_id: r.lease_id,
+            package_hash: r.package.hash,
+            generation: r.generation,
+            phase: state.into(),
+            reason,
+            created_ms: r.created_ms,
+            updated_ms: r.updated_ms,
+            usage: counters.into(),
+        }
+    }
+}
+
+impl From<logs::LogPage> for LogPage {
+    fn from(p: logs::LogPage) -> Self {
+        Self {
+            lines: p
+                .lines
+                .into_iter()
+                .map(|l| LogLine {
+                    seq: l.seq,
+                    at_ms: l.at_ms,
+                    level: l.level,
+                    source: l.source,
+                    message: l.message,
+                })
+                .collect(),
+            next: p.next,
+            dropped: p.dropped,
+            missed: p.missed,
+        }
+    }
+}
+
+impl From<LogPage> for logs::LogPage {
+    fn from(p: LogPage) -> Self {
+        Self {
+            lines: p
+                .lines
+                .into_iter()
+                .map(|l| logs::LogLine {
+                    seq: l.seq,
+                    at_ms: l.at_ms,
+                    level: l.level,
+                    source: l.source,
+                    message: l.message,
+                })
+                .collect(),
+            next: p.next,
+            dropped: p.dropped,
+            missed: p.missed,
+        }
+    }
+}
 
 /// Decodes a request frame from raw bytes (the fuzz target's entry point).
 pub fn decode_msg(bytes: &[u8]) -> Result<DeployMsg, crate::signed::EnvelopeError> {
-    if bytes.len() as u64 > MAX_MSG_FRAME {
+    if bytes.len() > MAX_MSG_FRAME {
         return Err(crate::signed::EnvelopeError::TooLarge {
             size: bytes.len(),
-            max: MAX_MSG_FRAME as usize,
+            max: MAX_MSG_FRAME,
         });
     }
     decode_exact(bytes)

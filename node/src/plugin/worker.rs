@@ -13,10 +13,10 @@ use std::time::{Duration, Instant};
 use tokio::sync::{mpsc as tmpsc, oneshot};
 
 use super::deployment::{Counters, State};
-use super::meter::Meter;
 use super::runtime::{Call, Compiled, Env, Fault, Instance, LeaseInfo, Runtime};
-use crate::capacity::advert::now_ms;
-use crate::lease::LeaseId;
+use crate::lease::Meter;
+use crate::resources::LeaseId;
+use crate::resources::now_ms;
 
 /// What a worker is told.
 #[derive(Debug)]
@@ -45,11 +45,22 @@ pub enum Started {
     Failed(String),
 }
 
-/// What a worker tells the supervisor.
+/// What a worker tells the supervisor. `serial` tells apart the successive workers of one
+/// deployment.
 #[derive(Debug)]
 pub enum WorkerEvent {
-    Failed { id: String, reason: String },
+    /// It gave up: too many failures in a row, or `init` returned an error.
+    Failed {
+        id: String,
+        serial: u64,
+        reason: String,
+    },
+    /// Its thread is about to end (after a stop, or when the supervisor is gone).
+    Exited { id: String, serial: u64 },
 }
+
+/// Serial numbers of workers, unique in this process.
+static SERIAL: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
 
 /// State shared between a worker and whoever shows it.
 #[derive(Debug, Clone)]
@@ -95,6 +106,8 @@ impl Shared {
 pub struct Worker {
     tx: Sender<WorkerCmd>,
     pub shared: Shared,
+    /// Unique in this process; carried by the worker's events.
+    pub serial: u64,
     thread: Option<std::thread::JoinHandle<()>>,
 }
 
@@ -103,7 +116,15 @@ impl Worker {
         self.tx.send(cmd).is_ok()
     }
 
-    /// Stops the thread and waits for it (at most one call's deadline plus a little).
+    /// Tells the thread to stop and lets it go without waiting: its end is reported as
+    /// [`WorkerEvent::Exited`]. What the supervisor does; it never waits on a plugin.
+    pub fn retire(mut self) {
+        let _ = self.tx.send(WorkerCmd::Stop);
+        drop(self.thread.take());
+    }
+
+    /// Stops the thread and waits for it to end (at most one call's deadline plus a little).
+    /// For callers that may block: `plugin run`, tests.
     pub fn stop(mut self) {
         let _ = self.tx.send(WorkerCmd::Stop);
         if let Some(t) = self.thread.take() {
@@ -130,18 +151,21 @@ pub fn spawn(spec: Spec, started: oneshot::Sender<Started>) -> std::io::Result<W
     let (tx, rx) = std::sync::mpsc::channel();
     let shared = Shared::new(spec.env.kv.quota());
     let thread_shared = shared.clone();
+    let serial = SERIAL.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     let thread = std::thread::Builder::new()
         .name(format!("plugin-{}", &spec.id[..8.min(spec.id.len())]))
-        .spawn(move || Loop::new(spec, thread_shared, rx).run(started))?;
+        .spawn(move || Loop::new(spec, serial, thread_shared, rx).run(started))?;
     Ok(Worker {
         tx,
         shared,
+        serial,
         thread: Some(thread),
     })
 }
 
 struct Loop {
     id: String,
+    serial: u64,
     lease: LeaseId,
     runtime: Arc<Runtime>,
     compiled: Compiled,
@@ -159,10 +183,11 @@ struct Loop {
 }
 
 impl Loop {
-    fn new(spec: Spec, shared: Shared, rx: Receiver<WorkerCmd>) -> Self {
+    fn new(spec: Spec, serial: u64, shared: Shared, rx: Receiver<WorkerCmd>) -> Self {
         let now = Instant::now();
         Self {
             id: spec.id,
+            serial,
             lease: spec.lease,
             runtime: spec.runtime,
             compiled: spec.compiled,
@@ -252,6 +277,12 @@ impl Loop {
         }
         self.retire();
         self.shared.set_state(State::Stopped, None);
+        // The environment (and its key-value tree handle) is released before this is read.
+        drop(self.env.take());
+        let _ = self.events.send(WorkerEvent::Exited {
+            id: self.id.clone(),
+            serial: self.serial,
+        });
     }
 
     /// Drops the instance, keeping its environment for the next one.
@@ -395,6 +426,7 @@ impl Loop {
         self.shared.set_state(State::Failed, Some(reason.clone()));
         let _ = self.events.send(WorkerEvent::Failed {
             id: self.id.clone(),
+            serial: self.serial,
             reason: reason.clone(),
         });
         Started::Failed(reason)

@@ -1,7 +1,8 @@
 use ed25519_dalek::SigningKey;
 
 use super::*;
-use crate::capacity::advert::{MAX_ADVERT_SIZE, MAX_TTL_MS, Prices, Resources, now_ms};
+use crate::capacity::advert::{MAX_ADVERT_SIZE, MAX_TTL_MS};
+use crate::resources::{Inventory, Prices, now_ms};
 
 fn key(seed: u8) -> SigningKey {
     SigningKey::from_bytes(&[seed; 32])
@@ -14,13 +15,13 @@ fn advert(signer: &SigningKey, seq: u64, issued: u64) -> Advert {
         issued_at_ms: issued,
         expires_at_ms: issued + 600_000,
         addrs: vec!["/ip4/127.0.0.1/tcp/1".into()],
-        total: Resources {
+        total: Inventory {
             cpu_millis: 16_000,
             mem_bytes: 64 << 30,
             disk_bytes: 1 << 40,
             gpus: vec![],
         },
-        free: Resources::default(),
+        free: Inventory::default(),
         bandwidth_bps: 0,
         country: "FR".into(),
         region: String::new(),

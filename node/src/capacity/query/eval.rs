@@ -3,8 +3,9 @@
 use serde::{Deserialize, Serialize};
 
 use super::{Clause, Failure, Field, Op, Query, Value};
-use crate::capacity::advert::{Advert, Gpu, MICROS_PER_EUR};
+use crate::capacity::advert::Advert;
 use crate::capacity::units::{format_bps, format_duration, format_eur, format_size};
+use crate::resources::{Gpu, MICROS_PER_EUR};
 
 const GIB: f64 = 1024.0 * 1024.0 * 1024.0;
 

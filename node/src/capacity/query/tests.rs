@@ -1,7 +1,8 @@
 use proptest::prelude::*;
 
 use super::*;
-use crate::capacity::advert::{Advert, Gpu, Prices, Resources};
+use crate::capacity::advert::Advert;
+use crate::resources::{Gpu, Inventory, Prices};
 
 const NOW: u64 = 1_800_000_000_000;
 
@@ -12,8 +13,8 @@ fn host(n: u8, country: &str, cpu: u64, mem_gib: u64, price_cpu: u64) -> Advert 
         issued_at_ms: NOW - 1000 * u64::from(n),
         expires_at_ms: NOW + 600_000,
         addrs: vec![],
-        total: Resources::default(),
-        free: Resources {
+        total: Inventory::default(),
+        free: Inventory {
             cpu_millis: cpu * 1000,
             mem_bytes: mem_gib << 30,
             disk_bytes: 1 << 40,

@@ -3,9 +3,9 @@
 use proptest::prelude::*;
 
 use super::*;
-use crate::capacity::advert::Prices;
 use crate::identity::Identity;
 use crate::lease::contract::Contract;
+use crate::resources::Prices;
 use crate::signed::Envelope;
 
 #[derive(Debug, Clone)]
@@ -50,24 +50,24 @@ fn step() -> impl Strategy<Value = Step> {
 /// What the book should hold: offers (id, slice, expiry, envelope, tenant) and leases.
 #[derive(Default)]
 struct Model {
-    offers: Vec<(LeaseId, Slice, u64, Vec<u8>, usize)>,
-    leases: Vec<(LeaseId, Slice, u64)>,
+    offers: Vec<(LeaseId, Resources, u64, Vec<u8>, usize)>,
+    leases: Vec<(LeaseId, Resources, u64)>,
 }
 
 impl Model {
-    fn sum<'a>(it: impl Iterator<Item = &'a Slice>) -> Slice {
-        it.fold(Slice::default(), |a, s| a.plus(s))
+    fn sum<'a>(it: impl Iterator<Item = &'a Resources>) -> Resources {
+        it.fold(Resources::default(), |a, s| a.plus(s))
     }
-    fn used(&self) -> Slice {
+    fn used(&self) -> Resources {
         Self::sum(self.leases.iter().map(|l| &l.1))
     }
-    fn held(&self) -> Slice {
+    fn held(&self) -> Resources {
         Self::sum(self.offers.iter().map(|o| &o.1))
     }
 }
 
-fn slice(cpu: u64, mem: u64) -> Slice {
-    Slice {
+fn slice(cpu: u64, mem: u64) -> Resources {
+    Resources {
         cpu_millis: cpu * 1000,
         mem_bytes: mem << 30,
         disk_bytes: 0,

@@ -8,7 +8,7 @@ fn contract(host: &Identity, tenant: &Identity) -> Contract {
         version: 1,
         host: host.verifying_key().to_bytes(),
         tenant: tenant.verifying_key().to_bytes(),
-        slice: Slice {
+        slice: Resources {
             cpu_millis: 4000,
             mem_bytes: 8 << 30,
             disk_bytes: 20 << 30,
@@ -134,7 +134,7 @@ fn prices_round_up_and_never_overflow() {
         disk: 100,
         gpu: 2_500_000,
     };
-    let s = Slice {
+    let s = Resources {
         cpu_millis: 4000,
         mem_bytes: 8 << 30,
         disk_bytes: 20 << 30,
@@ -144,12 +144,12 @@ fn prices_round_up_and_never_overflow() {
         s.hourly_micros(&prices),
         80_000 + 32_000 + 2_000 + 2_500_000
     );
-    let tiny = Slice {
+    let tiny = Resources {
         cpu_millis: 1,
-        ..Slice::default()
+        ..Resources::default()
     };
     assert_eq!(tiny.hourly_micros(&prices), 20, "0.001 core × 20000 µEUR");
-    let huge = Slice {
+    let huge = Resources {
         cpu_millis: u64::MAX,
         mem_bytes: u64::MAX,
         disk_bytes: u64::MAX,

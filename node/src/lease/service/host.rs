@@ -8,14 +8,16 @@ use libp2p::PeerId;
 
 use super::super::book::{CommitItem, HeldOffer, OfferKind, Role};
 use super::super::contract::{
-    Acceptance, Ask, Contract, LeaseRequest, ReleaseRequest, hash, id_hex, new_lease_id, verify_end,
+    Acceptance, Ask, Contract, LeaseRequest, ReleaseRequest, hash, new_lease_id, verify_end,
 };
+use super::super::wire::LeaseProtocol;
 use super::super::wire::{LeaseMsg, LeaseReply, MAX_RECEIPTS_PER_REPLY, Refusal, RefusalCode};
 use super::Service;
-use crate::capacity::advert::now_ms;
 use crate::capacity::units::{format_duration, format_eur};
 use crate::identity::peer_id_of;
-use crate::net::InboundLease;
+use crate::net::InboundRequest;
+use crate::resources::id_hex;
+use crate::resources::now_ms;
 use crate::signed::{Envelope, Kind, Opened};
 
 /// Most nonces remembered; past this, new requests are refused until old ones age out.
@@ -49,11 +51,16 @@ fn open_from<K: Kind>(peer: &PeerId, bytes: &[u8], what: &str) -> Result<Opened<
 }
 
 impl Service {
-    pub(super) async fn on_inbound(&mut self, batch: Vec<InboundLease>) {
+    pub(super) fn on_inbound(&mut self, batch: Vec<InboundRequest<LeaseProtocol>>) {
         let now = now_ms();
         let mut replies = Vec::with_capacity(batch.len());
         let mut commits = Vec::new();
-        for InboundLease { peer, msg, channel } in batch {
+        for InboundRequest {
+            peer,
+            request: msg,
+            reply: channel,
+        } in batch
+        {
             let reply = match msg {
                 LeaseMsg::Request(bytes) => self.on_request(&peer, &bytes, now),
                 LeaseMsg::Accept(bytes) => match self.on_accept(&peer, &bytes, now) {
@@ -109,7 +116,7 @@ impl Service {
             }
         }
         for (channel, reply) in replies {
-            self.net.respond_lease(channel, reply).await;
+            channel.send(reply);
         }
     }
 
@@ -179,7 +186,7 @@ impl Service {
             return Err(refuse(
                 RefusalCode::Price,
                 format!(
-                    "the slice costs {} EUR/h, above your maximum of {} EUR/h; raise --max-price or ask for less",
+                    "the slice costs {} EUR/h, above your maximum of {} EUR/h; accept a higher price or ask for less",
                     format_eur(hourly),
                     format_eur(max)
                 ),
@@ -215,7 +222,7 @@ impl Service {
         if slice.is_empty() {
             return refuse(
                 RefusalCode::Invalid,
-                "the request asks for nothing; give --cpu, --mem, --disk or --gpu",
+                "the request asks for nothing; ask for some CPU, memory, disk or GPUs",
             );
         }
         if let Err(refusal) = self.policy.check_duration(r.duration_ms) {
@@ -245,7 +252,13 @@ impl Service {
     fn hold(&mut self, contract: Contract, kind: OfferKind) -> LeaseReply {
         let envelope = match Envelope::seal_kind(self.identity.signing_key(), &contract) {
             Ok(e) => e.to_bytes(),
-            Err(e) => return refuse(RefusalCode::Invalid, format!("cannot sign the offer: {e}")),
+            Err(e) => {
+                tracing::error!(error = %e, "cannot sign an offer");
+                return refuse(
+                    RefusalCode::Unavailable,
+                    "the host could not sign the offer; retry",
+                );
+            }
         };
         let offered = self.offered();
         match self
@@ -309,7 +322,7 @@ impl Service {
         if r.duration_ms == 0 {
             return refuse(
                 RefusalCode::Invalid,
-                "a renewal must extend the lease; give --for",
+                "a renewal must extend the lease by a duration above zero",
             );
         }
         if let Err(refusal) = self.policy.check_duration(ends_at.saturating_sub(now)) {
@@ -414,11 +427,8 @@ impl Service {
         if !lease.is_active() {
             return LeaseReply::Ok;
         }
-        match self
-            .book
-            .end(&end.lease_id, end.at_ms, end.reason, Some(bytes.to_vec()))
-        {
-            Ok(_) => {
+        match self.end_lease(&lease, end.at_ms, end.reason, Some(bytes.to_vec())) {
+            Ok(()) => {
                 tracing::info!(lease = %lease.id_hex(), "lease terminated by its host");
                 LeaseReply::Ok
             }

@@ -1,7 +1,7 @@
 //! The sweep: lapsed offers, expired leases, usage receipts, old nonces.
 
-use super::super::book::{Lease, Role};
-use super::super::contract::{EndReason, LeaseEnd, LeaseId, UsageReceipt};
+use super::super::book::{Lease, Role, SignedReceipt};
+use super::super::contract::{EndReason, LeaseEnd, UsageReceipt};
 use super::{LeaseError, Service};
 use crate::signed::Envelope;
 
@@ -24,9 +24,7 @@ impl Service {
                     .end_as_host(&lease, end, EndReason::Expired)
                     .map(|_| ()),
                 Role::Tenant => self
-                    .book
-                    .end(&id, end, EndReason::Expired, None)
-                    .map(|_| ())
+                    .end_lease(&lease, end, EndReason::Expired, None)
                     .map_err(LeaseError::from),
             };
             match result {
@@ -63,7 +61,7 @@ impl Service {
         lease: &Lease,
         until: u64,
         last: bool,
-    ) -> Vec<(LeaseId, u64, u64, Vec<u8>)> {
+    ) -> Vec<SignedReceipt> {
         let period = self.policy.receipt_period_ms.max(1000);
         let c = &lease.contract;
         let mut start = lease.stored.receipts_until_ms.max(c.starts_at_ms);
@@ -106,7 +104,12 @@ impl Service {
                 storage_bytes: usage.storage_bytes,
             };
             match Envelope::seal_kind(self.identity.signing_key(), &receipt) {
-                Ok(env) => out.push((c.lease_id, start, end, env.to_bytes())),
+                Ok(env) => out.push(SignedReceipt {
+                    lease_id: c.lease_id,
+                    period_start_ms: start,
+                    period_end_ms: end,
+                    signed: env.to_bytes(),
+                }),
                 Err(e) => {
                     tracing::error!(error = %e, "cannot sign a usage receipt");
                     break;
@@ -135,10 +138,9 @@ impl Service {
             reason: reason.clone(),
         };
         let notice = Envelope::seal_kind(self.identity.signing_key(), &end)
-            .map_err(|e| LeaseError::BadInput(e.to_string()))?
+            .map_err(|e| LeaseError::internal("signing the end notice", e))?
             .to_bytes();
-        self.book
-            .end(&c.lease_id, at_ms, reason, Some(notice.clone()))?;
+        self.end_lease(lease, at_ms, reason, Some(notice.clone()))?;
         Ok(notice)
     }
 }

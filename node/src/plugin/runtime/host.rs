@@ -6,8 +6,8 @@ use wasmtime::component::ResourceTable;
 use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
 use wasmtime_wasi::{WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
 
+use super::Env;
 use super::degroup::plugin::{kv, lease, log};
-use super::{Env, LeaseInfo};
 use crate::plugin::kv::KvError;
 
 /// Caps linear memory at the lease's memory and tables at a fixed number of elements, and
@@ -164,8 +164,24 @@ impl WasiView for HostState {
 }
 
 impl lease::Host for HostState {
-    fn info(&mut self) -> LeaseInfo {
-        self.env.info.clone()
+    fn info(&mut self) -> lease::LeaseInfo {
+        let i = &self.env.info;
+        lease::LeaseInfo {
+            lease_id: i.lease_id.clone(),
+            deployment_id: i.deployment_id.clone(),
+            host: i.host.clone(),
+            tenant: i.tenant.clone(),
+            slice: lease::Slice {
+                cpu_millis: u32::try_from(i.slice.cpu_millis).unwrap_or(u32::MAX),
+                mem_bytes: i.slice.mem_bytes,
+                disk_bytes: i.slice.disk_bytes,
+                gpus: i.slice.gpus,
+            },
+            starts_at: i.starts_at,
+            ends_at: i.ends_at,
+            package_name: i.package_name.clone(),
+            package_version: i.package_version.clone(),
+        }
     }
 }
 

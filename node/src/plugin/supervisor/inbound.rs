@@ -1,16 +1,25 @@
-//! Host side of `/degroup/deploy/1`: every check before anything runs.
+//! The host's side of `/degroup/deploy/2`: every check before anything runs.
+//!
+//! Each inbound request is answered in its own task (the actor runs them in a bounded
+//! `JoinSet`), so a deploy that compiles for a while, or waits for its plugin's first `init`,
+//! holds up nobody else. Everything here asks the actor for what it owns.
+
+use libp2p::PeerId;
 
 use super::super::deployment::{PackageRef, Record, Side, State};
 use super::super::package::Package;
 use super::super::wire::{
-    DeployMsg, DeployReply, DeployRequest, MAX_MESSAGE, Refusal, RefusalCode, check_config,
+    DeployMsg, DeployProtocol, DeployReply, DeployRequest, MAX_MESSAGE, Refusal, RefusalCode,
+    Status, check_config,
 };
 use super::super::worker::Started;
-use super::{Command, Install, PluginError, PluginHandle, info_of, lease_active};
-use crate::capacity::advert::now_ms;
+use super::PluginError;
+use super::actor::{Caller, Command, Install, info_of, lease_active};
+use super::handle::PluginHandle;
 use crate::identity::key_of_peer;
 use crate::lease::Role;
-use crate::net::InboundDeploy;
+use crate::net::InboundRequest;
+use crate::resources::{id_hex, now_ms};
 use crate::signed::Envelope;
 
 /// How far a deploy request's creation time may be from the host's clock.
@@ -24,102 +33,133 @@ fn from_error(e: PluginError) -> DeployReply {
     match e {
         PluginError::NotFound(m) => refuse(RefusalCode::Unknown, m),
         PluginError::BadInput(m) => refuse(RefusalCode::Invalid, m),
+        PluginError::Conflict(m) => refuse(RefusalCode::Conflict, m),
         other => refuse(RefusalCode::Unavailable, other.to_string()),
     }
 }
 
-impl PluginHandle {
-    /// Answers one inbound deploy-protocol message.
-    pub(super) async fn inbound(&self, msg: InboundDeploy) {
-        let InboundDeploy { peer, msg, channel } = msg;
-        let tenant = peer.to_string();
-        let reply = match msg {
+fn status_reply(r: Result<Status, PluginError>) -> DeployReply {
+    match r {
+        Ok(s) => DeployReply::Deployment(Box::new(s)),
+        Err(e) => from_error(e),
+    }
+}
+
+/// Answers peers' deploy-protocol requests.
+#[derive(Debug, Clone)]
+pub(crate) struct HostSide {
+    handle: PluginHandle,
+}
+
+impl HostSide {
+    pub(crate) fn new(handle: PluginHandle) -> Self {
+        Self { handle }
+    }
+
+    /// Answers one inbound request.
+    pub(crate) async fn answer(&self, req: InboundRequest<DeployProtocol>) {
+        let InboundRequest {
+            peer,
+            request,
+            reply,
+        } = req;
+        let reply_value = self.handle_msg(&peer, request).await;
+        reply.send(reply_value);
+    }
+
+    async fn handle_msg(&self, peer: &PeerId, msg: DeployMsg) -> DeployReply {
+        let caller = Caller::Tenant(peer.to_string());
+        let h = &self.handle;
+        match msg {
             DeployMsg::Deploy {
                 request,
                 manifest,
                 component,
-            } => self.host_deploy(&peer, &request, manifest, component).await,
-            DeployMsg::List => match self.local_list().await {
-                Ok(all) => DeployReply::List(
-                    all.into_iter()
-                        .filter(|v| v.side == Side::Host && v.tenant == tenant)
-                        .collect(),
-                ),
+            } => self.deploy(peer, &request, manifest, component).await,
+            DeployMsg::List => match h
+                .ask(|reply| Command::Statuses {
+                    tenant: peer.to_string(),
+                    reply,
+                })
+                .await
+            {
+                Ok(list) => DeployReply::List(list),
                 Err(e) => from_error(e),
             },
+            DeployMsg::Get { deployment } => status_reply(
+                h.ask(|reply| Command::Status {
+                    id: id_hex(&deployment),
+                    caller,
+                    reply,
+                })
+                .await
+                .and_then(|r| r),
+            ),
             DeployMsg::Logs {
                 deployment,
                 after,
                 limit,
-            } => match self.record(&deployment).await {
-                Ok(r) if r.side == Side::Host && r.tenant == tenant => {
-                    match self
-                        .ask(|rep| Command::Logs(r.id.clone(), after, limit, rep))
-                        .await
-                    {
-                        Ok(Ok(page)) => DeployReply::Logs(page),
-                        Ok(Err(e)) | Err(e) => from_error(e),
-                    }
-                }
-                Ok(_) => refuse(
-                    RefusalCode::Unknown,
-                    format!("no deployment {deployment} of yours on this host"),
-                ),
+            } => match h
+                .ask(|reply| Command::Logs {
+                    id: id_hex(&deployment),
+                    caller,
+                    after,
+                    limit,
+                    reply,
+                })
+                .await
+                .and_then(|r| r)
+            {
+                Ok(page) => DeployReply::Logs(page.into()),
                 Err(e) => from_error(e),
             },
-            DeployMsg::Stop { deployment } => {
-                let t = tenant.clone();
-                match self
-                    .ask(|reply| Command::Stop {
-                        id: deployment,
-                        reason: "stopped by the tenant".into(),
-                        tenant: Some(t),
-                        reply,
-                    })
-                    .await
-                {
-                    Ok(Ok(v)) => DeployReply::Deployment(Box::new(v)),
-                    Ok(Err(e)) | Err(e) => from_error(e),
-                }
-            }
+            DeployMsg::Stop { deployment } => status_reply(
+                h.ask(|reply| Command::Stop {
+                    id: id_hex(&deployment),
+                    reason: "stopped by the tenant".into(),
+                    caller,
+                    reply,
+                })
+                .await
+                .and_then(|r| r),
+            ),
             DeployMsg::Message {
                 deployment,
                 payload,
             } => {
                 if payload.len() > MAX_MESSAGE {
-                    refuse(
+                    return refuse(
                         RefusalCode::Invalid,
                         format!("message payload over {MAX_MESSAGE} bytes"),
-                    )
-                } else {
-                    let t = tenant.clone();
-                    match self
-                        .ask(|reply| Command::Message {
-                            id: deployment,
-                            from: t.clone(),
-                            payload,
-                            tenant: Some(t),
-                            reply,
-                        })
-                        .await
-                    {
-                        Ok(Ok(())) => DeployReply::Ok,
-                        Ok(Err(e)) | Err(e) => from_error(e),
-                    }
+                    );
+                }
+                match h
+                    .ask(|reply| Command::Message {
+                        id: id_hex(&deployment),
+                        from: peer.to_string(),
+                        payload,
+                        caller,
+                        reply,
+                    })
+                    .await
+                    .and_then(|r| r)
+                {
+                    Ok(()) => DeployReply::Ok,
+                    Err(e) => from_error(e),
                 }
             }
-        };
-        self.net.respond_deploy(channel, reply).await;
+        }
     }
 
     /// Verifies a deploy or upgrade, compiles it, installs it, and waits for the first `init`.
-    async fn host_deploy(
+    async fn deploy(
         &self,
-        peer: &libp2p::PeerId,
+        peer: &PeerId,
         request: &[u8],
         manifest: Vec<u8>,
         component: Vec<u8>,
     ) -> DeployReply {
+        let h = &self.handle;
         let opened = match Envelope::open::<DeployRequest>(request) {
             Ok(o) => o,
             Err(e) => return refuse(RefusalCode::Invalid, format!("deploy request: {e}")),
@@ -132,7 +172,7 @@ impl PluginHandle {
                 "the deploy request is not signed by the peer sending it",
             );
         }
-        if req.host != self.identity.verifying_key().to_bytes() {
+        if req.host != h.identity().verifying_key().to_bytes() {
             return refuse(
                 RefusalCode::Invalid,
                 "the deploy request is addressed to another host",
@@ -158,7 +198,7 @@ impl PluginHandle {
                 "the package is not the one the request signs for",
             );
         }
-        let publishers = &self.runtime.limits().publishers;
+        let publishers = &h.runtime().limits().publishers;
         if !publishers.is_empty() && !publishers.contains(&package.manifest.publisher) {
             return refuse(
                 RefusalCode::Policy,
@@ -169,7 +209,7 @@ impl PluginHandle {
             );
         }
         let lease_hex = hex::encode(req.lease_id);
-        let Ok(lease) = self.leases.get(&lease_hex).await else {
+        let Ok(lease) = h.leases().get(&lease_hex).await else {
             return refuse(
                 RefusalCode::Lease,
                 format!("no lease {lease_hex} on this host"),
@@ -187,7 +227,7 @@ impl PluginHandle {
                 format!("lease {lease_hex} is not active (ended or expired); lease anew"),
             );
         }
-        let runtime = self.runtime.clone();
+        let runtime = h.runtime().clone();
         let wasm = package.component.clone();
         let compiled = match tokio::task::spawn_blocking(move || runtime.compile(&wasm)).await {
             Ok(Ok(c)) => c,
@@ -198,7 +238,7 @@ impl PluginHandle {
             id: hex::encode(req.deployment_id),
             side: Side::Host,
             lease_id: req.lease_id,
-            host: self.identity.peer_id().to_string(),
+            host: h.identity().peer_id().to_string(),
             tenant: peer.to_string(),
             package: PackageRef {
                 name: package.manifest.name.clone(),
@@ -223,8 +263,11 @@ impl PluginHandle {
             info,
             upgrade: req.upgrade,
         };
-        let started = match self
-            .ask(|reply| Command::Install(Box::new(install), reply))
+        let started = match h
+            .ask(|reply| Command::Install {
+                install: Box::new(install),
+                reply,
+            })
             .await
         {
             Ok(Ok(rx)) => rx,
@@ -235,9 +278,14 @@ impl PluginHandle {
             Ok(Started::Running | Started::Retrying(_) | Started::Failed(_)) => {}
             Err(_) => return refuse(RefusalCode::Unavailable, "the deployment's worker stopped"),
         }
-        match self.ask(|r| Command::Get(id, r)).await {
-            Ok(Ok(view)) => DeployReply::Deployment(Box::new(view)),
-            Ok(Err(e)) | Err(e) => from_error(e),
-        }
+        status_reply(
+            h.ask(|reply| Command::Status {
+                id,
+                caller: Caller::Operator,
+                reply,
+            })
+            .await
+            .and_then(|r| r),
+        )
     }
 }

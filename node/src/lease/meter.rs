@@ -7,7 +7,7 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
-use crate::lease::LeaseId;
+use crate::resources::LeaseId;
 
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 struct Entry {

@@ -1,0 +1,816 @@
+//! The supervisor's actor: the one owner of deployment records and workers.
+//!
+//! Its loop never waits on a plugin. Commands are answered from memory and the store; a worker
+//! is told to stop and let go ([`Worker::retire`]), and what must wait for its thread to end
+//! (dropping its key-value tree) happens when the worker reports [`WorkerEvent::Exited`].
+//! Inbound deploy-protocol requests are answered in a bounded [`JoinSet`] of tasks
+//! ([`super::inbound`]), never in the loop; when it is full the peer is told "unavailable" at
+//! once. Ended leases arrive as [`LeaseEvent`]s from the lease actor.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::{broadcast, mpsc, oneshot};
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+
+use super::super::deployment::{self, Counters, Record, Side, State, View};
+use super::super::kv::{self, Kv};
+use super::super::logs::{LogPage, Logs};
+use super::super::package::Package;
+use super::super::runtime::{Compiled, Env, LeaseInfo, Runtime};
+use super::super::wire::{DeployProtocol, Refusal, RefusalCode, Status};
+use super::super::worker::{self, Started, Worker, WorkerCmd, WorkerEvent};
+use super::PluginError;
+use super::inbound::HostSide;
+use crate::lease::book::Lease;
+use crate::lease::{LeaseEvent, LeaseHandle, Meter, Role};
+use crate::net::{Inbound, Protocol as _};
+use crate::resources::{LeaseId, now_ms};
+use crate::store::{Domain, Op, Store, StoreError};
+
+/// Most inbound deploy-protocol requests answered at once; more are told "unavailable".
+const MAX_ANSWERING: usize = 64;
+/// How long shutdown waits for workers to end before leaving them.
+const SHUTDOWN_WAIT: Duration = Duration::from_secs(2);
+
+/// A verified deploy or upgrade, ready to install.
+pub(crate) struct Install {
+    pub record: Record,
+    pub package: Package,
+    pub compiled: Compiled,
+    pub info: LeaseInfo,
+    pub upgrade: bool,
+}
+
+/// Who a request acts for: the host's operator (any deployment) or a tenant (its own only).
+#[derive(Debug, Clone)]
+pub(crate) enum Caller {
+    Operator,
+    Tenant(String),
+}
+
+impl Caller {
+    fn may_see(&self, r: &Record) -> bool {
+        match self {
+            Caller::Operator => true,
+            Caller::Tenant(t) => r.side == Side::Host && *t == r.tenant,
+        }
+    }
+}
+
+pub(crate) enum Command {
+    List(oneshot::Sender<Vec<View>>),
+    Counts(oneshot::Sender<(usize, usize)>),
+    Get {
+        id: String,
+        reply: oneshot::Sender<Result<View, PluginError>>,
+    },
+    Record {
+        id: String,
+        reply: oneshot::Sender<Result<Record, PluginError>>,
+    },
+    /// What a tenant's node is told of its deployments here.
+    Statuses {
+        tenant: String,
+        reply: oneshot::Sender<Vec<Status>>,
+    },
+    Status {
+        id: String,
+        caller: Caller,
+        reply: oneshot::Sender<Result<Status, PluginError>>,
+    },
+    Logs {
+        id: String,
+        caller: Caller,
+        after: u64,
+        limit: u32,
+        reply: oneshot::Sender<Result<LogPage, PluginError>>,
+    },
+    Install {
+        install: Box<Install>,
+        reply: oneshot::Sender<Result<oneshot::Receiver<Started>, Refusal>>,
+    },
+    Stop {
+        id: String,
+        reason: String,
+        caller: Caller,
+        reply: oneshot::Sender<Result<Status, PluginError>>,
+    },
+    Message {
+        id: String,
+        from: String,
+        payload: Vec<u8>,
+        caller: Caller,
+        reply: oneshot::Sender<Result<(), PluginError>>,
+    },
+    SaveTenant {
+        record: Box<Record>,
+        reply: oneshot::Sender<Result<(), PluginError>>,
+    },
+}
+
+/// A worker told to stop, whose thread has not ended yet.
+struct Retiring {
+    id: String,
+    /// Host side: its key-value tree goes once the thread is gone.
+    drop_kv: bool,
+}
+
+/// The actor's state.
+pub(crate) struct Actor {
+    store: Store,
+    runtime: Arc<Runtime>,
+    leases: LeaseHandle,
+    meter: Meter,
+    records: HashMap<String, Record>,
+    workers: HashMap<String, Worker>,
+    retiring: HashMap<u64, Retiring>,
+    logs: HashMap<String, Logs>,
+    events_tx: mpsc::UnboundedSender<WorkerEvent>,
+    events: mpsc::UnboundedReceiver<WorkerEvent>,
+}
+
+/// The lease info a deployment's plugin sees.
+pub(crate) fn info_of(r: &Record, lease: &Lease) -> LeaseInfo {
+    let c = &lease.contract;
+    LeaseInfo {
+        lease_id: hex::encode(r.lease_id),
+        deployment_id: r.id.clone(),
+        host: r.host.clone(),
+        tenant: r.tenant.clone(),
+        slice: c.slice,
+        starts_at: c.starts_at_ms,
+        ends_at: c.ends_at_ms,
+        package_name: r.package.name.clone(),
+        package_version: r.package.version.clone(),
+    }
+}
+
+/// Whether a lease is active now (not ended, not past its end).
+pub(crate) fn lease_active(lease: &Lease, now: u64) -> bool {
+    lease.stored.ended.is_none() && now < lease.contract.ends_at_ms && !lease.stored.pending
+}
+
+impl Actor {
+    /// The actor over the stored records.
+    pub(crate) fn new(
+        store: Store,
+        runtime: Arc<Runtime>,
+        leases: LeaseHandle,
+        meter: Meter,
+        records: HashMap<String, Record>,
+    ) -> Self {
+        let (events_tx, events) = mpsc::unbounded_channel();
+        Self {
+            store,
+            runtime,
+            leases,
+            meter,
+            records,
+            workers: HashMap::new(),
+            retiring: HashMap::new(),
+            logs: HashMap::new(),
+            events_tx,
+            events,
+        }
+    }
+
+    pub(crate) async fn run(
+        mut self,
+        mut commands: mpsc::Receiver<Command>,
+        mut inbound: Inbound<DeployProtocol>,
+        mut lease_events: broadcast::Receiver<LeaseEvent>,
+        host: HostSide,
+        shutdown: CancellationToken,
+    ) {
+        let mut answering = JoinSet::new();
+        let mut leases_open = true;
+        loop {
+            tokio::select! {
+                () = shutdown.cancelled() => break,
+                Some(cmd) = commands.recv() => self.command(cmd),
+                Some(req) = inbound.recv() => {
+                    if answering.len() >= MAX_ANSWERING {
+                        req.reply.send(DeployProtocol::unavailable(
+                            "the host is answering too many deploy requests; retry in a moment",
+                        ));
+                    } else {
+                        let host = host.clone();
+                        answering.spawn(async move { host.answer(req).await });
+                    }
+                }
+                Some(_) = answering.join_next(), if !answering.is_empty() => {}
+                Some(ev) = self.events.recv() => self.event(ev),
+                event = lease_events.recv(), if leases_open => match event {
+                    Ok(LeaseEvent::Ended { id, role: Role::Host, reason }) => {
+                        self.lease_ended(&id, &format!("lease {reason}"));
+                    }
+                    Ok(LeaseEvent::Ended { .. }) => {}
+                    Err(broadcast::error::RecvError::Lagged(n)) => {
+                        tracing::warn!(missed = n, "lease events missed; checking every deployment's lease");
+                        self.reconcile_leases().await;
+                    }
+                    Err(broadcast::error::RecvError::Closed) => leases_open = false,
+                },
+            }
+        }
+        answering.abort_all();
+        self.shut_down().await;
+    }
+
+    /// Tells every worker to stop and gives them a moment to end.
+    async fn shut_down(mut self) {
+        for (id, w) in self.workers.drain() {
+            self.retiring
+                .insert(w.serial, Retiring { id, drop_kv: false });
+            w.retire();
+        }
+        let deadline = tokio::time::Instant::now() + SHUTDOWN_WAIT;
+        while !self.retiring.is_empty() {
+            match tokio::time::timeout_at(deadline, self.events.recv()).await {
+                Ok(Some(ev)) => self.event(ev),
+                Ok(None) | Err(_) => break,
+            }
+        }
+        if !self.retiring.is_empty() {
+            tracing::warn!(
+                workers = self.retiring.len(),
+                "plugin workers still running at shutdown; left behind"
+            );
+        }
+    }
+
+    fn find(&self, text: &str) -> Result<&Record, PluginError> {
+        let t = text.trim().to_ascii_lowercase();
+        if t.len() < 4 || !t.chars().all(|c| c.is_ascii_hexdigit()) {
+            return Err(PluginError::BadInput(format!(
+                "{text:?} is not a deployment id (hex, at least 4 digits; see `degroup ps`)"
+            )));
+        }
+        if let Some(r) = self.records.get(&t) {
+            return Ok(r);
+        }
+        let mut found = self.records.values().filter(|r| r.id.starts_with(&t));
+        match (found.next(), found.next()) {
+            (Some(r), None) => Ok(r),
+            (Some(_), Some(_)) => Err(PluginError::BadInput(format!(
+                "deployment id prefix {t} is ambiguous; give more digits"
+            ))),
+            _ => Err(PluginError::NotFound(format!(
+                "no deployment {t} on this node; `degroup ps` lists them"
+            ))),
+        }
+    }
+
+    /// A record the caller may act on.
+    fn find_for(&self, text: &str, caller: &Caller) -> Result<Record, PluginError> {
+        match self.find(text) {
+            Ok(r) if caller.may_see(r) => Ok(r.clone()),
+            Ok(_) => Err(PluginError::NotFound(format!(
+                "no deployment {text} of yours here"
+            ))),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// State, reason and counters of a record now: the worker's when it runs.
+    fn live(&self, r: &Record) -> (State, Option<String>, Option<Counters>) {
+        let mut state = r.state;
+        let mut reason = r.reason.clone();
+        let counters = self.workers.get(&r.id).map(|w| {
+            let (live_state, live_reason, counters) = w.shared.snapshot();
+            if r.state.is_live() {
+                state = live_state;
+                if live_reason.is_some() {
+                    reason = live_reason;
+                }
+            }
+            counters
+        });
+        let counters = counters.or_else(|| (r.side == Side::Host).then(Counters::default));
+        (state, reason, counters)
+    }
+
+    fn view(&self, r: &Record) -> View {
+        let (state, reason, counters) = self.live(r);
+        let mut v = View::of(r, counters);
+        v.state = state;
+        v.reason = reason;
+        v
+    }
+
+    fn status(&self, r: &Record) -> Status {
+        let (state, reason, counters) = self.live(r);
+        Status::of(r, state, reason, &counters.unwrap_or_default())
+    }
+
+    fn save(&self, r: &Record) -> Result<(), StoreError> {
+        self.store.apply_durable(&[Op::Put(
+            Domain::Deployments,
+            r.id.as_bytes().to_vec(),
+            deployment::encode(r),
+        )])
+    }
+
+    fn command(&mut self, cmd: Command) {
+        match cmd {
+            Command::List(reply) => {
+                let mut all: Vec<View> = self.records.values().map(|r| self.view(r)).collect();
+                all.sort_by(|a, b| a.created_ms.cmp(&b.created_ms).then(a.id.cmp(&b.id)));
+                let _ = reply.send(all);
+            }
+            Command::Counts(reply) => {
+                let live = |side| {
+                    self.records
+                        .values()
+                        .filter(|r| r.side == side && r.state.is_live())
+                        .count()
+                };
+                let _ = reply.send((live(Side::Host), live(Side::Tenant)));
+            }
+            Command::Get { id, reply } => {
+                let _ = reply.send(self.find(&id).map(|r| self.view(r)));
+            }
+            Command::Record { id, reply } => {
+                let _ = reply.send(self.find(&id).cloned());
+            }
+            Command::Statuses { tenant, reply } => {
+                let caller = Caller::Tenant(tenant);
+                let mut all: Vec<&Record> = self
+                    .records
+                    .values()
+                    .filter(|r| caller.may_see(r))
+                    .collect();
+                all.sort_by(|a, b| a.created_ms.cmp(&b.created_ms).then(a.id.cmp(&b.id)));
+                let _ = reply.send(all.into_iter().map(|r| self.status(r)).collect());
+            }
+            Command::Status { id, caller, reply } => {
+                let r = self.find_for(&id, &caller).map(|r| self.status(&r));
+                let _ = reply.send(r);
+            }
+            Command::Logs {
+                id,
+                caller,
+                after,
+                limit,
+                reply,
+            } => {
+                let result = self.find_for(&id, &caller).and_then(|r| {
+                    self.logs.get(&r.id).map(|l| l.read(after, limit as usize)).ok_or_else(|| {
+                        PluginError::NotFound(format!(
+                            "deployment {} runs on another node; ask its host (this node keeps logs only of what it runs)",
+                            r.id
+                        ))
+                    })
+                });
+                let _ = reply.send(result);
+            }
+            Command::Install { install, reply } => {
+                let _ = reply.send(self.install(*install));
+            }
+            Command::Stop {
+                id,
+                reason,
+                caller,
+                reply,
+            } => {
+                let result = self
+                    .find_for(&id, &caller)
+                    .and_then(|r| self.stop(&r.id, reason).map(|()| r.id))
+                    .and_then(|id| {
+                        self.records
+                            .get(&id)
+                            .map(|r| self.status(r))
+                            .ok_or_else(|| PluginError::NotFound(format!("no deployment {id}")))
+                    });
+                let _ = reply.send(result);
+            }
+            Command::Message {
+                id,
+                from,
+                payload,
+                caller,
+                reply,
+            } => {
+                let result =
+                    self.find_for(&id, &caller)
+                        .and_then(|r| match self.workers.get(&r.id) {
+                            Some(w)
+                                if w.shared.snapshot().0 == State::Running
+                                    && w.send(WorkerCmd::Message { from, payload }) =>
+                            {
+                                Ok(())
+                            }
+                            _ => Err(PluginError::Conflict(format!(
+                                "deployment {} is {}; messages go only to running deployments",
+                                r.id,
+                                self.view(&r).state
+                            ))),
+                        });
+                let _ = reply.send(result);
+            }
+            Command::SaveTenant { record, reply } => {
+                let result = self.save(&record).map_err(PluginError::from);
+                if result.is_ok() {
+                    self.records.insert(record.id.clone(), *record);
+                }
+                let _ = reply.send(result);
+            }
+        }
+    }
+
+    fn event(&mut self, ev: WorkerEvent) {
+        match ev {
+            WorkerEvent::Failed { id, serial, reason } => {
+                if self.workers.get(&id).map(|w| w.serial) != Some(serial) {
+                    return;
+                }
+                tracing::warn!(deployment = %id, %reason, "deployment failed");
+                if let Some(r) = self.records.get_mut(&id) {
+                    r.state = State::Failed;
+                    r.reason = Some(reason);
+                    r.updated_ms = now_ms();
+                    let r = r.clone();
+                    if let Err(e) = self.save(&r) {
+                        tracing::error!(error = %e, "cannot record a deployment failure");
+                    }
+                }
+                self.retire_worker(&id, false);
+            }
+            WorkerEvent::Exited { id, serial } => {
+                if let Some(r) = self.retiring.remove(&serial)
+                    && r.drop_kv
+                {
+                    self.drop_kv(&r.id);
+                }
+                tracing::debug!(deployment = %id, serial, "worker ended");
+            }
+        }
+    }
+
+    /// Tells a deployment's worker to stop; its key-value tree goes when the thread is gone
+    /// (`drop_kv`).
+    fn retire_worker(&mut self, id: &str, drop_kv: bool) {
+        let Some(w) = self.workers.remove(id) else {
+            return;
+        };
+        self.retiring.insert(
+            w.serial,
+            Retiring {
+                id: id.to_owned(),
+                drop_kv,
+            },
+        );
+        w.retire();
+    }
+
+    fn drop_kv(&self, id: &str) {
+        if let Err(e) = self.store.drop_named_tree(&kv::tree_name(id)) {
+            tracing::error!(deployment = %id, error = %e, "cannot delete a stopped deployment's key-value store");
+        }
+    }
+
+    fn env_for(&mut self, r: &Record, info: LeaseInfo) -> Result<Env, PluginError> {
+        let kv = Kv::open(&self.store, &r.id, info.slice.disk_bytes)
+            .map_err(|e| PluginError::internal("opening the key-value store", e))?;
+        let limits = self.runtime.limits();
+        let logs = self
+            .logs
+            .entry(r.id.clone())
+            .or_insert_with(|| Logs::new(limits.log_lines, limits.log_rate))
+            .clone();
+        Ok(Env { info, kv, logs })
+    }
+
+    fn spawn_worker(
+        &mut self,
+        r: &Record,
+        compiled: Compiled,
+        info: LeaseInfo,
+    ) -> Result<oneshot::Receiver<Started>, PluginError> {
+        let env = self.env_for(r, info)?;
+        let (started, rx) = oneshot::channel();
+        let w = worker::spawn(
+            worker::Spec {
+                id: r.id.clone(),
+                lease: r.lease_id,
+                runtime: self.runtime.clone(),
+                compiled,
+                env,
+                config: r.config.clone(),
+                meter: self.meter.clone(),
+                events: self.events_tx.clone(),
+            },
+            started,
+        )
+        .map_err(|e| PluginError::internal("starting a worker thread", e))?;
+        self.workers.insert(r.id.clone(), w);
+        Ok(rx)
+    }
+
+    /// Checks an install against what exists and the host's limits; returns the record to
+    /// write (generation set), or a refusal.
+    fn admit(&self, mut record: Record, upgrade: bool) -> Result<Admitted, Refusal> {
+        let existing = self.records.get(&record.id).cloned();
+        if let Some(old) = &existing {
+            if old.tenant != record.tenant || old.lease_id != record.lease_id {
+                return Err(Refusal::new(
+                    RefusalCode::Invalid,
+                    "that deployment id is taken; pick another",
+                ));
+            }
+            if old.state == State::Stopped {
+                return Err(Refusal::new(
+                    RefusalCode::Conflict,
+                    format!("deployment {} was stopped; deploy anew", old.id),
+                ));
+            }
+        }
+        if upgrade {
+            let Some(old) = existing.clone() else {
+                return Err(Refusal::new(
+                    RefusalCode::Unknown,
+                    format!("no deployment {} of yours to upgrade", record.id),
+                ));
+            };
+            record.generation = old.generation.saturating_add(1);
+            record.created_ms = old.created_ms;
+        } else if let Some(old) = &existing {
+            // A retry of the same deploy: answer with what runs.
+            if old.package.hash == record.package.hash && old.request == record.request {
+                return Ok(Admitted::Retry(Box::new(old.clone())));
+            }
+            return Err(Refusal::new(
+                RefusalCode::Conflict,
+                format!(
+                    "deployment {} exists; upgrade it to change its code",
+                    old.id
+                ),
+            ));
+        } else {
+            // The lease's memory, CPU and disk are the limits of one deployment: a second live
+            // one on the same lease would double them.
+            if let Some(other) = self.records.values().find(|r| {
+                r.side == Side::Host && r.lease_id == record.lease_id && r.state.is_live()
+            }) {
+                return Err(Refusal::new(
+                    RefusalCode::Conflict,
+                    format!(
+                        "lease {} already runs deployment {}; upgrade that one, or stop it first",
+                        hex::encode(record.lease_id),
+                        other.id
+                    ),
+                ));
+            }
+            let live = self
+                .records
+                .values()
+                .filter(|r| r.side == Side::Host && r.state.is_live())
+                .count();
+            let max = self.runtime.limits().max_deployments as usize;
+            if live >= max {
+                return Err(Refusal::new(
+                    RefusalCode::Unavailable,
+                    format!("this host runs its maximum of {max} deployments; try another host"),
+                ));
+            }
+            record.generation = 1;
+        }
+        Ok(Admitted::New {
+            record: Box::new(record),
+            existing: existing.map(Box::new),
+        })
+    }
+
+    fn install(&mut self, install: Install) -> Result<oneshot::Receiver<Started>, Refusal> {
+        let Install {
+            record,
+            package,
+            compiled,
+            info,
+            upgrade,
+        } = install;
+        let (record, existing) = match self.admit(record, upgrade)? {
+            Admitted::Retry(old) => {
+                let (tx, rx) = oneshot::channel();
+                let _ = tx.send(match old.state {
+                    State::Failed => Started::Failed(old.reason.clone().unwrap_or_default()),
+                    _ => Started::Running,
+                });
+                return Ok(rx);
+            }
+            Admitted::New { record, existing } => (*record, existing),
+        };
+        let mut ops = vec![
+            Op::Put(
+                Domain::Packages,
+                package.manifest.hash.to_vec(),
+                package.to_bytes(),
+            ),
+            Op::Put(
+                Domain::Deployments,
+                record.id.as_bytes().to_vec(),
+                deployment::encode(&record),
+            ),
+        ];
+        if let Some(old) = &existing
+            && old.package.hash != record.package.hash
+            && !self.package_in_use(&old.package.hash, &old.id)
+        {
+            ops.push(Op::Delete(Domain::Packages, old.package.hash.to_vec()));
+        }
+        if let Err(e) = self.store.apply_durable(&ops) {
+            return Err(Refusal::new(
+                RefusalCode::Unavailable,
+                format!("the host cannot store the deployment: {e}"),
+            ));
+        }
+        self.records.insert(record.id.clone(), record.clone());
+        if let Some(w) = self.workers.get(&record.id) {
+            let (started, rx) = oneshot::channel();
+            if w.send(WorkerCmd::Upgrade {
+                compiled: Box::new(compiled.clone()),
+                info: info.clone(),
+                config: record.config.clone(),
+                started,
+            }) {
+                return Ok(rx);
+            }
+            // The thread is gone: a new one takes over with the same key-value store.
+            self.retire_worker(&record.id, false);
+        }
+        self.spawn_worker(&record, compiled, info)
+            .map_err(|e| Refusal::new(RefusalCode::Unavailable, e.to_string()))
+    }
+
+    /// Stops a deployment durably; its worker is told to stop and let go.
+    fn stop(&mut self, id: &str, reason: String) -> Result<(), PluginError> {
+        let Some(mut r) = self.records.get(id).cloned() else {
+            return Err(PluginError::NotFound(format!("no deployment {id}")));
+        };
+        if r.state == State::Stopped {
+            return Ok(());
+        }
+        r.state = State::Stopped;
+        r.reason = Some(reason);
+        r.updated_ms = now_ms();
+        let mut ops = vec![Op::Put(
+            Domain::Deployments,
+            r.id.as_bytes().to_vec(),
+            deployment::encode(&r),
+        )];
+        let host = r.side == Side::Host;
+        if host && !self.package_in_use(&r.package.hash, &r.id) {
+            ops.push(Op::Delete(Domain::Packages, r.package.hash.to_vec()));
+        }
+        self.store.apply_durable(&ops)?;
+        self.records.insert(r.id.clone(), r.clone());
+        if host {
+            // Its key-value store goes now if no thread uses it, else when the thread ends.
+            self.retire_worker(&r.id, true);
+            let mut waiting = false;
+            for w in self.retiring.values_mut().filter(|w| w.id == r.id) {
+                w.drop_kv = true;
+                waiting = true;
+            }
+            if !waiting {
+                self.drop_kv(&r.id);
+            }
+            self.meter.stopped(r.lease_id, &r.id);
+            if let Some(l) = self.logs.get(&r.id) {
+                l.host(
+                    "info",
+                    format!("stopped: {}", r.reason.as_deref().unwrap_or_default()),
+                );
+            }
+        }
+        tracing::info!(deployment = %r.id, reason = ?r.reason, "deployment stopped");
+        Ok(())
+    }
+
+    /// Whether a live hosted deployment other than `except` runs the package `hash` (then its
+    /// stored copy stays).
+    fn package_in_use(&self, hash: &[u8; 32], except: &str) -> bool {
+        self.records.values().any(|r| {
+            r.id != except && r.side == Side::Host && r.package.hash == *hash && r.state.is_live()
+        })
+    }
+
+    /// Hosted deployments that end with their lease: live ones, and failed ones (their
+    /// key-value store and package go when the lease ends).
+    fn hosted_on(&self, lease: Option<&LeaseId>) -> Vec<(String, LeaseId)> {
+        self.records
+            .values()
+            .filter(|r| r.side == Side::Host && (r.state.is_live() || r.state == State::Failed))
+            .filter(|r| lease.is_none_or(|l| *l == r.lease_id))
+            .map(|r| (r.id.clone(), r.lease_id))
+            .collect()
+    }
+
+    /// Stops the hosted deployments of a lease that ended.
+    fn lease_ended(&mut self, lease: &LeaseId, reason: &str) {
+        for (id, _) in self.hosted_on(Some(lease)) {
+            if let Err(e) = self.stop(&id, reason.to_owned()) {
+                tracing::error!(deployment = %id, error = %e, "cannot stop a deployment whose lease ended");
+            }
+        }
+    }
+
+    /// Checks every hosted deployment's lease (after lease events were missed).
+    async fn reconcile_leases(&mut self) {
+        let now = now_ms();
+        for (id, lease_id) in self.hosted_on(None) {
+            let ended = match self.leases.get(&hex::encode(lease_id)).await {
+                Ok(l) if lease_active(&l, now) => None,
+                Ok(l) => Some(match &l.stored.ended {
+                    Some((_, reason)) => format!("lease {reason}"),
+                    None => "lease expired".to_owned(),
+                }),
+                Err(crate::lease::LeaseError::NotFound(_)) => Some("lease unknown".to_owned()),
+                Err(_) => None,
+            };
+            if let Some(reason) = ended
+                && let Err(e) = self.stop(&id, reason)
+            {
+                tracing::error!(deployment = %id, error = %e, "cannot stop a deployment whose lease ended");
+            }
+        }
+    }
+
+    /// At start-up: runs again every hosted deployment that should run and whose lease is
+    /// still active; removes what stopped deployments left behind.
+    pub(crate) async fn resume(&mut self) {
+        let now = now_ms();
+        let stopped: Vec<String> = self
+            .records
+            .values()
+            .filter(|r| r.side == Side::Host && r.state == State::Stopped)
+            .map(|r| r.id.clone())
+            .collect();
+        for id in stopped {
+            self.drop_kv(&id);
+        }
+        let live: Vec<Record> = self
+            .records
+            .values()
+            .filter(|r| r.side == Side::Host && r.state.is_live())
+            .cloned()
+            .collect();
+        for r in live {
+            let lease = match self.leases.get(&hex::encode(r.lease_id)).await {
+                Ok(l) if lease_active(&l, now) && l.stored.role == Role::Host => l,
+                _ => {
+                    if let Err(e) = self.stop(&r.id, "lease ended while the node was down".into()) {
+                        tracing::error!(deployment = %r.id, error = %e, "cannot stop");
+                    }
+                    continue;
+                }
+            };
+            match self.load_compiled(&r).await {
+                Ok(c) => {
+                    let info = info_of(&r, &lease);
+                    match self.spawn_worker(&r, c, info) {
+                        Ok(_) => tracing::info!(deployment = %r.id, "deployment resumed"),
+                        Err(e) => tracing::error!(deployment = %r.id, error = %e, "cannot resume"),
+                    }
+                }
+                Err(e) => {
+                    tracing::error!(deployment = %r.id, error = %e, "cannot resume; marking failed");
+                    let mut r = r.clone();
+                    r.state = State::Failed;
+                    r.reason = Some(format!("cannot resume after restart: {e}"));
+                    let _ = self.save(&r);
+                    self.records.insert(r.id.clone(), r);
+                }
+            }
+        }
+    }
+
+    /// The stored package of a record, compiled (from the cache when it is there).
+    async fn load_compiled(&self, r: &Record) -> Result<Compiled, PluginError> {
+        let bytes = self
+            .store
+            .tree(Domain::Packages)?
+            .get(&r.package.hash)?
+            .ok_or_else(|| PluginError::NotFound("package missing from the store".into()))?;
+        let package = Package::open(&bytes).map_err(|e| PluginError::BadInput(e.to_string()))?;
+        let runtime = self.runtime.clone();
+        tokio::task::spawn_blocking(move || runtime.compile(&package.component))
+            .await
+            .map_err(|e| PluginError::internal("compiling on a blocking thread", e))?
+            .map_err(PluginError::from)
+    }
+}
+
+/// What [`Actor::admit`] decided.
+enum Admitted {
+    /// The same deploy again: answer with what runs.
+    Retry(Box<Record>),
+    /// Write this record (and replace `existing`, for an upgrade).
+    New {
+        record: Box<Record>,
+        existing: Option<Box<Record>>,
+    },
+}
