@@ -116,6 +116,26 @@ impl std::fmt::Display for ErrorCode {
     }
 }
 
+/// A failure inside this node (randomness, signing, a thread): what it was doing, and why.
+/// Its code is always [`ErrorCode::Internal`].
+#[derive(Debug, thiserror::Error)]
+#[error("internal error: {what}: {source}")]
+pub struct Internal {
+    what: &'static str,
+    #[source]
+    source: Box<dyn std::error::Error + Send + Sync>,
+}
+
+impl Internal {
+    /// The failure of `what`, caused by `source`.
+    pub fn new(what: &'static str, source: impl std::error::Error + Send + Sync + 'static) -> Self {
+        Self {
+            what,
+            source: Box::new(source),
+        }
+    }
+}
+
 /// An error with a stable code.
 pub trait Coded: std::error::Error {
     /// What kind of failure it is.

@@ -7,9 +7,10 @@ use std::time::Duration;
 use base64::Engine as _;
 
 use super::plugin::{parse_config, read_package};
-use super::{ApiClient, UsageError};
+use super::{ApiClient, ApiFailure, UsageError};
 use crate::api::deploy::{DeployBody, LogsQuery, MessageBody, UpgradeBody};
 use crate::capacity::units::format_size;
+use crate::error::ErrorCode;
 use crate::plugin::deployment::{State, View};
 use crate::plugin::logs::{LogLine, LogPage};
 use crate::plugin::wire::MAX_MESSAGE;
@@ -139,6 +140,22 @@ fn state_text(v: &View) -> String {
     }
 }
 
+/// A failed deploy, with advice chosen by the error's code.
+fn deploy_hint(e: anyhow::Error) -> anyhow::Error {
+    let code = ApiFailure::code_of(&e);
+    let hint = match code {
+        Some(ErrorCode::Conflict) => {
+            "if the lease already runs a deployment, `degroup deploy --upgrade DEPLOYMENT_ID FILE` changes its code and `degroup stop DEPLOYMENT_ID` ends it"
+        }
+        _ => return e,
+    };
+    ApiFailure {
+        code,
+        message: format!("{e:#}; {hint}"),
+    }
+    .into()
+}
+
 pub async fn deploy(dir: &Path, a: &DeployArgs) -> anyhow::Result<()> {
     let config = parse_config(&a.config)?;
     let package = read_package(&a.package)?;
@@ -160,7 +177,10 @@ pub async fn deploy(dir: &Path, a: &DeployArgs) -> anyhow::Result<()> {
             package: b64(&package),
             config,
         };
-        client.post("/v1/deployments", &body).await?
+        client
+            .post("/v1/deployments", &body)
+            .await
+            .map_err(deploy_hint)?
     };
     if a.json {
         return super::print_json(&view);

@@ -4,7 +4,7 @@ use libp2p::PeerId;
 
 use super::wire::{Refusal, RefusalCode};
 use crate::capacity::units::format_size;
-use crate::error::{Coded, ErrorCode};
+use crate::error::{Coded, ErrorCode, Internal};
 use crate::net::RequestError;
 use crate::store::StoreError;
 
@@ -39,12 +39,8 @@ pub enum LeaseError {
     Protocol(String),
     #[error(transparent)]
     Store(#[from] StoreError),
-    #[error("internal error: {what}: {source}")]
-    Internal {
-        what: &'static str,
-        #[source]
-        source: Box<dyn std::error::Error + Send + Sync>,
-    },
+    #[error(transparent)]
+    Internal(#[from] Internal),
     #[error("the lease service has stopped")]
     Stopped,
 }
@@ -55,10 +51,7 @@ impl LeaseError {
         what: &'static str,
         source: impl std::error::Error + Send + Sync + 'static,
     ) -> Self {
-        LeaseError::Internal {
-            what,
-            source: Box::new(source),
-        }
+        LeaseError::Internal(Internal::new(what, source))
     }
 
     /// The failure of a message whose delivery is not in doubt when it failed to go out, and
@@ -101,7 +94,7 @@ impl Coded for LeaseError {
             LeaseError::Unreachable { .. } => ErrorCode::HostUnreachable,
             LeaseError::OutcomeUnknown { .. } => ErrorCode::OutcomeUnknown,
             LeaseError::Protocol(_) => ErrorCode::ProtocolError,
-            LeaseError::Store(_) | LeaseError::Internal { .. } => ErrorCode::Internal,
+            LeaseError::Store(_) | LeaseError::Internal(_) => ErrorCode::Internal,
             LeaseError::Stopped => ErrorCode::Unavailable,
         }
     }

@@ -2,9 +2,10 @@
 
 use libp2p::PeerId;
 
+use super::package::PackageError;
 use super::runtime::SandboxError;
 use super::wire::Refusal;
-use crate::error::{Coded, ErrorCode};
+use crate::error::{Coded, ErrorCode, Internal};
 use crate::lease::LeaseError;
 use crate::net::RequestError;
 use crate::store::StoreError;
@@ -38,18 +39,16 @@ pub enum PluginError {
     },
     #[error("the host broke the deploy protocol: {0}")]
     Protocol(String),
+    #[error("package: {0}")]
+    Package(#[from] PackageError),
     #[error(transparent)]
     Sandbox(#[from] SandboxError),
     #[error(transparent)]
     Store(#[from] StoreError),
     #[error(transparent)]
     Lease(#[from] LeaseError),
-    #[error("internal error: {what}: {source}")]
-    Internal {
-        what: &'static str,
-        #[source]
-        source: Box<dyn std::error::Error + Send + Sync>,
-    },
+    #[error(transparent)]
+    Internal(#[from] Internal),
     #[error("the plugin service has stopped")]
     Stopped,
 }
@@ -60,10 +59,7 @@ impl PluginError {
         what: &'static str,
         source: impl std::error::Error + Send + Sync + 'static,
     ) -> Self {
-        PluginError::Internal {
-            what,
-            source: Box::new(source),
-        }
+        PluginError::Internal(Internal::new(what, source))
     }
 
     /// A request that got no answer: unreachable if it never left, unknown outcome if it may
@@ -87,8 +83,8 @@ impl Coded for PluginError {
             PluginError::Unreachable { .. } => ErrorCode::HostUnreachable,
             PluginError::OutcomeUnknown { .. } => ErrorCode::OutcomeUnknown,
             PluginError::Protocol(_) => ErrorCode::ProtocolError,
-            PluginError::Sandbox(_) => ErrorCode::InvalidPackage,
-            PluginError::Store(_) | PluginError::Internal { .. } => ErrorCode::Internal,
+            PluginError::Package(_) | PluginError::Sandbox(_) => ErrorCode::InvalidPackage,
+            PluginError::Store(_) | PluginError::Internal(_) => ErrorCode::Internal,
             PluginError::Lease(e) => e.code(),
             PluginError::Stopped => ErrorCode::Unavailable,
         }

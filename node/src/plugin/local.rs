@@ -65,7 +65,7 @@ pub fn run(
     let result = (|| {
         let store = Store::open(&dir)?;
         let kv = Kv::open(&store, "local", opts.disk_bytes)
-            .map_err(|e| PluginError::BadInput(e.to_string()))?;
+            .map_err(|e| PluginError::internal("opening the key-value store", e))?;
         let logs = Logs::new(10_000, runtime.limits().log_rate);
         let now = now_ms();
         let info = LeaseInfo {

@@ -795,7 +795,7 @@ impl Actor {
             .tree(Domain::Packages)?
             .get(&r.package.hash)?
             .ok_or_else(|| PluginError::NotFound("package missing from the store".into()))?;
-        let package = Package::open(&bytes).map_err(|e| PluginError::BadInput(e.to_string()))?;
+        let package = Package::open(&bytes)?;
         let runtime = self.runtime.clone();
         tokio::task::spawn_blocking(move || runtime.compile(&package.component))
             .await

@@ -169,8 +169,7 @@ impl PluginHandle {
 
     /// Deploys a package onto a lease this node rents.
     pub async fn deploy(&self, p: DeployParams) -> Result<View, PluginError> {
-        let package = Package::open(&p.package)
-            .map_err(|e| PluginError::BadInput(format!("package: {e}")))?;
+        let package = Package::open(&p.package)?;
         check_config(&p.config).map_err(PluginError::BadInput)?;
         let lease = self.leases.get(&p.lease).await?;
         if lease.stored.role != Role::Tenant {
@@ -203,8 +202,7 @@ impl PluginHandle {
         package: &[u8],
         config: Option<Vec<(String, String)>>,
     ) -> Result<View, PluginError> {
-        let package =
-            Package::open(package).map_err(|e| PluginError::BadInput(format!("package: {e}")))?;
+        let package = Package::open(package)?;
         let r = self.record(deployment).await?;
         if r.side != Side::Tenant {
             return Err(PluginError::Conflict(format!(
