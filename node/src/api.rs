@@ -11,7 +11,7 @@
 //! request may succeed if sent again (see `docs/operator-guide.md`).
 
 mod auth;
-pub mod capacity;
+pub(crate) mod capacity;
 pub mod deploy;
 pub mod lease;
 mod routes;

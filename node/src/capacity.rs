@@ -15,14 +15,14 @@
 
 pub mod advert;
 pub mod book;
-pub mod country;
-pub mod gossip;
-pub mod inventory;
-pub mod offer;
+pub(crate) mod country;
+pub(crate) mod gossip;
+pub(crate) mod inventory;
+pub(crate) mod offer;
 pub mod query;
-pub mod service;
+pub(crate) mod service;
 pub mod sync;
-pub mod units;
+pub(crate) mod units;
 
 pub use book::{AdvertBook, Verdict};
-pub use service::{CapacityError, CapacityHandle, CapacityView};
+pub(crate) use service::{CapacityError, CapacityHandle, CapacityView};

@@ -27,20 +27,20 @@
 //!   the plugin workers and read when a usage receipt is signed.
 //! - [`view`]: what `lease list/show` print.
 
-pub mod book;
+pub(crate) mod book;
 pub mod contract;
 mod error;
-pub mod meter;
-pub mod policy;
+pub(crate) mod meter;
+pub(crate) mod policy;
 pub mod service;
-pub mod tenant;
+pub(crate) mod tenant;
 pub mod view;
 pub mod wire;
 
-pub use book::{LeaseBook, Role};
+pub use book::Role;
 pub use contract::LeaseDoc;
 pub use error::LeaseError;
 pub use meter::Meter;
-pub use policy::{LeaseConfig, Policy};
-pub use service::{Deps, LeaseEvent, LeaseHandle};
+pub(crate) use policy::{LeaseConfig, Policy};
+pub(crate) use service::{Deps, LeaseEvent, LeaseHandle};
 pub use wire::LeaseProtocol;

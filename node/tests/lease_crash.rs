@@ -19,7 +19,7 @@ use std::time::Duration;
 use common::*;
 use degroup_node::api::lease::CreateBody;
 use degroup_node::cli::ApiClient;
-use degroup_node::lease::view::{LeaseList, LeaseView};
+use degroup_node::lease::view::{LeaseList, LeaseState, LeaseView};
 
 fn trials() -> u64 {
     std::env::var("DEGROUP_LEASE_CRASH_TRIALS")
@@ -35,7 +35,7 @@ const LEASE_MS: u64 = 20_000;
 
 /// Present and intact: active with both signatures checked at load, or expired on time.
 fn intact(l: &LeaseView) -> bool {
-    (l.state == "active" && l.verified == Some(true)) || l.state == "expired"
+    (l.state == LeaseState::Active && l.verified == Some(true)) || l.state == LeaseState::Expired
 }
 
 fn start_host(dir: &std::path::Path, listen: &str) -> NodeProc {
@@ -55,7 +55,7 @@ fn check_tenant(
     let mut list: Option<LeaseList> = None;
     for _ in 0..200 {
         let l: LeaseList = rt.block_on(api.get("/v1/leases")).unwrap();
-        if l.leases.iter().all(|l| l.state != "pending") {
+        if l.leases.iter().all(|l| l.state != LeaseState::Pending) {
             list = Some(l);
             break;
         }
@@ -198,7 +198,7 @@ fn acknowledged_leases_survive_sigkill_of_the_host() {
         let leased: u64 = list
             .leases
             .iter()
-            .filter(|l| l.state == "active")
+            .filter(|l| l.state == LeaseState::Active)
             .map(|l| l.cpu_millis)
             .sum();
         assert_eq!(

@@ -15,7 +15,7 @@ use report::{Output, Section};
 
 /// Which benchmark.
 #[derive(Debug, clap::Subcommand)]
-pub enum BenchCommand {
+pub(crate) enum BenchCommand {
     /// Time for a capacity change to reach every node (and Serf's, when installed)
     Propagation {
         #[command(flatten)]
@@ -44,7 +44,7 @@ pub enum BenchCommand {
     },
 }
 
-pub async fn run(bin: &Path, command: BenchCommand) -> anyhow::Result<()> {
+pub(crate) async fn run(bin: &Path, command: BenchCommand) -> anyhow::Result<()> {
     match command {
         BenchCommand::Propagation { args, output } => {
             emit(&output, &propagation::run(bin, &args).await?)
@@ -80,7 +80,7 @@ fn emit(output: &Output, section: &Section) -> anyhow::Result<()> {
 }
 
 /// The q-quantile (0..=1) of sorted samples, nearest rank.
-pub fn quantile(sorted: &[f64], q: f64) -> f64 {
+pub(crate) fn quantile(sorted: &[f64], q: f64) -> f64 {
     if sorted.is_empty() {
         return f64::NAN;
     }

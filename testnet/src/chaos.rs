@@ -39,7 +39,7 @@ use load::{Action, Ledger};
 
 /// Options.
 #[derive(Debug, clap::Args)]
-pub struct Args {
+pub(crate) struct Args {
     /// Fault cycles (each: load, one fault, recovery, every check)
     #[arg(long, default_value_t = 10)]
     cycles: usize,
@@ -68,7 +68,7 @@ pub struct Args {
 /// How long deployments and adverts may take to recover after a fault.
 const RECOVERY: Duration = Duration::from_secs(30);
 
-pub async fn run(bin: &Path, args: &Args) -> anyhow::Result<()> {
+pub(crate) async fn run(bin: &Path, args: &Args) -> anyhow::Result<()> {
     if args.hosts == 0 || args.tenants == 0 {
         bail!("chaos needs at least one host and one tenant (--hosts, --tenants)");
     }

@@ -1,22 +1,22 @@
 //! Starting, watching and stopping a set of local `degroup node` processes.
 
-pub mod netns;
+pub(crate) mod netns;
 mod node;
-pub mod profile;
+pub(crate) mod profile;
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, bail};
 
-pub use node::{Node, Spec};
+pub(crate) use node::{Node, Spec};
 
 /// Finds the `degroup` binary: the flag/env, then next to this executable, then PATH.
 ///
 /// Under `cargo run` (when `CARGO` is set and the sources are there), the node binary of the same
 /// profile is built first, so that `cargo run --release -p degroup-testnet -- demo` works on a
 /// fresh clone and never drives a stale node.
-pub fn find_degroup(flag: Option<PathBuf>) -> anyhow::Result<PathBuf> {
+pub(crate) fn find_degroup(flag: Option<PathBuf>) -> anyhow::Result<PathBuf> {
     if let Some(p) = flag {
         return Ok(p);
     }
@@ -68,7 +68,7 @@ fn build_degroup(cargo: &std::ffi::OsStr, exe_dir: &Path) -> anyhow::Result<()> 
 
 /// Where a run keeps its nodes' data directories.
 #[derive(Debug, Clone, clap::Args)]
-pub struct DataArgs {
+pub(crate) struct DataArgs {
     /// Where the data directories go [default: a new directory under /tmp]
     #[arg(long)]
     pub dir: Option<PathBuf>,
@@ -79,14 +79,14 @@ pub struct DataArgs {
 
 impl DataArgs {
     /// `--dir`, or a fresh directory under /tmp.
-    pub fn root(&self) -> PathBuf {
+    pub(crate) fn root(&self) -> PathBuf {
         self.dir.clone().unwrap_or_else(fresh_root)
     }
 }
 
 /// How to start a set of nodes.
 #[derive(Debug, Clone, Default)]
-pub struct Options {
+pub(crate) struct Options {
     /// Node names (also their data directory names).
     pub names: Vec<String>,
     /// Extra environment for every node.
@@ -99,7 +99,7 @@ pub struct Options {
 
 impl Options {
     /// `n` nodes named `node000`, `node001`, …
-    pub fn numbered(n: usize) -> Self {
+    pub(crate) fn numbered(n: usize) -> Self {
         Self {
             names: (0..n).map(|i| format!("node{i:03}")).collect(),
             ..Self::default()
@@ -110,7 +110,7 @@ impl Options {
 /// A running set of nodes. [`Cluster::stop`] stops them cleanly and removes the data unless
 /// kept; dropping it kills them all and keeps the data (its namespaces are removed either way).
 #[derive(Debug)]
-pub struct Cluster {
+pub(crate) struct Cluster {
     pub nodes: Vec<Node>,
     pub root: PathBuf,
     pub fabric: Option<netns::Fabric>,
@@ -121,7 +121,12 @@ pub struct Cluster {
 
 impl Cluster {
     /// Starts `n` numbered nodes under `root`.
-    pub async fn start(bin: &Path, n: usize, root: PathBuf, keep: bool) -> anyhow::Result<Self> {
+    pub(crate) async fn start(
+        bin: &Path,
+        n: usize,
+        root: PathBuf,
+        keep: bool,
+    ) -> anyhow::Result<Self> {
         let options = Options {
             keep,
             ..Options::numbered(n)
@@ -131,7 +136,11 @@ impl Cluster {
 
     /// Starts the nodes of `options` under `root`. Node 0 starts alone; node i bootstraps from
     /// node 0 and from node (i-1)/2, so that no single node carries every first connection.
-    pub async fn start_with(bin: &Path, root: PathBuf, options: &Options) -> anyhow::Result<Self> {
+    pub(crate) async fn start_with(
+        bin: &Path,
+        root: PathBuf,
+        options: &Options,
+    ) -> anyhow::Result<Self> {
         let n = options.names.len();
         if n == 0 {
             bail!("a testnet needs at least one node (-n 1 or more)");
@@ -182,7 +191,7 @@ impl Cluster {
     }
 
     /// Waits until every node holds an advert from every node.
-    pub async fn wait_converged(&self, limit: Duration) -> anyhow::Result<Duration> {
+    pub(crate) async fn wait_converged(&self, limit: Duration) -> anyhow::Result<Duration> {
         let started = Instant::now();
         let n = self.nodes.len();
         loop {
@@ -208,7 +217,7 @@ impl Cluster {
 
     /// Stops every node with SIGTERM (SIGKILL after 10 s) and removes the data unless kept.
     /// Returns the nodes that did not exit cleanly, with why.
-    pub async fn stop(mut self) -> Vec<String> {
+    pub(crate) async fn stop(mut self) -> Vec<String> {
         for node in &self.nodes {
             node.terminate();
         }
@@ -238,7 +247,7 @@ impl Drop for Cluster {
 }
 
 /// A fresh directory for a testnet run.
-pub fn fresh_root() -> PathBuf {
+pub(crate) fn fresh_root() -> PathBuf {
     let stamp = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_millis())
@@ -248,7 +257,7 @@ pub fn fresh_root() -> PathBuf {
 
 /// Node profiles for `up`.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, clap::ValueEnum)]
-pub enum Profile {
+pub(crate) enum Profile {
     /// Nodes as they start: detected hardware, no country or certification
     #[default]
     Plain,
@@ -257,7 +266,12 @@ pub enum Profile {
 }
 
 /// `degroup-testnet up`.
-pub async fn up(bin: &Path, n: usize, profile: Profile, data: &DataArgs) -> anyhow::Result<()> {
+pub(crate) async fn up(
+    bin: &Path,
+    n: usize,
+    profile: Profile,
+    data: &DataArgs,
+) -> anyhow::Result<()> {
     let keep = data.keep;
     let root = data.root();
     eprintln!("starting {n} nodes in {} …", root.display());
@@ -325,7 +339,7 @@ pub async fn up(bin: &Path, n: usize, profile: Profile, data: &DataArgs) -> anyh
 }
 
 /// Resolves on SIGINT or SIGTERM.
-pub async fn wait_for_signal() {
+pub(crate) async fn wait_for_signal() {
     use tokio::signal::unix::{SignalKind, signal};
     match (
         signal(SignalKind::interrupt()),

@@ -17,14 +17,18 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, bail};
-use serde_json::Value;
+use degroup_node::capacity::query::FindResult;
+use degroup_node::lease::service::ReceiptList;
+use degroup_node::lease::view::{LeaseExport, LeaseState, LeaseView};
+use degroup_node::plugin::deployment::{State, View};
+use degroup_node::plugin::logs::LogPage;
 
 use crate::cluster::{Cluster, DataArgs, Node, Options, profile};
 use story::{Story, command_line};
 
 /// Options.
 #[derive(Debug, clap::Args)]
-pub struct Args {
+pub(crate) struct Args {
     /// The scheduler component [default: built from wasm-plugins/scheduler]
     #[arg(long, value_name = "FILE.wasm")]
     plugin: Option<PathBuf>,
@@ -63,7 +67,7 @@ impl Demo<'_> {
     }
 }
 
-pub async fn run(bin: &Path, args: &Args) -> anyhow::Result<()> {
+pub(crate) async fn run(bin: &Path, args: &Args) -> anyhow::Result<()> {
     let mut story = Story::new(STEPS);
     story.step("Build the scheduler plugin");
     let wasm = crate::plugins::component("scheduler", args.plugin.as_deref())
@@ -228,12 +232,12 @@ async fn converge(d: &Demo<'_>, story: &Story) -> anyhow::Result<Vec<String>> {
         .collect();
     let started = Instant::now();
     loop {
-        let r: Value = d
+        let r: FindResult = d
             .tenant()
             .get(&format!("/v1/find?q={}", "country%3DFR"))
             .await?;
-        let countries = r["matches"].as_array().map_or(0, Vec::len);
-        let total = r["hosts_considered"].as_u64().unwrap_or(0);
+        let countries = r.matches.len();
+        let total = r.hosts_considered as u64;
         let all_fr = (0..HOSTS)
             .filter(|&i| profile::mixed(i).country == "FR")
             .count();
@@ -256,18 +260,13 @@ async fn converge(d: &Demo<'_>, story: &Story) -> anyhow::Result<Vec<String>> {
 async fn find(d: &Demo<'_>, story: &Story, expected: &[String]) -> anyhow::Result<Vec<String>> {
     let tenant = d.tenant();
     d.show(story, tenant, &["find", QUERY, "--explain"]).await?;
-    let r = tenant
+    let r: FindResult = tenant
         .cli_json(d.bin, &["find", QUERY, "--explain"])
         .await?;
-    let mut found: Vec<String> = r["matches"]
-        .as_array()
-        .map(|m| {
-            m.iter()
-                .filter_map(|x| x["host"].as_str().map(str::to_owned))
-                .collect()
-        })
-        .unwrap_or_default();
-    let misses = r["not_matching"].as_array().map_or(0, Vec::len);
+    // Lease in the order find gave (cheapest first).
+    let ordered: Vec<String> = r.matches.iter().map(|m| m.host.clone()).collect();
+    let mut found = ordered.clone();
+    let misses = r.not_matching.len();
     let mut want = expected.to_vec();
     found.sort();
     want.sort();
@@ -280,15 +279,6 @@ async fn find(d: &Demo<'_>, story: &Story, expected: &[String]) -> anyhow::Resul
             HOSTS - expected.len()
         );
     }
-    // Lease in the order find gave (cheapest first).
-    let ordered: Vec<String> = r["matches"]
-        .as_array()
-        .map(|m| {
-            m.iter()
-                .filter_map(|x| x["host"].as_str().map(str::to_owned))
-                .collect()
-        })
-        .unwrap_or_default();
     let name = |peer: &str| {
         d.cluster
             .nodes
@@ -301,12 +291,12 @@ async fn find(d: &Demo<'_>, story: &Story, expected: &[String]) -> anyhow::Resul
         "{} match (cheapest first); --explain says why each other node does not:",
         matched.join(" and ")
     ));
-    for miss in r["not_matching"].as_array().into_iter().flatten() {
+    for miss in &r.not_matching {
         story.say(&format!(
             "  {:<10} fails `{}`: has {}",
-            name(miss["host"].as_str().unwrap_or("?")),
-            miss["clause"].as_str().unwrap_or("?"),
-            miss["actual"].as_str().unwrap_or("?")
+            name(&miss.host),
+            miss.clause,
+            miss.actual
         ));
     }
     Ok(ordered)
@@ -340,13 +330,20 @@ async fn lease(d: &Demo<'_>, story: &Story, hosts: &[&Node]) -> anyhow::Result<V
         let Some(id) = id else {
             bail!("`lease create` printed no lease id");
         };
-        let on_host: Value = host.get(&format!("/v1/leases/{id}")).await?;
-        if on_host["state"] != "active" || on_host["verified"] != true {
-            bail!("{} holds lease {id} as {on_host}", host.name);
+        let on_host: LeaseView = host.get(&format!("/v1/leases/{id}")).await?;
+        if on_host.state != LeaseState::Active || on_host.verified != Some(true) {
+            bail!(
+                "{} holds lease {id} as {}",
+                host.name,
+                serde_json::to_string(&on_host)?
+            );
         }
-        let on_tenant: Value = tenant.get(&format!("/v1/leases/{id}")).await?;
-        if on_tenant["state"] != "active" || on_tenant["verified"] != true {
-            bail!("the tenant holds lease {id} as {on_tenant}");
+        let on_tenant: LeaseView = tenant.get(&format!("/v1/leases/{id}")).await?;
+        if on_tenant.state != LeaseState::Active || on_tenant.verified != Some(true) {
+            bail!(
+                "the tenant holds lease {id} as {}",
+                serde_json::to_string(&on_tenant)?
+            );
         }
         story.say(&format!(
             "{} holds the same lease, both signatures verified",
@@ -405,43 +402,29 @@ async fn deploy(
         let mut json_args = args.to_vec();
         json_args.push("--json");
         let out = tenant.cli(d.bin, &json_args).await?;
-        let v: Value = serde_json::from_str(&out).context("`deploy --json` printed no JSON")?;
-        let Some(id) = v["id"].as_str() else {
-            bail!("`deploy` printed no deployment id: {out}");
-        };
-        let host = v["host"].as_str().unwrap_or("?");
-        let host = d.host(host).map_or(host, |n| n.name.as_str());
-        story.say(&format!(
-            "deployment {id} on {host}: {}",
-            v["state"].as_str().unwrap_or("?")
-        ));
-        if v["state"] != "running" {
+        let v: View = serde_json::from_str(&out)
+            .with_context(|| format!("`deploy --json` printed no deployment: {out}"))?;
+        let id = v.id;
+        let host = d.host(&v.host).map_or(v.host.as_str(), |n| n.name.as_str());
+        story.say(&format!("deployment {id} on {host}: {}", v.state));
+        if v.state != State::Running {
             bail!(
                 "deployment {id} on {host} is {} after deploy, not running: {}",
-                v["state"],
-                v["reason"].as_str().unwrap_or("no reason given")
+                v.state,
+                v.reason.as_deref().unwrap_or("no reason given")
             );
         }
-        ids.push(id.to_owned());
+        ids.push(id);
     }
     Ok(ids)
 }
 
 /// Logs of a deployment as the tenant's node fetches them.
 async fn log_lines(tenant: &Node, id: &str) -> anyhow::Result<Vec<String>> {
-    let v: Value = tenant
+    let page: LogPage = tenant
         .get(&format!("/v1/deployments/{id}/logs?limit=1000"))
         .await?;
-    let entries = v
-        .as_array()
-        .or_else(|| v["lines"].as_array())
-        .or_else(|| v["logs"].as_array())
-        .cloned()
-        .unwrap_or_default();
-    Ok(entries
-        .iter()
-        .filter_map(|e| e["message"].as_str().map(str::to_owned))
-        .collect())
+    Ok(page.lines.into_iter().map(|l| l.message).collect())
 }
 
 async fn wait_for_log(tenant: &Node, id: &str, needle: &str) -> anyhow::Result<()> {
@@ -465,9 +448,13 @@ async fn watch(d: &Demo<'_>, story: &Story, deployments: &[String]) -> anyhow::R
     let tenant = d.tenant();
     for id in deployments {
         wait_for_log(tenant, id, "utilization").await?;
-        let v: Value = tenant.get(&format!("/v1/deployments/{id}")).await?;
-        if v["state"] != "running" {
-            bail!("deployment {id} is {} ({})", v["state"], v["reason"]);
+        let v: View = tenant.get(&format!("/v1/deployments/{id}")).await?;
+        if v.state != State::Running {
+            bail!(
+                "deployment {id} is {} ({})",
+                v.state,
+                v.reason.as_deref().unwrap_or("no reason given")
+            );
         }
     }
     d.show(story, tenant, &["ps"]).await?;
@@ -515,19 +502,17 @@ async fn verify_offline(d: &Demo<'_>, story: &Story, lease: &str) -> anyhow::Res
     }
     // Change one hex digit of the signed contract.
     let text = std::fs::read_to_string(&file)?;
-    let mut v: Value = serde_json::from_str(&text)?;
-    let Some(contract) = v["contract"].as_str().map(str::to_owned) else {
-        bail!("the exported lease has no `contract` field");
-    };
-    let mut bytes = contract.into_bytes();
+    let mut export: LeaseExport =
+        serde_json::from_str(&text).context("the exported lease is not a lease export")?;
+    let mut bytes = std::mem::take(&mut export.contract).into_bytes();
     if bytes.is_empty() {
         bail!("the exported lease's `contract` is empty");
     }
     let pos = bytes.len() / 2;
     bytes[pos] = if bytes[pos] == b'0' { b'1' } else { b'0' };
-    v["contract"] = Value::String(String::from_utf8_lossy(&bytes).into_owned());
+    export.contract = String::from_utf8_lossy(&bytes).into_owned();
     let tampered = d.cluster.root.join("lease-tampered.json");
-    std::fs::write(&tampered, serde_json::to_vec_pretty(&v)?)?;
+    std::fs::write(&tampered, serde_json::to_vec_pretty(&export)?)?;
     let tpath = tampered.display().to_string();
     let out = tokio::process::Command::new(d.bin)
         .args(["lease", "verify", &tpath])
@@ -562,10 +547,8 @@ async fn release(
     loop {
         let mut live = 0;
         for h in hosts {
-            let v: Value = h.get("/v1/deployments").await?;
-            live += v
-                .as_array()
-                .map_or(0, |a| a.iter().filter(|x| x["state"] == "running").count());
+            let v: Vec<View> = h.get("/v1/deployments").await?;
+            live += v.iter().filter(|x| x.state == State::Running).count();
         }
         if live == 0 {
             break;
@@ -578,9 +561,9 @@ async fn release(
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     for (lease, host) in leases.iter().zip(hosts) {
-        let v: Value = host.get(&format!("/v1/leases/{lease}")).await?;
-        if v["state"] != "released" {
-            bail!("{} holds lease {lease} as {}", host.name, v["state"]);
+        let v: LeaseView = host.get(&format!("/v1/leases/{lease}")).await?;
+        if v.state != LeaseState::Released {
+            bail!("{} holds lease {lease} as {}", host.name, v.state);
         }
     }
     d.show(story, hosts[0], &["lease", "list"]).await?;
@@ -592,17 +575,17 @@ async fn receipts(d: &Demo<'_>, story: &Story, leases: &[String]) -> anyhow::Res
     let tenant = d.tenant();
     for lease in leases {
         d.show(story, tenant, &["lease", "receipts", lease]).await?;
-        let v = tenant
+        let v: ReceiptList = tenant
             .cli_json(d.bin, &["lease", "receipts", lease])
             .await?;
-        let list = v["receipts"].as_array().cloned().unwrap_or_default();
+        let list = v.receipts;
         if list.is_empty() {
             bail!("lease {lease} has no usage receipt after its release");
         }
-        if list.iter().any(|r| r["verified"] != true) {
+        if list.iter().any(|r| !r.verified) {
             bail!("a receipt of lease {lease} does not verify");
         }
-        let fuel: u64 = list.iter().filter_map(|r| r["cpu_fuel"].as_u64()).sum();
+        let fuel: u64 = list.iter().map(|r| r.cpu_fuel).sum();
         if fuel == 0 {
             bail!("the receipts of lease {lease} meter no fuel, yet a plugin ran on it");
         }

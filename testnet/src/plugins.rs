@@ -20,7 +20,7 @@ fn target_dir() -> PathBuf {
 /// The `.wasm` of example plugin `name`: `explicit` when given, else the one built under
 /// `target/wasm-plugins`, building it (`cargo build --release --target wasm32-wasip2`) when
 /// it is not there yet.
-pub async fn component(name: &str, explicit: Option<&Path>) -> anyhow::Result<PathBuf> {
+pub(crate) async fn component(name: &str, explicit: Option<&Path>) -> anyhow::Result<PathBuf> {
     if let Some(p) = explicit {
         if !p.is_file() {
             bail!("{} does not exist", p.display());

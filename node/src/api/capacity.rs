@@ -19,7 +19,7 @@ use crate::resources::now_ms;
 /// Body of `PUT /v1/capacity`.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct CapacityUpdate {
+pub(crate) struct CapacityUpdate {
     #[serde(default)]
     pub settings: OfferSettings,
     /// Allow offering more than the detected hardware.
@@ -29,7 +29,7 @@ pub struct CapacityUpdate {
 
 /// Query string of `GET /v1/find`.
 #[derive(Debug, Deserialize)]
-pub struct FindParams {
+pub(crate) struct FindParams {
     #[serde(default)]
     q: String,
     #[serde(default)]
@@ -39,7 +39,7 @@ pub struct FindParams {
 
 /// Body of a query error: the message, and where in the query it is.
 #[derive(Debug, Serialize, Deserialize)]
-pub struct QueryErrorBody {
+pub(crate) struct QueryErrorBody {
     pub error: String,
     /// Always `bad_input`.
     #[serde(default)]

@@ -39,7 +39,7 @@ const CODES: [&str; 249] = [
 ///
 /// The match is exact: upper case, no surrounding whitespace (`"FR"` yes, `"fr"` or `" FR"`
 /// no). Use [`normalize_country`] for input typed by a person.
-pub fn is_iso_alpha2(code: &str) -> bool {
+pub(crate) fn is_iso_alpha2(code: &str) -> bool {
     CODES.binary_search(&code).is_ok()
 }
 
@@ -53,7 +53,7 @@ const MAX_QUOTED: usize = 32;
 ///
 /// A message fit for a person, quoting the (trimmed, shortened) input, e.g.
 /// ``"`XX` is not an ISO 3166-1 alpha-2 country code (e.g. FR, DE, NL)"``.
-pub fn normalize_country(input: &str) -> Result<String, String> {
+pub(crate) fn normalize_country(input: &str) -> Result<String, String> {
     let trimmed = input.trim();
     let code = trimmed.to_ascii_uppercase();
     if is_iso_alpha2(&code) {

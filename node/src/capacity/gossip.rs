@@ -16,10 +16,10 @@ use crate::net::{Topic, Validation};
 use crate::resources::now_ms;
 
 /// Gossipsub topic of capacity adverts.
-pub const ADVERT_TOPIC: &str = "degroup/adverts/v1";
+pub(crate) const ADVERT_TOPIC: &str = "degroup/adverts/v1";
 
 /// The topic, with the book as its validator.
-pub fn topic(book: Arc<AdvertBook>, metrics: NodeMetrics) -> Topic {
+pub(crate) fn topic(book: Arc<AdvertBook>, metrics: NodeMetrics) -> Topic {
     Topic {
         name: ADVERT_TOPIC,
         max_size: MAX_ADVERT_SIZE,

@@ -49,20 +49,19 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-pub use parse::{
-    MAX_GPUS, MAX_OUTPUT_BYTES, parse_cgroup_cpu_max, parse_cgroup_memory_max, parse_cgroup_v1_cpu,
-    parse_cgroup_v1_memory_limit, parse_cpuinfo_model, parse_lscpu_model, parse_meminfo_total,
+pub(crate) use parse::{
+    MAX_OUTPUT_BYTES, parse_cpuinfo_model, parse_lscpu_model, parse_meminfo_total,
     parse_nvidia_smi_csv,
 };
 
 /// Environment variable naming the `nvidia-smi` program to run instead of searching `PATH`.
-pub const NVIDIA_SMI_ENV: &str = "DEGROUP_NVIDIA_SMI";
+pub(crate) const NVIDIA_SMI_ENV: &str = "DEGROUP_NVIDIA_SMI";
 
 /// How long `nvidia-smi` (and `lscpu`) may take before it is killed and ignored.
-pub const COMMAND_TIMEOUT: Duration = Duration::from_secs(5);
+pub(crate) const COMMAND_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// The arguments given to `nvidia-smi`: one CSV line per GPU, memory in MiB without unit.
-pub const NVIDIA_SMI_ARGS: [&str; 2] = [
+pub(crate) const NVIDIA_SMI_ARGS: [&str; 2] = [
     "--query-gpu=index,name,memory.total,uuid,pci.bus_id,driver_version",
     "--format=csv,noheader,nounits",
 ];
@@ -101,7 +100,7 @@ pub struct Detected {
 /// Why an inventory source gave nothing usable. [`detect`] turns these into
 /// [`Detected::notes`]; [`parse_nvidia_smi_csv`] and [`detect_disk`] return them.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum InventoryError {
+pub(crate) enum InventoryError {
     /// The text to parse, or a command's output, is larger than the cap.
     #[error("{what} is larger than {limit} bytes")]
     TooLarge {
@@ -165,7 +164,7 @@ pub enum InventoryError {
 
 /// Detects the hardware of this host; `data_dir` is where the node keeps its data (it need not
 /// exist yet). Never fails: see the [module documentation](self) for the sources and fallbacks.
-pub fn detect(data_dir: &Path) -> Detected {
+pub(crate) fn detect(data_dir: &Path) -> Detected {
     detect_from(data_dir, &Sources::system())
 }
 
@@ -175,7 +174,7 @@ pub fn detect(data_dir: &Path) -> Detected {
 /// # Errors
 ///
 /// [`InventoryError::Statvfs`] when no ancestor can be examined.
-pub fn detect_disk(data_dir: &Path) -> Result<(u64, u64), InventoryError> {
+pub(crate) fn detect_disk(data_dir: &Path) -> Result<(u64, u64), InventoryError> {
     let mut dir = data_dir;
     loop {
         // `Path::new("a").parent()` is `""`: the current directory.

@@ -13,11 +13,11 @@ use super::units::{parse_count, parse_price_eur, parse_size};
 use crate::resources::{Gpu, Inventory, Prices};
 
 /// Longest free-text field (region, operator, certification), in bytes.
-pub const MAX_TEXT: usize = 128;
+pub(crate) const MAX_TEXT: usize = 128;
 /// Most certifications per host.
-pub const MAX_CERTS: usize = 32;
+pub(crate) const MAX_CERTS: usize = 32;
 /// Most GPUs per host.
-pub const MAX_GPUS: usize = 64;
+pub(crate) const MAX_GPUS: usize = 64;
 
 /// Operator settings, in numbers. `None` means "not set at this layer".
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -75,9 +75,9 @@ pub struct PriceConfig {
 }
 
 /// Default advert lifetime (10 minutes).
-pub const DEFAULT_TTL_S: u64 = 600;
+pub(crate) const DEFAULT_TTL_S: u64 = 600;
 /// Default publish debounce.
-pub const DEFAULT_DEBOUNCE_MS: u64 = 10;
+pub(crate) const DEFAULT_DEBOUNCE_MS: u64 = 10;
 
 impl CapacityConfig {
     /// Converts the table into settings, naming the key of any bad value.
@@ -146,7 +146,7 @@ impl CapacityConfig {
 }
 
 /// Cores (possibly fractional) to millicores.
-pub fn cores_to_millis(cores: f64) -> Result<u64, String> {
+pub(crate) fn cores_to_millis(cores: f64) -> Result<u64, String> {
     if !cores.is_finite() || !(0.0..=1_000_000.0).contains(&cores) {
         return Err(format!(
             "{cores} is not a number of cores between 0 and 1000000"
@@ -156,7 +156,7 @@ pub fn cores_to_millis(cores: f64) -> Result<u64, String> {
 }
 
 /// Bandwidth such as `10G` (bits per second).
-pub fn parse_bps(s: &str) -> Result<u64, String> {
+pub(crate) fn parse_bps(s: &str) -> Result<u64, String> {
     let v = parse_count(s).map_err(|e| e.to_string())?;
     if !v.is_finite() || !(0.0..=1e15).contains(&v) {
         return Err(format!("{s} is not a bandwidth such as 10G"));
@@ -165,7 +165,7 @@ pub fn parse_bps(s: &str) -> Result<u64, String> {
 }
 
 /// GPU specs `MODEL:MEM` with an optional `Nx` count prefix, e.g. `2xH100:80GiB`.
-pub fn parse_gpus(specs: &[String]) -> Result<Vec<Gpu>, String> {
+pub(crate) fn parse_gpus(specs: &[String]) -> Result<Vec<Gpu>, String> {
     let mut gpus = Vec::new();
     for spec in specs {
         let (count, rest) = match spec.split_once('x') {

@@ -32,7 +32,7 @@ const SWEEP_EVERY: Duration = Duration::from_secs(5);
 /// Least time between two adverts caused by lease changes (a busy host coalesces them).
 const LEASED_DEBOUNCE: Duration = Duration::from_millis(200);
 /// Plugin API versions this build runs (announced in adverts).
-pub const PLUGIN_APIS: &[&str] = &["degroup:plugin@0.1.0"];
+pub(crate) const PLUGIN_APIS: &[&str] = &["degroup:plugin@0.1.0"];
 
 /// Capacity failures that reach users.
 #[derive(Debug, thiserror::Error)]
@@ -140,7 +140,7 @@ impl CapacityHandle {
 
 /// Timing of the actor.
 #[derive(Debug, Clone, Copy)]
-pub struct Timing {
+pub(crate) struct Timing {
     pub ttl_ms: u64,
     pub debounce_ms: u64,
 }
@@ -162,7 +162,7 @@ struct Service {
 
 /// Starts the actor; it publishes a first advert right away.
 #[allow(clippy::too_many_arguments)]
-pub fn start(
+pub(crate) fn start(
     identity: Identity,
     store: &Store,
     data_dir: &std::path::Path,

@@ -6,12 +6,12 @@
 //! values, overflow, and inputs longer than [`MAX_INPUT`] bytes.
 
 /// Longest quantity accepted, in bytes.
-pub const MAX_INPUT: usize = 64;
+pub(crate) const MAX_INPUT: usize = 64;
 
 /// A quantity that does not parse; the message says what was expected.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("`{input}` is not {expected}")]
-pub struct UnitError {
+pub(crate) struct UnitError {
     input: String,
     expected: &'static str,
 }
@@ -40,7 +40,7 @@ fn parse_decimal(num: &str) -> Option<f64> {
 }
 
 /// A size in bytes: `64GiB`, `500M`, `2TB`, `1.5GiB`, `4096` (bytes).
-pub fn parse_size(s: &str) -> Result<u64, UnitError> {
+pub(crate) fn parse_size(s: &str) -> Result<u64, UnitError> {
     const EXPECTED: &str = "a size such as 64GiB, 500M or 2TiB";
     let t = s.trim();
     if t.len() > MAX_INPUT {
@@ -70,7 +70,7 @@ pub fn parse_size(s: &str) -> Result<u64, UnitError> {
 }
 
 /// A plain count with an optional SI suffix: `8`, `0.5`, `10G` (= 1e10).
-pub fn parse_count(s: &str) -> Result<f64, UnitError> {
+pub(crate) fn parse_count(s: &str) -> Result<f64, UnitError> {
     const EXPECTED: &str = "a number such as 8, 0.5 or 10G";
     let t = s.trim();
     if t.len() > MAX_INPUT {
@@ -95,7 +95,7 @@ pub fn parse_count(s: &str) -> Result<f64, UnitError> {
 
 /// A duration in milliseconds: `500ms`, `30s`, `10m`, `2h`, `1d`, `1h30m`; a bare number is
 /// seconds.
-pub fn parse_duration(s: &str) -> Result<u64, UnitError> {
+pub(crate) fn parse_duration(s: &str) -> Result<u64, UnitError> {
     const EXPECTED: &str = "a duration such as 30s, 10m, 1h30m or 2d";
     let t = s.trim();
     if t.is_empty() || t.len() > MAX_INPUT {
@@ -131,7 +131,7 @@ pub fn parse_duration(s: &str) -> Result<u64, UnitError> {
 }
 
 /// Euros with at most six decimals, as micro-euros: `0.02` → 20000.
-pub fn parse_price_eur(s: &str) -> Result<u64, UnitError> {
+pub(crate) fn parse_price_eur(s: &str) -> Result<u64, UnitError> {
     const EXPECTED: &str = "a price in euros such as 0.02 or 2.5 (at most 6 decimals)";
     let t = s
         .trim()
@@ -175,7 +175,7 @@ fn trim_float(v: f64, decimals: usize) -> String {
 }
 
 /// `68719476736` → `64GiB`: the largest binary unit, with at most two decimals.
-pub fn format_size(bytes: u64) -> String {
+pub(crate) fn format_size(bytes: u64) -> String {
     const UNITS: [(&str, u64); 5] = [
         ("PiB", 1 << 50),
         ("TiB", 1 << 40),
@@ -192,7 +192,7 @@ pub fn format_size(bytes: u64) -> String {
 }
 
 /// Micro-euros as euros: `20000` → `0.02`.
-pub fn format_eur(micros: u64) -> String {
+pub(crate) fn format_eur(micros: u64) -> String {
     let whole = micros / 1_000_000;
     let frac = micros % 1_000_000;
     if frac == 0 {
@@ -203,7 +203,7 @@ pub fn format_eur(micros: u64) -> String {
 }
 
 /// Milliseconds as `1h2m3s`, `250ms`.
-pub fn format_duration(ms: u64) -> String {
+pub(crate) fn format_duration(ms: u64) -> String {
     if ms < 1000 {
         return format!("{ms}ms");
     }
@@ -222,7 +222,7 @@ pub fn format_duration(ms: u64) -> String {
 }
 
 /// Bits per second with an SI suffix: `10000000000` → `10G`.
-pub fn format_bps(bps: u64) -> String {
+pub(crate) fn format_bps(bps: u64) -> String {
     for (name, size) in [("T", 1e12), ("G", 1e9), ("M", 1e6), ("k", 1e3)] {
         if bps as f64 >= size {
             return format!("{}{name}", trim_float(bps as f64 / size, 2));

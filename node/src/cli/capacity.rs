@@ -10,7 +10,7 @@ use crate::capacity::units::{format_bps, format_eur, format_size, parse_price_eu
 use super::UsageError;
 
 #[derive(Debug, clap::Subcommand)]
-pub enum CapacityCommand {
+pub(super) enum CapacityCommand {
     /// What this node detects, what the operator set, and what it offers
     Show {
         /// Print one JSON document
@@ -23,7 +23,7 @@ pub enum CapacityCommand {
 
 /// Fields of `capacity set`.
 #[derive(Debug, clap::Args)]
-pub struct SetArgs {
+pub(super) struct SetArgs {
     /// Cores offered, e.g. 16 or 0.5
     #[arg(long)]
     cpu: Option<f64>,
@@ -137,7 +137,7 @@ impl SetArgs {
     }
 }
 
-pub async fn run(dir: &Path, command: CapacityCommand) -> anyhow::Result<()> {
+pub(super) async fn run(dir: &Path, command: CapacityCommand) -> anyhow::Result<()> {
     match command {
         CapacityCommand::Show { json } => {
             let client = super::ApiClient::from_data_dir(dir)?;

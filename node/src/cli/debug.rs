@@ -6,7 +6,7 @@ use std::path::Path;
 use crate::store::{Domain, Store};
 
 #[derive(Debug, Clone, Copy, clap::Subcommand)]
-pub enum DebugCommand {
+pub(super) enum DebugCommand {
     /// Write keys 0..COUNT to the store, printing `ack N` after each is durable.
     /// The crash-safety test kills this process at random points.
     StoreWriter {
@@ -21,7 +21,7 @@ pub fn store_writer_value(i: u64) -> Vec<u8> {
     (0..len).map(|j| (i as usize + j) as u8).collect()
 }
 
-pub fn run(dir: &Path, command: DebugCommand) -> anyhow::Result<()> {
+pub(super) fn run(dir: &Path, command: DebugCommand) -> anyhow::Result<()> {
     match command {
         DebugCommand::StoreWriter { count } => {
             std::fs::create_dir_all(dir)?;

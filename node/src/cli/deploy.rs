@@ -23,7 +23,7 @@ const FOLLOW_STATE_EVERY: u32 = 4;
 /// Arguments of `deploy`.
 #[derive(Debug, clap::Args)]
 #[command(group = clap::ArgGroup::new("target").required(true).args(["lease", "upgrade"]))]
-pub struct DeployArgs {
+pub(super) struct DeployArgs {
     /// The lease to deploy onto (id or its first hex digits)
     #[arg(long, value_name = "LEASE_ID")]
     lease: Option<String>,
@@ -42,7 +42,7 @@ pub struct DeployArgs {
 
 /// Arguments of `ps`.
 #[derive(Debug, clap::Args)]
-pub struct PsArgs {
+pub(super) struct PsArgs {
     /// Print one JSON document
     #[arg(long)]
     json: bool,
@@ -50,7 +50,7 @@ pub struct PsArgs {
 
 /// Arguments of `logs`.
 #[derive(Debug, clap::Args)]
-pub struct LogsArgs {
+pub(super) struct LogsArgs {
     /// Deployment id (or its first hex digits)
     id: String,
     /// Keep printing new lines until the deployment stops (or Ctrl-C)
@@ -67,7 +67,7 @@ pub struct LogsArgs {
 /// Arguments of `message`.
 #[derive(Debug, clap::Args)]
 #[command(group = clap::ArgGroup::new("body").required(true).args(["text", "file"]))]
-pub struct MessageArgs {
+pub(super) struct MessageArgs {
     /// Deployment id (or its first hex digits)
     id: String,
     /// The payload, as text (e.g. a JSON request the plugin understands)
@@ -82,7 +82,7 @@ pub struct MessageArgs {
 
 /// Arguments of `stop`.
 #[derive(Debug, clap::Args)]
-pub struct StopArgs {
+pub(super) struct StopArgs {
     /// Deployment id (or its first hex digits)
     id: String,
     /// Print one JSON document
@@ -156,7 +156,7 @@ fn deploy_hint(e: anyhow::Error) -> anyhow::Error {
     .into()
 }
 
-pub async fn deploy(dir: &Path, a: &DeployArgs) -> anyhow::Result<()> {
+pub(super) async fn deploy(dir: &Path, a: &DeployArgs) -> anyhow::Result<()> {
     let config = parse_config(&a.config)?;
     let package = read_package(&a.package)?;
     let client = ApiClient::from_data_dir(dir)?;
@@ -189,7 +189,7 @@ pub async fn deploy(dir: &Path, a: &DeployArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-pub async fn ps(dir: &Path, a: &PsArgs) -> anyhow::Result<()> {
+pub(super) async fn ps(dir: &Path, a: &PsArgs) -> anyhow::Result<()> {
     let client = ApiClient::from_data_dir(dir)?;
     let views: Vec<View> = client.get("/v1/deployments").await?;
     if a.json {
@@ -257,7 +257,7 @@ async fn page(client: &ApiClient, id: &str, after: u64) -> anyhow::Result<LogPag
         .await
 }
 
-pub async fn logs(dir: &Path, a: &LogsArgs) -> anyhow::Result<()> {
+pub(super) async fn logs(dir: &Path, a: &LogsArgs) -> anyhow::Result<()> {
     let client = ApiClient::from_data_dir(dir)?;
     // Everything already written (the ring holds a bounded number of lines).
     let mut after = 0;
@@ -320,7 +320,7 @@ pub async fn logs(dir: &Path, a: &LogsArgs) -> anyhow::Result<()> {
     }
 }
 
-pub async fn message(dir: &Path, a: &MessageArgs) -> anyhow::Result<()> {
+pub(super) async fn message(dir: &Path, a: &MessageArgs) -> anyhow::Result<()> {
     let payload = match (&a.text, &a.file) {
         (Some(t), _) => t.clone().into_bytes(),
         (None, Some(f)) if f.as_os_str() == "-" => {
@@ -359,7 +359,7 @@ pub async fn message(dir: &Path, a: &MessageArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-pub async fn stop(dir: &Path, a: &StopArgs) -> anyhow::Result<()> {
+pub(super) async fn stop(dir: &Path, a: &StopArgs) -> anyhow::Result<()> {
     let client = ApiClient::from_data_dir(dir)?;
     let v: View = client
         .post(

@@ -9,7 +9,7 @@ use super::UsageError;
 
 /// Federated discovery.
 #[derive(Debug, clap::Args)]
-pub struct Args {
+pub(super) struct Args {
     /// Conjunction of comparisons, e.g. 'cpu>=8 mem>=32GiB country=FR cert=SecNumCloud'
     /// (fields: cpu mem disk gpu.count gpu.model gpu.mem country region operator cert
     /// price.cpu price.mem price.disk price.gpu bandwidth age; see docs/operator-guide.md)
@@ -26,7 +26,7 @@ pub struct Args {
     json: bool,
 }
 
-pub async fn run(dir: &Path, args: &Args) -> anyhow::Result<()> {
+pub(super) async fn run(dir: &Path, args: &Args) -> anyhow::Result<()> {
     // Parse here first, so a typo is pointed at without a round trip (exit code 2).
     query::parse(&args.expr).map_err(|e| UsageError(format!("invalid query: {e}")))?;
     let client = super::ApiClient::from_data_dir(dir)?;

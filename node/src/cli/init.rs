@@ -4,7 +4,7 @@ use std::path::Path;
 
 /// Create the data directory.
 #[derive(Debug, clap::Args)]
-pub struct Args {
+pub(super) struct Args {
     /// Replace an existing identity (the old key and config are kept as *.bak)
     #[arg(long)]
     force: bool,
@@ -13,7 +13,7 @@ pub struct Args {
     json: bool,
 }
 
-pub fn run(dir: &Path, args: &Args) -> anyhow::Result<()> {
+pub(super) fn run(dir: &Path, args: &Args) -> anyhow::Result<()> {
     let (identity, _) = crate::node::init(dir, args.force)?;
     let peer_id = identity.peer_id().to_string();
     if args.json {

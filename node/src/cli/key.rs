@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 use crate::identity::{Identity, KEY_FILE};
 
 #[derive(Debug, clap::Subcommand)]
-pub enum KeyCommand {
+pub(super) enum KeyCommand {
     /// Write a new ed25519 key file (mode 0600), e.g. a publisher key
     Generate {
         /// Where to write it [default: <data-dir>/publisher.key]
@@ -45,7 +45,7 @@ fn describe(path: &Path, id: &Identity, json: bool) -> anyhow::Result<()> {
     Ok(())
 }
 
-pub fn run(dir: &Path, command: KeyCommand) -> anyhow::Result<()> {
+pub(super) fn run(dir: &Path, command: KeyCommand) -> anyhow::Result<()> {
     match command {
         KeyCommand::Generate { out, force, json } => {
             let path = out.unwrap_or_else(|| dir.join("publisher.key"));

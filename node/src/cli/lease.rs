@@ -11,14 +11,15 @@ use crate::capacity::units::{
     format_duration, format_size, parse_duration, parse_price_eur, parse_size,
 };
 use crate::error::ErrorCode;
+use crate::lease::Role;
 use crate::lease::contract::{DocError, verify_doc, verify_end};
 use crate::lease::service::ReceiptList;
 use crate::lease::view::{
-    LeaseExport, LeaseList, LeaseView, MAX_EXPORT_FILE, VerifyReport, reason_text,
+    LeaseExport, LeaseList, LeaseState, LeaseView, MAX_EXPORT_FILE, VerifyReport, reason_text,
 };
 
 #[derive(Debug, clap::Subcommand)]
-pub enum LeaseCommand {
+pub(super) enum LeaseCommand {
     /// Lease a slice of a host: negotiates, countersigns and prints the signed lease
     Create(CreateArgs),
     /// Leases of this node, as host and as tenant
@@ -87,7 +88,7 @@ pub enum LeaseCommand {
 
 /// Arguments of `lease create`.
 #[derive(Debug, clap::Args)]
-pub struct CreateArgs {
+pub(super) struct CreateArgs {
     /// The host's peer id (from `degroup find`)
     #[arg(long)]
     host: String,
@@ -218,7 +219,7 @@ fn path_id(id: &str) -> anyhow::Result<String> {
     Ok(t.to_ascii_lowercase())
 }
 
-pub async fn run(dir: &Path, command: LeaseCommand) -> anyhow::Result<()> {
+pub(super) async fn run(dir: &Path, command: LeaseCommand) -> anyhow::Result<()> {
     if let LeaseCommand::Verify { file, json } = &command {
         return verify(file, *json);
     }
@@ -436,8 +437,12 @@ fn print_list(l: &LeaseList) {
         );
         let now = crate::resources::now_ms();
         for v in &l.leases {
-            let peer = if v.role == "host" { &v.tenant } else { &v.host };
-            let left = if v.state == "active" {
+            let peer = if v.role == Role::Host {
+                &v.tenant
+            } else {
+                &v.host
+            };
+            let left = if v.state == LeaseState::Active {
                 format_duration(v.ends_at_ms.saturating_sub(now))
             } else {
                 "-".into()

@@ -8,7 +8,7 @@ use crate::config::{FlagOverrides, parse_multiaddr};
 
 /// Run the node in the foreground.
 #[derive(Debug, clap::Args)]
-pub struct Args {
+pub(super) struct Args {
     /// libp2p address to listen on (repeatable) [default: /ip4/0.0.0.0/tcp/0 and /ip4/0.0.0.0/udp/0/quic-v1]
     #[arg(long, value_name = "MULTIADDR")]
     listen: Vec<String>,
@@ -23,7 +23,7 @@ pub struct Args {
     metrics: Option<String>,
 }
 
-pub fn run(dir: &Path, args: Args) -> anyhow::Result<()> {
+pub(super) fn run(dir: &Path, args: Args) -> anyhow::Result<()> {
     for a in &args.listen {
         parse_multiaddr("--listen", a).map_err(|e| super::UsageError(e.to_string()))?;
     }

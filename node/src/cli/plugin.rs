@@ -19,7 +19,7 @@ const TEMPLATE_CARGO: &str = include_str!("../plugin/template/Cargo.toml.tmpl");
 const TEMPLATE_LIB: &str = include_str!("../plugin/template/lib.rs.tmpl");
 
 #[derive(Debug, clap::Subcommand)]
-pub enum PluginCommand {
+pub(super) enum PluginCommand {
     /// Scaffold a plugin crate that builds as is
     New {
         /// Crate name (lowercase letters, digits, `-`, `_`); also the directory
@@ -131,7 +131,7 @@ fn read_capped(path: &Path, max: u64, what: &str) -> anyhow::Result<Vec<u8>> {
     std::fs::read(path).with_context(|| format!("cannot read the {what} {}", path.display()))
 }
 
-pub fn run(dir: &Path, command: PluginCommand) -> anyhow::Result<()> {
+pub(super) fn run(dir: &Path, command: PluginCommand) -> anyhow::Result<()> {
     match command {
         PluginCommand::New { name, path, sdk } => new(&name, path, sdk),
         PluginCommand::Build {

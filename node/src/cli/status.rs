@@ -6,13 +6,13 @@ use crate::api::StatusResponse;
 
 /// Show the running node.
 #[derive(Debug, clap::Args)]
-pub struct Args {
+pub(super) struct Args {
     /// Print one JSON document
     #[arg(long)]
     json: bool,
 }
 
-pub async fn run(dir: &Path, args: &Args) -> anyhow::Result<()> {
+pub(super) async fn run(dir: &Path, args: &Args) -> anyhow::Result<()> {
     let client = super::ApiClient::from_data_dir(dir)?;
     let s: StatusResponse = client.get("/v1/status").await?;
     if args.json {

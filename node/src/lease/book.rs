@@ -20,16 +20,26 @@ use crate::resources::{LeaseId, Resources, id_hex};
 use crate::signed::{Envelope, Opened, decode_exact};
 use crate::store::{Domain, Op, Store, StoreError, Tree};
 
-/// Which side of a lease this node is on.
+/// Which side of a lease this node is on. (JSON: `host`, `tenant`; stored by variant index.)
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum Role {
     Host,
     Tenant,
 }
 
+impl std::fmt::Display for Role {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Role::Host => "host",
+            Role::Tenant => "tenant",
+        })
+    }
+}
+
 /// A usage receipt to store: the lease and period it covers, and the signed envelope.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct SignedReceipt {
+pub(crate) struct SignedReceipt {
     pub lease_id: LeaseId,
     pub period_start_ms: u64,
     pub period_end_ms: u64,
@@ -101,14 +111,14 @@ impl Lease {
 
 /// What an offer is for.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum OfferKind {
+pub(crate) enum OfferKind {
     New,
     Renew { idempotency_key: [u8; 16] },
 }
 
 /// An offer waiting for the tenant's countersignature.
 #[derive(Debug, Clone)]
-pub struct HeldOffer {
+pub(crate) struct HeldOffer {
     pub contract: Contract,
     /// The exact signed contract envelope.
     pub envelope: Vec<u8>,
@@ -118,7 +128,7 @@ pub struct HeldOffer {
 
 impl HeldOffer {
     /// A new held offer.
-    pub fn new(contract: Contract, envelope: Vec<u8>, kind: OfferKind) -> Self {
+    pub(crate) fn new(contract: Contract, envelope: Vec<u8>, kind: OfferKind) -> Self {
         Self {
             contract,
             envelope,
@@ -130,7 +140,7 @@ impl HeldOffer {
 
 /// A countersigned offer on its way to disk.
 #[derive(Debug, Clone)]
-pub struct CommitItem {
+pub(crate) struct CommitItem {
     key: (LeaseId, u32),
     stored: StoredLease,
     contract: Contract,
@@ -138,12 +148,12 @@ pub struct CommitItem {
 
 impl CommitItem {
     /// The lease being committed.
-    pub fn lease_id(&self) -> LeaseId {
+    pub(crate) fn lease_id(&self) -> LeaseId {
         self.key.0
     }
 
     /// The document as it will be stored.
-    pub fn doc(&self) -> &LeaseDoc {
+    pub(crate) fn doc(&self) -> &LeaseDoc {
         &self.stored.doc
     }
 }
@@ -159,7 +169,7 @@ pub struct Totals {
 
 /// The book.
 #[derive(Debug)]
-pub struct LeaseBook {
+pub(crate) struct LeaseBook {
     store: Store,
     leases_tree: Tree,
     receipts_tree: Tree,
@@ -174,7 +184,7 @@ fn encode<T: Serialize>(v: &T) -> Result<Vec<u8>, StoreError> {
 }
 
 /// Key of a receipt: lease id, then period start (big endian, so keys sort by time).
-pub fn receipt_key(id: &LeaseId, period_start_ms: u64) -> Vec<u8> {
+pub(crate) fn receipt_key(id: &LeaseId, period_start_ms: u64) -> Vec<u8> {
     let mut k = id.to_vec();
     k.extend_from_slice(&period_start_ms.to_be_bytes());
     k
@@ -201,7 +211,7 @@ fn verify_active(leases: &mut HashMap<LeaseId, Lease>) {
 
 impl LeaseBook {
     /// Loads every stored lease. Held offers do not survive a restart.
-    pub fn open(store: &Store) -> Result<Self, StoreError> {
+    pub(crate) fn open(store: &Store) -> Result<Self, StoreError> {
         let leases_tree = store.tree(Domain::Leases)?;
         let receipts_tree = store.tree(Domain::Receipts)?;
         let mut leases = HashMap::new();
@@ -239,17 +249,18 @@ impl LeaseBook {
     }
 
     /// Sum of the host's active leases.
-    pub fn used(&self) -> Resources {
+    pub(crate) fn used(&self) -> Resources {
         self.used
     }
 
     /// Sum of the host's held new offers.
-    pub fn held(&self) -> Resources {
+    #[cfg(test)]
+    pub(crate) fn held(&self) -> Resources {
         self.held
     }
 
     /// Totals against what is offered.
-    pub fn totals(&self, offered: &Resources) -> Totals {
+    pub(crate) fn totals(&self, offered: &Resources) -> Totals {
         Totals {
             offered: *offered,
             leased: self.used,
@@ -259,17 +270,17 @@ impl LeaseBook {
     }
 
     /// Number of held offers.
-    pub fn offers_held(&self) -> usize {
+    pub(crate) fn offers_held(&self) -> usize {
         self.offers.len()
     }
 
     /// A lease by id.
-    pub fn get(&self, id: &LeaseId) -> Option<&Lease> {
+    pub(crate) fn get(&self, id: &LeaseId) -> Option<&Lease> {
         self.leases.get(id)
     }
 
     /// A lease by id or unique hex prefix (at least 4 digits).
-    pub fn find(&self, text: &str) -> Result<&Lease, String> {
+    pub(crate) fn find(&self, text: &str) -> Result<&Lease, String> {
         let t = text.trim().to_ascii_lowercase();
         if t.len() < 4 || !t.chars().all(|c| c.is_ascii_hexdigit()) {
             return Err(format!(
@@ -289,7 +300,7 @@ impl LeaseBook {
     }
 
     /// Active leases: (hosted, rented).
-    pub fn active_counts(&self) -> (usize, usize) {
+    pub(crate) fn active_counts(&self) -> (usize, usize) {
         let mut c = (0, 0);
         for l in self.leases.values().filter(|l| l.is_active()) {
             match l.stored.role {
@@ -301,14 +312,14 @@ impl LeaseBook {
     }
 
     /// Active leases this node hosts, in no particular order.
-    pub fn active_hosted(&self) -> impl Iterator<Item = &Lease> {
+    pub(crate) fn active_hosted(&self) -> impl Iterator<Item = &Lease> {
         self.leases
             .values()
             .filter(|l| l.stored.role == Role::Host && l.is_active())
     }
 
     /// All leases, newest first.
-    pub fn list(&self) -> Vec<&Lease> {
+    pub(crate) fn list(&self) -> Vec<&Lease> {
         let mut v: Vec<&Lease> = self.leases.values().collect();
         v.sort_by(|a, b| {
             b.contract
@@ -320,12 +331,12 @@ impl LeaseBook {
     }
 
     /// An offer waiting for a countersignature.
-    pub fn offer(&self, id: &LeaseId, version: u32) -> Option<&HeldOffer> {
+    pub(crate) fn offer(&self, id: &LeaseId, version: u32) -> Option<&HeldOffer> {
         self.offers.get(&(*id, version))
     }
 
     /// Holds an offer. A new lease must fit: `used + held + slice ≤ offered`, per resource.
-    pub fn reserve(&mut self, offered: &Resources, offer: HeldOffer) -> Result<(), Refusal> {
+    pub(crate) fn reserve(&mut self, offered: &Resources, offer: HeldOffer) -> Result<(), Refusal> {
         let key = (offer.contract.lease_id, offer.contract.version);
         if self.offers.contains_key(&key) {
             return Err(Refusal::new(
@@ -357,7 +368,7 @@ impl LeaseBook {
     }
 
     /// Releases offers not countersigned by `now_ms`; returns how many.
-    pub fn expire_offers(&mut self, now_ms: u64) -> usize {
+    pub(crate) fn expire_offers(&mut self, now_ms: u64) -> usize {
         let due: Vec<_> = self
             .offers
             .iter()
@@ -371,7 +382,7 @@ impl LeaseBook {
     }
 
     /// Earliest offer expiry.
-    pub fn next_offer_expiry(&self) -> Option<u64> {
+    pub(crate) fn next_offer_expiry(&self) -> Option<u64> {
         self.offers
             .values()
             .map(|o| o.contract.offer_expires_at_ms)
@@ -379,7 +390,7 @@ impl LeaseBook {
     }
 
     /// Checks a verified acceptance against the held offer and marks it as committing.
-    pub fn prepare_commit(
+    pub(crate) fn prepare_commit(
         &mut self,
         acceptance: &Opened<Acceptance>,
         now_ms: u64,
@@ -458,7 +469,7 @@ impl LeaseBook {
 
     /// Writes countersigned offers in one transaction, flushes, and only then makes them
     /// leases. On a store error nothing changes and the offers are held again.
-    pub fn commit(&mut self, items: &[CommitItem]) -> Result<(), StoreError> {
+    pub(crate) fn commit(&mut self, items: &[CommitItem]) -> Result<(), StoreError> {
         let mut ops = Vec::with_capacity(items.len());
         for item in items {
             ops.push(Op::Put(
@@ -514,7 +525,7 @@ impl LeaseBook {
     }
 
     /// Stores a lease durably (the tenant's copy, or any rewrite of a record).
-    pub fn put(&mut self, stored: StoredLease) -> Result<LeaseId, StoreError> {
+    pub(crate) fn put(&mut self, stored: StoredLease) -> Result<LeaseId, StoreError> {
         let bytes = encode(&stored)?;
         let lease = Lease::from_stored(stored).map_err(StoreError::Db)?;
         let id = lease.contract.lease_id;
@@ -525,7 +536,7 @@ impl LeaseBook {
 
     /// Marks a tenant's pending lease as confirmed by its host. Not flushed: a crash before
     /// the next flush leaves it pending, and the start-up reconciliation confirms it again.
-    pub fn confirm(&mut self, id: &LeaseId) -> Result<bool, StoreError> {
+    pub(crate) fn confirm(&mut self, id: &LeaseId) -> Result<bool, StoreError> {
         let Some(lease) = self.leases.get(id).filter(|l| l.stored.pending) else {
             return Ok(false);
         };
@@ -537,7 +548,7 @@ impl LeaseBook {
     }
 
     /// Drops a tenant's pending lease that its host never committed.
-    pub fn forget(&mut self, id: &LeaseId) -> Result<bool, StoreError> {
+    pub(crate) fn forget(&mut self, id: &LeaseId) -> Result<bool, StoreError> {
         if !self.leases.get(id).is_some_and(|l| l.stored.pending) {
             return Ok(false);
         }
@@ -547,7 +558,7 @@ impl LeaseBook {
     }
 
     /// The tenant's leases whose commit is not confirmed yet.
-    pub fn pending(&self) -> Vec<Lease> {
+    pub(crate) fn pending(&self) -> Vec<Lease> {
         self.leases
             .values()
             .filter(|l| l.stored.pending)
@@ -556,7 +567,7 @@ impl LeaseBook {
     }
 
     /// Ends an active lease durably; its capacity is free once this returns.
-    pub fn end(
+    pub(crate) fn end(
         &mut self,
         id: &LeaseId,
         at_ms: u64,
@@ -578,7 +589,7 @@ impl LeaseBook {
     }
 
     /// Active leases whose term is over by `now_ms`.
-    pub fn due_to_expire(&self, now_ms: u64) -> Vec<LeaseId> {
+    pub(crate) fn due_to_expire(&self, now_ms: u64) -> Vec<LeaseId> {
         self.leases
             .values()
             .filter(|l| l.is_active() && l.contract.ends_at_ms <= now_ms)
@@ -587,7 +598,7 @@ impl LeaseBook {
     }
 
     /// Earliest end of an active lease.
-    pub fn next_lease_end(&self) -> Option<u64> {
+    pub(crate) fn next_lease_end(&self) -> Option<u64> {
         self.leases
             .values()
             .filter(|l| l.is_active())
@@ -596,7 +607,7 @@ impl LeaseBook {
     }
 
     /// Stores receipts and moves the leases' receipt marks, in one durable transaction.
-    pub fn add_receipts(&mut self, receipts: &[SignedReceipt]) -> Result<(), StoreError> {
+    pub(crate) fn add_receipts(&mut self, receipts: &[SignedReceipt]) -> Result<(), StoreError> {
         if receipts.is_empty() {
             return Ok(());
         }
@@ -628,7 +639,7 @@ impl LeaseBook {
     }
 
     /// Stored receipts of a lease with a period starting at or after `since_ms`, oldest first.
-    pub fn receipts(&self, id: &LeaseId, since_ms: u64, max: usize) -> Vec<Vec<u8>> {
+    pub(crate) fn receipts(&self, id: &LeaseId, since_ms: u64, max: usize) -> Vec<Vec<u8>> {
         self.receipts_tree
             .scan_prefix(id)
             .filter_map(Result::ok)
@@ -643,7 +654,7 @@ impl LeaseBook {
     }
 
     /// Checks the invariant against `offered` (for tests and the chaos checks).
-    pub fn check_invariant(&self, offered: &Resources) -> Result<(), String> {
+    pub(crate) fn check_invariant(&self, offered: &Resources) -> Result<(), String> {
         let mut used = Resources::default();
         for l in self.leases.values() {
             if l.stored.role == Role::Host && l.is_active() {

@@ -35,7 +35,7 @@ pub struct CreateParams {
 
 /// What a host answered to a request.
 #[derive(Debug, Clone)]
-pub enum Proposal {
+pub(crate) enum Proposal {
     /// Its signed offer, with this tenant's countersignature ready to send.
     Offer(LeaseDoc),
     /// The lease it already committed for this idempotency key.
@@ -44,7 +44,7 @@ pub enum Proposal {
 
 /// The tenant's tools: its key, the network and the advert book (for host addresses).
 #[derive(Clone)]
-pub struct Tenant {
+pub(crate) struct Tenant {
     identity: Identity,
     net: Network,
     adverts: Arc<AdvertBook>,
@@ -68,7 +68,7 @@ fn protocol(what: impl Into<String>) -> LeaseError {
 
 impl Tenant {
     /// The tenant's tools.
-    pub fn new(identity: Identity, net: Network, adverts: Arc<AdvertBook>) -> Self {
+    pub(crate) fn new(identity: Identity, net: Network, adverts: Arc<AdvertBook>) -> Self {
         Self {
             identity,
             net,
@@ -105,7 +105,10 @@ impl Tenant {
     }
 
     /// Asks a host for a new lease and countersigns its offer (see [`Tenant::confirm`]).
-    pub async fn propose_new(&self, p: &CreateParams) -> Result<(PeerId, Proposal), LeaseError> {
+    pub(crate) async fn propose_new(
+        &self,
+        p: &CreateParams,
+    ) -> Result<(PeerId, Proposal), LeaseError> {
         if p.host == self.identity.peer_id() {
             return Err(LeaseError::BadInput(
                 "that is this node's own peer id; a node cannot lease from itself".into(),
@@ -143,7 +146,7 @@ impl Tenant {
     }
 
     /// Renews an active lease by `duration_ms` past its current end.
-    pub async fn renew(
+    pub(crate) async fn renew(
         &self,
         current: &Contract,
         duration_ms: u64,
@@ -260,7 +263,11 @@ impl Tenant {
 
     /// Sends the countersignature of a proposal; returns once the host has committed the lease.
     /// Safe to repeat: the host answers a countersignature it already committed with the lease.
-    pub async fn confirm(&self, host: PeerId, doc: &LeaseDoc) -> Result<LeaseDoc, LeaseError> {
+    pub(crate) async fn confirm(
+        &self,
+        host: PeerId,
+        doc: &LeaseDoc,
+    ) -> Result<LeaseDoc, LeaseError> {
         match self
             .send(host, LeaseMsg::Accept(doc.acceptance.clone()))
             .await?
@@ -282,7 +289,10 @@ impl Tenant {
 
     /// Asks the host to end the lease now; returns its signed end notice. Safe to repeat: the
     /// host answers a release it already applied with the same notice.
-    pub async fn release(&self, contract: &Contract) -> Result<(Vec<u8>, LeaseEnd), LeaseError> {
+    pub(crate) async fn release(
+        &self,
+        contract: &Contract,
+    ) -> Result<(Vec<u8>, LeaseEnd), LeaseError> {
         let host = peer_of(&contract.host)?;
         self.release_once(contract)
             .await
@@ -312,7 +322,7 @@ impl Tenant {
     }
 
     /// Fetches the host's signed receipts for a lease and keeps those that verify.
-    pub async fn receipts(
+    pub(crate) async fn receipts(
         &self,
         contract: &Contract,
         since_ms: u64,
@@ -346,7 +356,7 @@ impl Tenant {
 }
 
 /// Verifies a receipt of this lease, signed by its host.
-pub fn check_receipt(bytes: &[u8], contract: &Contract) -> Option<UsageReceipt> {
+pub(crate) fn check_receipt(bytes: &[u8], contract: &Contract) -> Option<UsageReceipt> {
     let r: Opened<UsageReceipt> = Envelope::open(bytes).ok()?;
     (r.signer.as_bytes() == &contract.host
         && r.value.host == contract.host
@@ -356,7 +366,7 @@ pub fn check_receipt(bytes: &[u8], contract: &Contract) -> Option<UsageReceipt> 
 }
 
 /// The idempotency key of renewing version `version` of a lease.
-pub fn renewal_key(id: &LeaseId, version: u32) -> [u8; 16] {
+pub(crate) fn renewal_key(id: &LeaseId, version: u32) -> [u8; 16] {
     let mut h = blake3::Hasher::new();
     h.update(b"degroup/lease-renewal/v1");
     h.update(id);
@@ -367,7 +377,7 @@ pub fn renewal_key(id: &LeaseId, version: u32) -> [u8; 16] {
 }
 
 /// The peer id of a party's key.
-pub fn peer_of(key: &[u8; 32]) -> Result<PeerId, LeaseError> {
+pub(crate) fn peer_of(key: &[u8; 32]) -> Result<PeerId, LeaseError> {
     crate::identity::peer_id_of_bytes(key)
         .ok_or_else(|| protocol("the lease names a host key that is not a peer id"))
 }

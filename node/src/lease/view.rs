@@ -7,17 +7,50 @@ use super::contract::{EndReason, LeaseDoc, VerifiedDoc};
 use crate::identity::peer_id_of_bytes;
 use crate::resources::{MICROS_PER_EUR, id_hex};
 
+/// Where a lease is in its life, as `lease show` prints it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LeaseState {
+    Active,
+    /// Tenant side: countersigned, the host's commit not yet confirmed.
+    Pending,
+    Released,
+    Terminated,
+    Expired,
+}
+
+impl LeaseState {
+    /// The state of an end reason.
+    pub fn ended(r: &EndReason) -> Self {
+        match r {
+            EndReason::Released => LeaseState::Released,
+            EndReason::Terminated(_) => LeaseState::Terminated,
+            EndReason::Expired => LeaseState::Expired,
+        }
+    }
+}
+
+impl std::fmt::Display for LeaseState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            LeaseState::Active => "active",
+            LeaseState::Pending => "pending",
+            LeaseState::Released => "released",
+            LeaseState::Terminated => "terminated",
+            LeaseState::Expired => "expired",
+        })
+    }
+}
+
 /// One lease, as `lease show --json` prints it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct LeaseView {
     pub id: String,
-    /// `host` or `tenant`: this node's side.
-    pub role: String,
+    /// This node's side.
+    pub role: Role,
     pub host: String,
     pub tenant: String,
-    /// `active`, `pending` (tenant: countersigned, the host's commit not yet confirmed),
-    /// `released`, `terminated` or `expired`.
-    pub state: String,
+    pub state: LeaseState,
     pub cpu_millis: u64,
     pub mem_bytes: u64,
     pub disk_bytes: u64,
@@ -65,23 +98,16 @@ impl LeaseView {
     fn with(lease: &Lease, verified: Option<bool>) -> Self {
         let c = &lease.contract;
         let (state, ended_at_ms, end_reason) = match &lease.stored.ended {
-            None if lease.stored.pending => ("pending", None, None),
-            None => ("active", None, None),
-            Some((at, r)) => {
-                let (s, why) = reason_text(r);
-                (s, Some(*at), why)
-            }
+            None if lease.stored.pending => (LeaseState::Pending, None, None),
+            None => (LeaseState::Active, None, None),
+            Some((at, r)) => (LeaseState::ended(r), Some(*at), reason_text(r).1),
         };
         Self {
             id: id_hex(&c.lease_id),
-            role: match lease.stored.role {
-                Role::Host => "host",
-                Role::Tenant => "tenant",
-            }
-            .into(),
+            role: lease.stored.role,
             host: peer(&c.host),
             tenant: peer(&c.tenant),
-            state: state.into(),
+            state,
             cpu_millis: c.slice.cpu_millis,
             mem_bytes: c.slice.mem_bytes,
             disk_bytes: c.slice.disk_bytes,

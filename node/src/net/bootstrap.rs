@@ -21,7 +21,7 @@ pub(crate) struct BootstrapPeer {
 }
 
 impl BootstrapPeer {
-    pub fn new(addr: &Multiaddr) -> Self {
+    pub(super) fn new(addr: &Multiaddr) -> Self {
         let (addr, peer) = split_peer_id(addr);
         Self {
             addr,
@@ -33,7 +33,7 @@ impl BootstrapPeer {
     }
 
     /// Whether it is time to dial; if so, schedules the next attempt further out.
-    pub fn due(&mut self, now: Instant, max: Duration) -> bool {
+    pub(super) fn due(&mut self, now: Instant, max: Duration) -> bool {
         if self.connected || now < self.next_dial {
             return false;
         }
@@ -42,13 +42,13 @@ impl BootstrapPeer {
         true
     }
 
-    pub fn on_connected(&mut self, peer: PeerId) {
+    pub(super) fn on_connected(&mut self, peer: PeerId) {
         self.peer.get_or_insert(peer);
         self.connected = true;
         self.backoff = FIRST_BACKOFF;
     }
 
-    pub fn on_disconnected(&mut self, now: Instant) {
+    pub(super) fn on_disconnected(&mut self, now: Instant) {
         self.connected = false;
         self.next_dial = now + self.backoff;
     }

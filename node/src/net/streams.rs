@@ -51,16 +51,16 @@ pub enum OpenError {
 
 /// A stream opening asked for.
 #[derive(Debug)]
-pub struct Open {
-    pub protocol: StreamProtocol,
-    pub reply: oneshot::Sender<Result<Stream, OpenError>>,
+pub(crate) struct Open {
+    pub(crate) protocol: StreamProtocol,
+    pub(crate) reply: oneshot::Sender<Result<Stream, OpenError>>,
 }
 
 /// Where the inbound streams of each served protocol go.
-pub type InboundQueues = Arc<HashMap<StreamProtocol, mpsc::Sender<(PeerId, Stream)>>>;
+pub(crate) type InboundQueues = Arc<HashMap<StreamProtocol, mpsc::Sender<(PeerId, Stream)>>>;
 
 /// The behaviour.
-pub struct Streams {
+pub(crate) struct Streams {
     served: Arc<[StreamProtocol]>,
     queues: InboundQueues,
     connections: HashMap<PeerId, Vec<ConnectionId>>,
@@ -69,7 +69,7 @@ pub struct Streams {
 }
 
 impl Streams {
-    pub fn new(queues: InboundQueues) -> Self {
+    pub(crate) fn new(queues: InboundQueues) -> Self {
         let served: Vec<StreamProtocol> = queues.keys().cloned().collect();
         Self {
             served: served.into(),
@@ -82,7 +82,7 @@ impl Streams {
 
     /// Opens a stream to `peer`, dialling `addrs` (and whatever the other behaviours know of
     /// it) when there is no connection.
-    pub fn open(&mut self, peer: PeerId, addrs: Vec<Multiaddr>, open: Open) {
+    pub(crate) fn open(&mut self, peer: PeerId, addrs: Vec<Multiaddr>, open: Open) {
         if let Some(&connection) = self.connections.get(&peer).and_then(|c| c.last()) {
             self.events.push_back(ToSwarm::NotifyHandler {
                 peer_id: peer,
@@ -209,7 +209,7 @@ impl NetworkBehaviour for Streams {
 }
 
 /// The connection side: accepts the served protocols and opens what it is asked to.
-pub struct Handler {
+pub(crate) struct Handler {
     remote: PeerId,
     served: Arc<[StreamProtocol]>,
     queues: InboundQueues,
@@ -302,7 +302,7 @@ impl ConnectionHandler for Handler {
 
 /// The protocol names a stream may be negotiated for; the stream comes out as is.
 #[derive(Debug, Clone)]
-pub struct Names(Vec<StreamProtocol>);
+pub(crate) struct Names(Vec<StreamProtocol>);
 
 impl UpgradeInfo for Names {
     type Info = StreamProtocol;

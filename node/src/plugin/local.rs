@@ -13,7 +13,7 @@ use crate::store::Store;
 
 /// What to run.
 #[derive(Debug, Clone)]
-pub struct RunOptions {
+pub(crate) struct RunOptions {
     pub config: Vec<(String, String)>,
     pub ticks: u32,
     /// Time between ticks (0: back to back).
@@ -27,7 +27,7 @@ pub struct RunOptions {
 
 /// How it went.
 #[derive(Debug, Clone, Default)]
-pub struct RunReport {
+pub(crate) struct RunReport {
     /// `None` when init succeeded.
     pub init_error: Option<String>,
     pub ticks_ok: u32,
@@ -41,7 +41,7 @@ pub struct RunReport {
 
 /// Runs `wasm` (a component): init, then `ticks` ticks (messages are delivered after init),
 /// printing log lines through `on_line`. Stops at the first fault.
-pub fn run(
+pub(crate) fn run(
     wasm: &[u8],
     opts: &RunOptions,
     cache_dir: Option<std::path::PathBuf>,

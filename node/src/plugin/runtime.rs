@@ -20,7 +20,7 @@
 //! [`Fault`] that stopped it, and the fuel it burnt.
 
 mod cache;
-pub mod host;
+pub(crate) mod host;
 
 use std::collections::HashMap;
 use std::path::PathBuf;

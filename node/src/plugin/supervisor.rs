@@ -33,12 +33,12 @@ use crate::lease::{LeaseHandle, Meter};
 use crate::net::{Inbound, Network};
 use crate::store::{Domain, Store};
 
-pub use super::error::PluginError;
-pub use handle::{DeployParams, PluginHandle};
+pub(crate) use super::error::PluginError;
+pub(crate) use handle::{DeployParams, PluginHandle};
 
 /// Everything the supervisor starts with.
 #[allow(missing_debug_implementations)]
-pub struct Deps {
+pub(crate) struct Deps {
     pub identity: Identity,
     pub store: Store,
     pub runtime: Arc<Runtime>,
@@ -49,7 +49,7 @@ pub struct Deps {
 }
 
 /// Loads the records, restarts the deployments of active leases, and spawns the actor.
-pub async fn start(
+pub(crate) async fn start(
     deps: Deps,
     inbound: Inbound<DeployProtocol>,
     shutdown: CancellationToken,

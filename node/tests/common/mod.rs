@@ -1,5 +1,5 @@
 //! Helpers for tests that run the real `degroup` binary.
-#![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
+#![allow(dead_code, unreachable_pub, clippy::unwrap_used, clippy::expect_used)]
 
 use std::io::{Read as _, Write as _};
 use std::path::{Path, PathBuf};

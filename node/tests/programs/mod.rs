@@ -2,7 +2,7 @@
 //! first test that needs one runs `cargo build --release --target wasm32-wasip2` on the
 //! `wasm-plugins/` workspace into `target/wasm-plugins`; later calls (and other test processes,
 //! which wait on cargo's lock) find it built. No `.wasm` file is committed.
-#![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
+#![allow(dead_code, unreachable_pub, clippy::unwrap_used, clippy::expect_used)]
 
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;

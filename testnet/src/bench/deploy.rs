@@ -8,9 +8,12 @@
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use anyhow::{Context as _, bail};
+use anyhow::bail;
 use base64::Engine as _;
-use serde_json::{Value, json};
+use degroup_node::api::deploy::DeployBody;
+use degroup_node::api::lease::CreateBody;
+use degroup_node::lease::view::LeaseView;
+use degroup_node::plugin::deployment::{State, View};
 
 use super::quantile;
 use super::report::Section;
@@ -18,7 +21,7 @@ use crate::cluster::{Cluster, fresh_root};
 
 /// Options.
 #[derive(Debug, clap::Args)]
-pub struct Args {
+pub(crate) struct Args {
     /// Deploys timed after the first (each on its own lease, stopped after)
     #[arg(long, default_value_t = 100)]
     rounds: usize,
@@ -27,7 +30,7 @@ pub struct Args {
     plugin: String,
 }
 
-pub async fn run(bin: &Path, args: &Args) -> anyhow::Result<Section> {
+pub(super) async fn run(bin: &Path, args: &Args) -> anyhow::Result<Section> {
     if args.rounds == 0 {
         bail!("give at least one round (--rounds 1 or more)");
     }
@@ -64,33 +67,47 @@ pub async fn run(bin: &Path, args: &Args) -> anyhow::Result<Section> {
     let bytes = std::fs::read(&package)?;
     let encoded = base64::engine::general_purpose::STANDARD.encode(&bytes);
 
-    let lease_body = json!({
-        "host": host.peer_id, "cpu_millis": 100, "mem_bytes": 64u64 << 20,
-        "disk_bytes": 16u64 << 20, "duration_ms": 3_600_000u64,
-    });
+    let lease_body = CreateBody {
+        host: host.peer_id.clone(),
+        cpu_millis: 100,
+        mem_bytes: 64 << 20,
+        disk_bytes: 16 << 20,
+        gpus: 0,
+        duration_ms: 3_600_000,
+        max_hourly_micros: None,
+        idempotency_key: None,
+    };
     let mut first = None;
     let mut lat = Vec::with_capacity(args.rounds);
     for i in 0..=args.rounds {
-        let l: Value = tenant.post("/v1/leases", &lease_body).await?;
-        let lease = l["id"].as_str().context("lease without id")?;
-        let body = json!({"lease": lease, "package": encoded, "config": []});
+        let l: LeaseView = tenant.post("/v1/leases", &lease_body).await?;
+        let lease = l.id;
+        let body = DeployBody {
+            lease: lease.clone(),
+            package: encoded.clone(),
+            config: Vec::new(),
+        };
         let t0 = Instant::now();
-        let d: Value = tenant.post("/v1/deployments", &body).await?;
+        let d: View = tenant.post("/v1/deployments", &body).await?;
         let ms = t0.elapsed().as_secs_f64() * 1000.0;
-        if d["state"] != "running" {
-            bail!("deploy answered in state {} ({})", d["state"], d["reason"]);
+        if d.state != State::Running {
+            bail!(
+                "deploy answered in state {} ({})",
+                d.state,
+                d.reason.as_deref().unwrap_or("no reason given")
+            );
         }
         if i == 0 {
             first = Some(ms);
         } else {
             lat.push(ms);
         }
-        let id = d["id"].as_str().context("deployment without id")?;
-        let _: Value = tenant
-            .post(&format!("/v1/deployments/{id}/stop"), &json!({}))
+        let id = d.id;
+        let _: View = tenant
+            .post(&format!("/v1/deployments/{id}/stop"), &())
             .await?;
-        let _: Value = tenant
-            .post(&format!("/v1/leases/{lease}/release"), &json!({}))
+        let _: LeaseView = tenant
+            .post(&format!("/v1/leases/{lease}/release"), &())
             .await?;
     }
     for problem in cluster.stop().await {

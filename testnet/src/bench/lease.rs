@@ -9,7 +9,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, bail};
-use serde_json::json;
+use degroup_node::api::lease::{CheckResponse, CreateBody};
+use degroup_node::lease::view::LeaseView;
 
 use super::quantile;
 use super::report::Section;
@@ -17,7 +18,7 @@ use crate::cluster::{Cluster, fresh_root};
 
 /// Options.
 #[derive(Debug, clap::Args)]
-pub struct Args {
+pub(crate) struct Args {
     /// Tenant processes
     #[arg(long, default_value_t = 4)]
     tenants: usize,
@@ -32,11 +33,20 @@ pub struct Args {
     seconds: u64,
 }
 
-fn body(host: &str) -> serde_json::Value {
-    json!({"host": host, "cpu_millis": 1, "duration_ms": 3_600_000u64})
+fn body(host: &str) -> CreateBody {
+    CreateBody {
+        host: host.to_owned(),
+        cpu_millis: 1,
+        mem_bytes: 0,
+        disk_bytes: 0,
+        gpus: 0,
+        duration_ms: 3_600_000,
+        max_hourly_micros: None,
+        idempotency_key: None,
+    }
 }
 
-pub async fn run(bin: &Path, args: &Args) -> anyhow::Result<Section> {
+pub(super) async fn run(bin: &Path, args: &Args) -> anyhow::Result<Section> {
     if args.tenants == 0 || args.concurrency == 0 {
         bail!("give at least one tenant and a concurrency of at least 1");
     }
@@ -52,14 +62,14 @@ pub async fn run(bin: &Path, args: &Args) -> anyhow::Result<Section> {
 
     // Warm-up: connections, caches.
     for t in &cluster.nodes[1..] {
-        let _: serde_json::Value = t.post("/v1/leases", &body(&host_id)).await?;
+        let _: LeaseView = t.post("/v1/leases", &body(&host_id)).await?;
     }
 
     let tenant = &cluster.nodes[1];
     let mut lat = Vec::with_capacity(args.sequential);
     for _ in 0..args.sequential {
         let t0 = Instant::now();
-        let _: serde_json::Value = tenant.post("/v1/leases", &body(&host_id)).await?;
+        let _: LeaseView = tenant.post("/v1/leases", &body(&host_id)).await?;
         lat.push(t0.elapsed().as_secs_f64() * 1000.0);
     }
     lat.sort_by(f64::total_cmp);
@@ -75,7 +85,7 @@ pub async fn run(bin: &Path, args: &Args) -> anyhow::Result<Section> {
             let (mut ok, mut failed) = (0u64, 0u64);
             while Instant::now() < deadline {
                 match tenant
-                    .post::<serde_json::Value, _>("/v1/leases", &body(&host_id))
+                    .post::<LeaseView, _>("/v1/leases", &body(&host_id))
                     .await
                 {
                     Ok(_) => ok += 1,
@@ -92,7 +102,7 @@ pub async fn run(bin: &Path, args: &Args) -> anyhow::Result<Section> {
         failed += f;
     }
     let rate = ok as f64 / started.elapsed().as_secs_f64();
-    let check: serde_json::Value = host.get("/v1/leases-check").await?;
+    let check: CheckResponse = host.get("/v1/leases-check").await?;
 
     let (p50, p99) = (quantile(&lat, 0.5), quantile(&lat, 0.99));
     let body = format!(
@@ -112,11 +122,7 @@ pub async fn run(bin: &Path, args: &Args) -> anyhow::Result<Section> {
         secs = args.seconds,
         p90 = quantile(&lat, 0.9),
         max = lat.last().copied().unwrap_or(f64::NAN),
-        inv = if check["ok"] == true {
-            "holds"
-        } else {
-            "**BROKEN**"
-        },
+        inv = if check.ok { "holds" } else { "**BROKEN**" },
         r50 = p50 / 2.0,
         r99 = p99 / 10.0,
         rr = rate / 500.0,

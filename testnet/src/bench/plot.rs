@@ -6,7 +6,7 @@ use plotters::prelude::*;
 
 /// A reference line drawn across a plot (e.g. Serf's median).
 #[derive(Debug, Clone)]
-pub struct Marker {
+pub(super) struct Marker {
     pub label: String,
     pub x_ms: f64,
 }
@@ -16,7 +16,7 @@ fn err(e: impl std::fmt::Display) -> anyhow::Error {
 }
 
 /// CDF of `samples_ms` (sorted), with vertical markers; x axis up to the largest of both.
-pub fn cdf(
+pub(super) fn cdf(
     title: &str,
     label: &str,
     samples_ms: &[f64],
@@ -106,7 +106,7 @@ where
 }
 
 /// Histogram of `samples_ms` in `bins` equal bins.
-pub fn histogram(title: &str, samples_ms: &[f64], bins: usize) -> anyhow::Result<String> {
+pub(super) fn histogram(title: &str, samples_ms: &[f64], bins: usize) -> anyhow::Result<String> {
     let mut svg = String::new();
     {
         let root = SVGBackend::with_string(&mut svg, (860, 400)).into_drawing_area();

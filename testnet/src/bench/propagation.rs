@@ -15,7 +15,7 @@ use crate::cluster::{Cluster, fresh_root};
 
 /// Options.
 #[derive(Debug, clap::Args)]
-pub struct Args {
+pub(crate) struct Args {
     /// Number of node processes
     #[arg(short = 'n', long, default_value_t = 20)]
     nodes: usize,
@@ -41,7 +41,7 @@ fn now_ns() -> u64 {
         .unwrap_or(0)
 }
 
-pub async fn run(bin: &Path, args: &Args) -> anyhow::Result<Section> {
+pub(super) async fn run(bin: &Path, args: &Args) -> anyhow::Result<Section> {
     if args.nodes < 2 {
         bail!("propagation needs at least 2 nodes (-n 2 or more)");
     }

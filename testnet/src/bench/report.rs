@@ -9,7 +9,7 @@ use anyhow::Context as _;
 
 /// One benchmark's result.
 #[derive(Debug)]
-pub struct Section {
+pub(super) struct Section {
     /// Marker name, e.g. `propagation`.
     pub name: &'static str,
     pub title: String,
@@ -23,7 +23,7 @@ pub struct Section {
 
 /// Where the results go.
 #[derive(Debug, Clone, clap::Args)]
-pub struct Output {
+pub(crate) struct Output {
     /// The markdown file the results are written into (between markers per benchmark)
     #[arg(long, default_value = "docs/benchmarks.md")]
     pub out: PathBuf,
@@ -33,7 +33,7 @@ pub struct Output {
 }
 
 /// The machine, for the record: CPU model, cores, memory, date, commit.
-pub fn machine() -> String {
+pub(super) fn machine() -> String {
     let cpu = std::fs::read_to_string("/proc/cpuinfo")
         .ok()
         .and_then(|t| {
@@ -79,7 +79,7 @@ pub fn machine() -> String {
 
 impl Section {
     /// The section as markdown, between its markers.
-    pub fn markdown(&self) -> String {
+    pub(super) fn markdown(&self) -> String {
         let mut s = String::new();
         let _ = writeln!(s, "<!-- degroup-testnet bench {} -->", self.name);
         let _ = writeln!(s, "## {}\n", self.title);
@@ -95,7 +95,7 @@ impl Section {
     }
 
     /// Writes the section into `out` (replacing its previous run) and the plots beside it.
-    pub fn write(&self, out: &Path) -> anyhow::Result<()> {
+    pub(super) fn write(&self, out: &Path) -> anyhow::Result<()> {
         let old = match std::fs::read_to_string(out) {
             Ok(t) => t,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => "# Benchmarks\n".to_owned(),

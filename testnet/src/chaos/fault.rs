@@ -16,7 +16,7 @@ use rand::rngs::StdRng;
 
 /// One fault.
 #[derive(Debug, Clone)]
-pub enum Fault {
+pub(super) enum Fault {
     /// `at`: how long after the load starts the SIGKILL lands (requests are in flight).
     KillHost {
         host: usize,
@@ -42,7 +42,7 @@ pub enum Fault {
 
 impl Fault {
     /// A short name, for the summary.
-    pub fn kind(&self) -> &'static str {
+    pub(super) fn kind(&self) -> &'static str {
         match self {
             Self::KillHost { .. } => "kill -9 host",
             Self::KillTenant { .. } => "kill -9 tenant",
@@ -53,7 +53,7 @@ impl Fault {
 
     /// Picks a fault. Partitions only when `partitions` is on, and then every other cycle at
     /// least, so that a run has as many heals as kills.
-    pub fn choose(
+    pub(super) fn choose(
         rng: &mut StdRng,
         cycle: usize,
         hosts: &[usize],

@@ -6,13 +6,15 @@
 
 use std::path::Path;
 
-use serde_json::{Value, json};
+use degroup_node::api::lease::CreateBody;
+use degroup_node::lease::view::LeaseView;
+use degroup_node::plugin::deployment::View;
 
 use crate::cluster::Cluster;
 
 /// A lease some tenant's node acknowledged.
 #[derive(Debug, Clone)]
-pub struct LeaseRecord {
+pub(super) struct LeaseRecord {
     pub id: String,
     pub host: usize,
     pub tenant: usize,
@@ -25,7 +27,7 @@ pub struct LeaseRecord {
 
 /// What the run has been told.
 #[derive(Debug, Default)]
-pub struct Ledger {
+pub(super) struct Ledger {
     pub leases: Vec<LeaseRecord>,
     pub attempts: u64,
     /// Refused by the host for want of free capacity.
@@ -37,13 +39,13 @@ pub struct Ledger {
 }
 
 /// Slice size of every chaos lease.
-pub const CPU_MILLIS: u64 = 500;
-pub const MEM_BYTES: u64 = 128 << 20;
-pub const DISK_BYTES: u64 = 16 << 20;
+pub(super) const CPU_MILLIS: u64 = 500;
+pub(super) const MEM_BYTES: u64 = 128 << 20;
+pub(super) const DISK_BYTES: u64 = 16 << 20;
 
 /// One request of the load.
 #[derive(Debug, Clone, Copy)]
-pub enum Action {
+pub(super) enum Action {
     Lease { tenant: usize, host: usize },
     Release { record: usize },
 }
@@ -65,7 +67,7 @@ enum Outcome {
 }
 
 /// Runs `actions` concurrently (one task per action) and records the acknowledged ones.
-pub async fn run(
+pub(super) async fn run(
     bin: &Path,
     cluster: &Cluster,
     tenants: &[usize],
@@ -140,29 +142,29 @@ async fn act(
         Action::Lease { tenant, host } => {
             let t = &cluster.nodes[tenants[tenant % tenants.len()]];
             let h = &cluster.nodes[host];
-            let body = json!({
-                "host": h.peer_id,
-                "cpu_millis": CPU_MILLIS,
-                "mem_bytes": MEM_BYTES,
-                "disk_bytes": DISK_BYTES,
-                "duration_ms": 3_600_000u64,
-            });
-            let lease = match t.post::<Value, _>("/v1/leases", &body).await {
-                Ok(l) => l,
+            let body = CreateBody {
+                host: h.peer_id.clone(),
+                cpu_millis: CPU_MILLIS,
+                mem_bytes: MEM_BYTES,
+                disk_bytes: DISK_BYTES,
+                gpus: 0,
+                duration_ms: 3_600_000,
+                max_hourly_micros: None,
+                idempotency_key: None,
+            };
+            let id = match t.post::<LeaseView, _>("/v1/leases", &body).await {
+                Ok(l) => l.id,
                 Err(e) => {
                     let full = format!("{e:#}").contains("not enough free capacity");
                     return Outcome::Refused { full };
                 }
             };
-            let Some(id) = lease["id"].as_str().map(str::to_owned) else {
-                return Outcome::Refused { full: false };
-            };
             let file = package.display().to_string();
             let deployment = t
-                .cli_json(bin, &["deploy", "--lease", &id, &file])
+                .cli_json::<View>(bin, &["deploy", "--lease", &id, &file])
                 .await
                 .ok()
-                .and_then(|v| v["id"].as_str().map(str::to_owned));
+                .map(|v| v.id);
             Outcome::Leased {
                 tenant: tenants[tenant % tenants.len()],
                 host,
@@ -176,7 +178,7 @@ async fn act(
             };
             let t = &cluster.nodes[r.tenant];
             match t
-                .post::<Value, _>(&format!("/v1/leases/{}/release", r.id), &json!({}))
+                .post::<LeaseView, _>(&format!("/v1/leases/{}/release", r.id), &())
                 .await
             {
                 Ok(_) => Outcome::Released(record),

@@ -4,7 +4,10 @@ use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use anyhow::bail;
-use serde_json::Value;
+use degroup_node::api::lease::CheckResponse;
+use degroup_node::lease::Role;
+use degroup_node::lease::view::{LeaseList, LeaseState, LeaseView};
+use degroup_node::plugin::deployment::{State, View};
 
 use super::load::Ledger;
 use crate::cluster::Cluster;
@@ -12,13 +15,13 @@ use crate::cluster::Cluster;
 /// No acknowledged lease lost: every lease the ledger holds is held by its host and its tenant,
 /// signed by both, and in the state the ledger expects (active, or released once the release
 /// was acknowledged).
-pub async fn verify_no_lease_lost(cluster: &Cluster, ledger: &Ledger) -> anyhow::Result<()> {
+pub(super) async fn verify_no_lease_lost(cluster: &Cluster, ledger: &Ledger) -> anyhow::Result<()> {
     for r in &ledger.leases {
         for (side, node) in [
             ("host", &cluster.nodes[r.host]),
             ("tenant", &cluster.nodes[r.tenant]),
         ] {
-            let v: Value = match node.get(&format!("/v1/leases/{}", r.id)).await {
+            let v: LeaseView = match node.get(&format!("/v1/leases/{}", r.id)).await {
                 Ok(v) => v,
                 Err(e) => bail!(
                     "acknowledged lease {} is not held by its {side} {}: {e:#}",
@@ -26,13 +29,13 @@ pub async fn verify_no_lease_lost(cluster: &Cluster, ledger: &Ledger) -> anyhow:
                     node.name
                 ),
             };
-            let state = v["state"].as_str().unwrap_or("?");
+            let state = v.state;
             let want_ok = if r.released {
-                state == "released"
+                state == LeaseState::Released
             } else if r.release_unconfirmed {
-                state == "released" || state == "active"
+                matches!(state, LeaseState::Released | LeaseState::Active)
             } else {
-                state == "active"
+                state == LeaseState::Active
             };
             if !want_ok {
                 bail!(
@@ -42,7 +45,7 @@ pub async fn verify_no_lease_lost(cluster: &Cluster, ledger: &Ledger) -> anyhow:
                     if r.released { "released" } else { "active" }
                 );
             }
-            if v["verified"] == false {
+            if v.verified == Some(false) {
                 bail!("lease {} on {} no longer verifies", r.id, node.name);
             }
         }
@@ -52,30 +55,36 @@ pub async fn verify_no_lease_lost(cluster: &Cluster, ledger: &Ledger) -> anyhow:
 
 /// No host over-booked: on every host, the active leases add up to at most what it offers, and
 /// the host's own reservation invariant (`/v1/leases-check`) holds.
-pub async fn verify_no_overbooking(cluster: &Cluster, hosts: &[usize]) -> anyhow::Result<()> {
+pub(super) async fn verify_no_overbooking(
+    cluster: &Cluster,
+    hosts: &[usize],
+) -> anyhow::Result<()> {
     for &h in hosts {
         let node = &cluster.nodes[h];
-        let check: Value = node.get("/v1/leases-check").await?;
-        if check["ok"] != true {
+        let check: CheckResponse = node.get("/v1/leases-check").await?;
+        if !check.ok {
             bail!(
                 "{} breaks its reservation invariant: {}",
                 node.name,
-                check["problem"]
+                check.problem.as_deref().unwrap_or("no problem given")
             );
         }
-        let list: Value = node.get("/v1/leases").await?;
-        let offered = &list["host"]["offered"];
-        let mut used: HashMap<&str, u64> = HashMap::new();
-        for l in list["leases"].as_array().into_iter().flatten() {
-            if l["role"] != "host" || l["state"] != "active" {
+        let list: LeaseList = node.get("/v1/leases").await?;
+        let offered = &list.host.offered;
+        let (mut cpu, mut mem, mut disk) = (0u64, 0u64, 0u64);
+        for l in &list.leases {
+            if l.role != Role::Host || l.state != LeaseState::Active {
                 continue;
             }
-            for f in ["cpu_millis", "mem_bytes", "disk_bytes"] {
-                *used.entry(f).or_default() += l[f].as_u64().unwrap_or(0);
-            }
+            cpu += l.cpu_millis;
+            mem += l.mem_bytes;
+            disk += l.disk_bytes;
         }
-        for (f, total) in used {
-            let cap = offered[f].as_u64().unwrap_or(u64::MAX);
+        for (f, total, cap) in [
+            ("cpu_millis", cpu, offered.cpu_millis),
+            ("mem_bytes", mem, offered.mem_bytes),
+            ("disk_bytes", disk, offered.disk_bytes),
+        ] {
             if total > cap {
                 bail!(
                     "{} is over-booked: {total} {f} leased, {cap} offered",
@@ -89,7 +98,7 @@ pub async fn verify_no_overbooking(cluster: &Cluster, hosts: &[usize]) -> anyhow
 
 /// Deployments of active leases run again: every deployment the ledger holds on a lease that is
 /// still active is `running` on its host within `limit` (a restarted host resumes them).
-pub async fn verify_deployments_running(
+pub(super) async fn verify_deployments_running(
     cluster: &Cluster,
     ledger: &Ledger,
     limit: Duration,
@@ -104,14 +113,12 @@ pub async fn verify_deployments_running(
         {
             let Some(dep) = &r.deployment else { continue };
             let host = &cluster.nodes[r.host];
-            let state = host
-                .get::<Value>(&format!("/v1/deployments/{dep}"))
-                .await
-                .map(|v| v["state"].as_str().unwrap_or("?").to_owned())
-                .unwrap_or_else(|e| format!("unknown ({e:#})"));
-            if state != "running" {
-                missing.push(format!("{dep} on {} is {state}", host.name));
-            }
+            let state = match host.get::<View>(&format!("/v1/deployments/{dep}")).await {
+                Ok(v) if v.state == State::Running => continue,
+                Ok(v) => v.state.to_string(),
+                Err(e) => format!("unknown ({e:#})"),
+            };
+            missing.push(format!("{dep} on {} is {state}", host.name));
         }
         if missing.is_empty() {
             return Ok(());
@@ -129,7 +136,7 @@ pub async fn verify_deployments_running(
 
 /// Adverts converged: every node holds every host's advert at the sequence number the host
 /// itself is at, within `limit` of `since` (the heal). Returns how long after `since`.
-pub async fn verify_adverts_converged(
+pub(super) async fn verify_adverts_converged(
     cluster: &Cluster,
     hosts: &[usize],
     since: Instant,
@@ -182,7 +189,7 @@ pub async fn verify_adverts_converged(
 
 /// The partition is real: a host on the cut-off side changed its offer, and no node on the
 /// other side has the new advert while the partition lasts.
-pub async fn verify_partition_holds(
+pub(super) async fn verify_partition_holds(
     cluster: &Cluster,
     side: &[usize],
     changed: usize,

@@ -30,7 +30,7 @@ use tokio::sync::oneshot;
 const PREFIX: &str = "dgt-";
 
 /// Whether partitions can be made here: root, and `ip netns` works.
-pub fn available() -> Result<(), String> {
+pub(crate) fn available() -> Result<(), String> {
     if !nix::unistd::Uid::effective().is_root() {
         return Err("not running as root (network namespaces need it)".to_owned());
     }
@@ -61,7 +61,7 @@ fn ip(args: &[&str]) -> anyhow::Result<()> {
 
 /// Removes the namespaces (and kills their processes) of earlier runs whose testnet process
 /// no longer exists, e.g. after a `kill -9` of the testnet.
-pub fn cleanup_stale() {
+pub(crate) fn cleanup_stale() {
     let Ok(out) = Command::new("ip").args(["netns", "list"]).output() else {
         return;
     };
@@ -113,7 +113,7 @@ fn kill_inside(ns: &str) {
 
 /// The namespaces and links of one run.
 #[derive(Debug)]
-pub struct Fabric {
+pub(crate) struct Fabric {
     tag: String,
     nodes: usize,
     created: Vec<String>,
@@ -122,7 +122,7 @@ pub struct Fabric {
 
 impl Fabric {
     /// Creates the switch namespace and `nodes` node namespaces.
-    pub fn create(nodes: usize) -> anyhow::Result<Self> {
+    pub(crate) fn create(nodes: usize) -> anyhow::Result<Self> {
         if nodes > 250 {
             bail!("at most 250 namespaced nodes");
         }
@@ -165,17 +165,17 @@ impl Fabric {
     }
 
     /// Node `i`'s namespace.
-    pub fn ns(&self, i: usize) -> String {
+    pub(crate) fn ns(&self, i: usize) -> String {
         format!("{}-n{i}", self.tag)
     }
 
     /// Node `i`'s address (inside its namespace only).
-    pub fn addr(&self, i: usize) -> Ipv4Addr {
+    pub(crate) fn addr(&self, i: usize) -> Ipv4Addr {
         Ipv4Addr::new(10, 213, 0, u8::try_from(i + 1).unwrap_or(u8::MAX))
     }
 
     /// Cuts `side` off from the other nodes (both sides keep talking among themselves).
-    pub fn partition(&mut self, side: &[usize]) -> anyhow::Result<()> {
+    pub(crate) fn partition(&mut self, side: &[usize]) -> anyhow::Result<()> {
         self.heal()?;
         let sw = self.switch();
         for &i in side.iter().filter(|&&i| i < self.nodes) {
@@ -186,7 +186,7 @@ impl Fabric {
     }
 
     /// Puts every node back on one bridge.
-    pub fn heal(&mut self) -> anyhow::Result<()> {
+    pub(crate) fn heal(&mut self) -> anyhow::Result<()> {
         let sw = self.switch();
         while let Some(&i) = self.partitioned.last() {
             // A port that could not be moved stays listed, so a later heal retries it.
@@ -213,13 +213,13 @@ type ConnectRequest = (
 
 /// Opens TCP connections from inside a namespace: a thread that joined it.
 #[derive(Debug, Clone)]
-pub struct Connector {
+pub(crate) struct Connector {
     tx: std::sync::mpsc::Sender<ConnectRequest>,
 }
 
 impl Connector {
     /// A thread in namespace `ns`.
-    pub fn spawn(ns: &str) -> anyhow::Result<Self> {
+    pub(crate) fn spawn(ns: &str) -> anyhow::Result<Self> {
         let file = std::fs::File::open(format!("/run/netns/{ns}"))
             .with_context(|| format!("namespace {ns} does not exist"))?;
         let (tx, rx) = std::sync::mpsc::channel::<ConnectRequest>();
@@ -260,13 +260,13 @@ impl Connector {
 /// A TCP forward from the root namespace's loopback to an address inside a namespace. Stops
 /// accepting when dropped.
 #[derive(Debug)]
-pub struct Forward {
+pub(crate) struct Forward {
     pub local: SocketAddr,
     task: tokio::task::JoinHandle<()>,
 }
 
 impl Forward {
-    pub async fn start(connector: Connector, target: SocketAddr) -> anyhow::Result<Self> {
+    pub(crate) async fn start(connector: Connector, target: SocketAddr) -> anyhow::Result<Self> {
         let listener = tokio::net::TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).await?;
         let local = listener.local_addr()?;
         let task = tokio::spawn(async move {

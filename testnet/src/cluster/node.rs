@@ -11,23 +11,17 @@ use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, bail};
+use degroup_node::api::StatusResponse;
+pub(super) use degroup_node::capacity::book::AdvertMeta;
 use nix::sys::signal::Signal;
-use serde::Deserialize;
+use serde::de::DeserializeOwned;
 use tokio::process::{Child, Command};
 
 use super::netns::{Connector, Forward};
 
-/// An advert as `GET /v1/adverts` lists it.
-#[derive(Debug, Clone, Deserialize)]
-pub struct AdvertMeta {
-    pub host: String,
-    pub seq: u64,
-    pub first_seen_ns: u64,
-}
-
 /// How to start a node.
 #[derive(Debug, Clone)]
-pub struct Spec {
+pub(crate) struct Spec {
     pub name: String,
     pub dir: PathBuf,
     /// The p2p listen multiaddr; after the first start it is pinned to the port the node got.
@@ -41,7 +35,7 @@ pub struct Spec {
 
 impl Spec {
     /// A node on 127.0.0.1 with an ephemeral port.
-    pub fn local(name: &str, root: &Path) -> Self {
+    pub(crate) fn local(name: &str, root: &Path) -> Self {
         Self {
             name: name.to_owned(),
             dir: root.join(name),
@@ -55,7 +49,7 @@ impl Spec {
 
 /// A node, running or not.
 #[derive(Debug)]
-pub struct Node {
+pub(crate) struct Node {
     pub name: String,
     pub dir: PathBuf,
     pub peer_id: String,
@@ -73,7 +67,7 @@ pub struct Node {
 
 impl Node {
     /// Starts a node and waits until its API answers.
-    pub async fn start(
+    pub(crate) async fn start(
         bin: &Path,
         spec: Spec,
         connector: Option<Connector>,
@@ -100,13 +94,13 @@ impl Node {
     }
 
     /// The node's log file.
-    pub fn log_path(&self) -> PathBuf {
+    pub(crate) fn log_path(&self) -> PathBuf {
         self.dir.join("node.log")
     }
 
     /// Starts the process again on the same data directory and p2p address (after
     /// [`Node::kill9`] or [`Node::stop`]).
-    pub async fn restart(&mut self, bin: &Path) -> anyhow::Result<()> {
+    pub(crate) async fn restart(&mut self, bin: &Path) -> anyhow::Result<()> {
         if self.is_running() {
             bail!("{} is still running", self.name);
         }
@@ -176,14 +170,14 @@ impl Node {
             }
             None => api,
         };
-        let status: serde_json::Value = self.get("/v1/status").await?;
-        self.peer_id = status["peer_id"].as_str().unwrap_or_default().to_owned();
-        let first = status["listen_addrs"][0].as_str().unwrap_or_default();
+        let status: StatusResponse = self.get("/v1/status").await?;
+        self.peer_id = status.peer_id;
+        let first = status.listen_addrs.into_iter().next().unwrap_or_default();
         if first.is_empty() {
             bail!("{} reports no listen address", self.name);
         }
-        self.spec.listen = first.to_owned();
         self.dial_addr = format!("{first}/p2p/{}", self.peer_id);
+        self.spec.listen = first;
         Ok(())
     }
 
@@ -200,7 +194,7 @@ impl Node {
     }
 
     /// GET an admin route as JSON.
-    pub async fn get<T: serde::de::DeserializeOwned>(&self, path: &str) -> anyhow::Result<T> {
+    pub(crate) async fn get<T: DeserializeOwned>(&self, path: &str) -> anyhow::Result<T> {
         let r = self
             .http
             .get(format!("http://{}{path}", self.api_addr))
@@ -219,7 +213,7 @@ impl Node {
     }
 
     /// POST a JSON body to an admin route; `Err` carries the node's error message.
-    pub async fn post<T: serde::de::DeserializeOwned, B: serde::Serialize + ?Sized>(
+    pub(crate) async fn post<T: DeserializeOwned, B: serde::Serialize + ?Sized>(
         &self,
         path: &str,
         body: &B,
@@ -243,12 +237,12 @@ impl Node {
     }
 
     /// The adverts this node holds.
-    pub async fn adverts(&self) -> anyhow::Result<Vec<AdvertMeta>> {
+    pub(crate) async fn adverts(&self) -> anyhow::Result<Vec<AdvertMeta>> {
         self.get("/v1/adverts").await
     }
 
     /// The sequence number of `host`'s advert as this node holds it (`None`: it holds none).
-    pub async fn advert_seq(&self, host: &str) -> anyhow::Result<Option<u64>> {
+    pub(crate) async fn advert_seq(&self, host: &str) -> anyhow::Result<Option<u64>> {
         Ok(self
             .adverts()
             .await?
@@ -258,7 +252,7 @@ impl Node {
     }
 
     /// Runs `degroup --data-dir DIR ARGS…` against this node and checks it succeeded.
-    pub async fn cli(&self, bin: &Path, args: &[&str]) -> anyhow::Result<String> {
+    pub(crate) async fn cli(&self, bin: &Path, args: &[&str]) -> anyhow::Result<String> {
         let out = self
             .command(bin)
             .arg("--data-dir")
@@ -279,24 +273,33 @@ impl Node {
         Ok(String::from_utf8_lossy(&out.stdout).into_owned())
     }
 
-    /// Like [`Node::cli`] with `--json` appended, parsed.
-    pub async fn cli_json(&self, bin: &Path, args: &[&str]) -> anyhow::Result<serde_json::Value> {
+    /// Like [`Node::cli`] with `--json` appended, parsed as the type the command prints.
+    pub(crate) async fn cli_json<T: DeserializeOwned>(
+        &self,
+        bin: &Path,
+        args: &[&str],
+    ) -> anyhow::Result<T> {
         let mut all = args.to_vec();
         all.push("--json");
         let out = self.cli(bin, &all).await?;
-        serde_json::from_str(&out)
-            .with_context(|| format!("{}: degroup {}: not JSON", self.name, args.join(" ")))
+        serde_json::from_str(&out).with_context(|| {
+            format!(
+                "{}: degroup {}: not the expected JSON",
+                self.name,
+                args.join(" ")
+            )
+        })
     }
 
     /// Whether the process is alive (a stopped process counts as alive).
-    pub fn is_running(&mut self) -> bool {
+    pub(crate) fn is_running(&mut self) -> bool {
         self.child
             .as_mut()
             .is_some_and(|c| matches!(c.try_wait(), Ok(None)))
     }
 
     /// The process id while running.
-    pub fn pid(&self) -> Option<nix::unistd::Pid> {
+    pub(crate) fn pid(&self) -> Option<nix::unistd::Pid> {
         self.child
             .as_ref()
             .and_then(Child::id)
@@ -305,19 +308,19 @@ impl Node {
     }
 
     /// Sends a signal to the process.
-    pub fn signal(&self, signal: Signal) {
+    pub(crate) fn signal(&self, signal: Signal) {
         if let Some(pid) = self.pid() {
             let _ = nix::sys::signal::kill(pid, signal);
         }
     }
 
     /// Sends SIGTERM.
-    pub fn terminate(&self) {
+    pub(crate) fn terminate(&self) {
         self.signal(Signal::SIGTERM);
     }
 
     /// SIGKILL, then reaps the process.
-    pub async fn kill9(&mut self) {
+    pub(crate) async fn kill9(&mut self) {
         self.signal(Signal::SIGKILL);
         if let Some(c) = self.child.as_mut() {
             let _ = c.wait().await;
@@ -327,7 +330,7 @@ impl Node {
     }
 
     /// SIGTERM and waits; SIGKILL after `limit`. `Ok` only for a clean exit (status 0).
-    pub async fn stop(&mut self, limit: Duration) -> anyhow::Result<()> {
+    pub(crate) async fn stop(&mut self, limit: Duration) -> anyhow::Result<()> {
         let Some(mut child) = self.child.take() else {
             return Ok(());
         };
@@ -358,7 +361,7 @@ impl Node {
     }
 
     /// SIGKILL without waiting (for `Drop`).
-    pub fn kill(&mut self) {
+    pub(crate) fn kill(&mut self) {
         if let Some(c) = self.child.as_mut() {
             let _ = c.start_kill();
         }

@@ -8,7 +8,7 @@ use super::Node;
 
 /// What one host offers.
 #[derive(Debug, Clone, Copy)]
-pub struct Host {
+pub(crate) struct Host {
     /// Node name (and data directory).
     pub name: &'static str,
     pub country: &'static str,
@@ -25,7 +25,7 @@ pub struct Host {
 
 /// The `mixed` profile, in node order; a testnet larger than this repeats it with numbered
 /// names.
-pub const MIXED: &[Host] = &[
+pub(crate) const MIXED: &[Host] = &[
     Host {
         name: "paris",
         country: "FR",
@@ -125,7 +125,7 @@ pub const MIXED: &[Host] = &[
 ];
 
 /// Node names for `n` hosts of the mixed profile.
-pub fn mixed_names(n: usize) -> Vec<String> {
+pub(crate) fn mixed_names(n: usize) -> Vec<String> {
     (0..n)
         .map(|i| {
             let base = MIXED[i % MIXED.len()].name;
@@ -138,13 +138,13 @@ pub fn mixed_names(n: usize) -> Vec<String> {
 }
 
 /// The profile of mixed host `i`.
-pub fn mixed(i: usize) -> &'static Host {
+pub(crate) fn mixed(i: usize) -> &'static Host {
     &MIXED[i % MIXED.len()]
 }
 
 impl Host {
     /// The `degroup capacity set` arguments for this host.
-    pub fn capacity_args(&self) -> Vec<String> {
+    pub(crate) fn capacity_args(&self) -> Vec<String> {
         let mut args: Vec<String> = [
             "capacity",
             "set",
@@ -185,14 +185,14 @@ impl Host {
     }
 
     /// Applies this profile to `node` with `degroup capacity set`.
-    pub async fn apply(&self, bin: &Path, node: &Node) -> anyhow::Result<()> {
+    pub(crate) async fn apply(&self, bin: &Path, node: &Node) -> anyhow::Result<()> {
         let args = self.capacity_args();
         let refs: Vec<&str> = args.iter().map(String::as_str).collect();
         node.cli(bin, &refs).await.map(|_| ())
     }
 
     /// The command line, for people.
-    pub fn command_line(&self, data_dir: &Path) -> String {
+    pub(crate) fn command_line(&self, data_dir: &Path) -> String {
         let args: Vec<String> = self
             .capacity_args()
             .into_iter()

@@ -8,14 +8,14 @@ use crate::cluster::Node;
 
 /// The narrator.
 #[derive(Debug)]
-pub struct Story {
+pub(super) struct Story {
     step: usize,
     total: usize,
     title: String,
 }
 
 impl Story {
-    pub fn new(total: usize) -> Self {
+    pub(super) fn new(total: usize) -> Self {
         Self {
             step: 0,
             total,
@@ -24,19 +24,19 @@ impl Story {
     }
 
     /// Starts the next step.
-    pub fn step(&mut self, title: &str) {
+    pub(super) fn step(&mut self, title: &str) {
         self.step += 1;
         self.title = title.to_owned();
         println!("\n[{}/{}] {title}", self.step, self.total);
     }
 
     /// A sentence of explanation.
-    pub fn say(&self, text: &str) {
+    pub(super) fn say(&self, text: &str) {
         println!("      {text}");
     }
 
     /// A command as the user would type it, and what it printed.
-    pub fn shell(&self, command: &str, output: &str) {
+    pub(super) fn shell(&self, command: &str, output: &str) {
         println!("  $ {command}");
         for line in output.trim_end().lines() {
             println!("      {line}");
@@ -44,7 +44,7 @@ impl Story {
     }
 
     /// Turns a step's error into the demo's failure: which step, what went wrong, which logs.
-    pub fn failed(&self, error: &anyhow::Error, nodes: &[&Node]) -> anyhow::Error {
+    pub(super) fn failed(&self, error: &anyhow::Error, nodes: &[&Node]) -> anyhow::Error {
         let mut text = format!(
             "the demo failed at step {}/{} ({}): {error:#}",
             self.step, self.total, self.title
@@ -62,7 +62,7 @@ impl Story {
 }
 
 /// `degroup --data-dir DIR ARGS…` as a user would type it.
-pub fn command_line(dir: &Path, args: &[&str]) -> String {
+pub(super) fn command_line(dir: &Path, args: &[&str]) -> String {
     let quoted: Vec<String> = args
         .iter()
         .map(|a| {

@@ -5,13 +5,13 @@
 use super::{DetectedGpu, InventoryError};
 
 /// Largest text accepted from a command or a kernel file (1 MiB).
-pub const MAX_OUTPUT_BYTES: u64 = 1024 * 1024;
+pub(crate) const MAX_OUTPUT_BYTES: u64 = 1024 * 1024;
 
 /// Most GPUs taken from one host; further lines of `nvidia-smi` output are ignored.
-pub const MAX_GPUS: usize = 64;
+pub(crate) const MAX_GPUS: usize = 64;
 
 /// Longest model name kept (CPU or GPU), in characters; longer names are cut.
-pub const MAX_MODEL_CHARS: usize = 128;
+pub(super) const MAX_MODEL_CHARS: usize = 128;
 
 const MIB: u64 = 1024 * 1024;
 
@@ -33,7 +33,7 @@ fn quota_millis(quota: u64, period: u64) -> Option<u64> {
 ///
 /// `"max 100000"` → `None` (no limit), `"200000 100000"` → `Some(2000)`, `"150000 100000"` →
 /// `Some(1500)`. Malformed text (one field, three fields, non-numbers, a zero) → `None`.
-pub fn parse_cgroup_cpu_max(text: &str) -> Option<u64> {
+pub(crate) fn parse_cgroup_cpu_max(text: &str) -> Option<u64> {
     let mut fields = text.split_whitespace();
     let quota = fields.next()?;
     let period: u64 = fields.next()?.parse().ok()?;
@@ -46,7 +46,7 @@ pub fn parse_cgroup_cpu_max(text: &str) -> Option<u64> {
 /// cgroup v2 `memory.max` (bytes, or `max` when unlimited) → bytes.
 ///
 /// `"max"` → `None`, `"1073741824"` → `Some(1073741824)`; malformed → `None`.
-pub fn parse_cgroup_memory_max(text: &str) -> Option<u64> {
+pub(crate) fn parse_cgroup_memory_max(text: &str) -> Option<u64> {
     let value = text.trim();
     if value == "max" {
         return None;
@@ -57,7 +57,7 @@ pub fn parse_cgroup_memory_max(text: &str) -> Option<u64> {
 /// cgroup v1 `cpu.cfs_quota_us` and `cpu.cfs_period_us` → thousandths of a core.
 ///
 /// A quota of `-1` means no limit (`None`); malformed → `None`.
-pub fn parse_cgroup_v1_cpu(quota: &str, period: &str) -> Option<u64> {
+pub(crate) fn parse_cgroup_v1_cpu(quota: &str, period: &str) -> Option<u64> {
     let quota: i64 = quota.trim().parse().ok()?;
     let period: u64 = period.trim().parse().ok()?;
     quota_millis(u64::try_from(quota).ok()?, period)
@@ -65,7 +65,7 @@ pub fn parse_cgroup_v1_cpu(quota: &str, period: &str) -> Option<u64> {
 
 /// cgroup v1 `memory.limit_in_bytes` → bytes; the kernel's "unlimited" value (≥ 2^62) and
 /// malformed text → `None`.
-pub fn parse_cgroup_v1_memory_limit(text: &str) -> Option<u64> {
+pub(crate) fn parse_cgroup_v1_memory_limit(text: &str) -> Option<u64> {
     text.trim()
         .parse()
         .ok()
@@ -75,7 +75,7 @@ pub fn parse_cgroup_v1_memory_limit(text: &str) -> Option<u64> {
 /// `/proc/meminfo` → `MemTotal` in bytes (`"MemTotal:  131072000 kB"` → `134217728000`).
 ///
 /// The kernel always writes the value in `kB` (KiB); any other unit, or none, → `None`.
-pub fn parse_meminfo_total(text: &str) -> Option<u64> {
+pub(crate) fn parse_meminfo_total(text: &str) -> Option<u64> {
     let rest = text.lines().find_map(|l| l.strip_prefix("MemTotal:"))?;
     let mut fields = rest.split_whitespace();
     let kib: u64 = fields.next()?.parse().ok()?;
@@ -89,14 +89,14 @@ pub fn parse_meminfo_total(text: &str) -> Option<u64> {
 /// has several kinds of core). `-` (what `lscpu` prints for an unknown model) → `None`.
 ///
 /// Expects the C locale (`LC_ALL=C`); keys may be indented (newer `lscpu` nests them).
-pub fn parse_lscpu_model(text: &str) -> Option<String> {
+pub(crate) fn parse_lscpu_model(text: &str) -> Option<String> {
     value_of(text, "Model name").filter(|m| m != "-")
 }
 
 /// `model name\t: …` in `/proc/cpuinfo` → the model (of the first processor).
 ///
 /// Only x86 kernels write that line; arm64 has none (the caller then asks `lscpu`).
-pub fn parse_cpuinfo_model(text: &str) -> Option<String> {
+pub(crate) fn parse_cpuinfo_model(text: &str) -> Option<String> {
     value_of(text, "model name")
 }
 
@@ -139,7 +139,7 @@ fn clean_model(raw: &str) -> Option<String> {
 /// [`InventoryError::TooLarge`] for input over [`MAX_OUTPUT_BYTES`];
 /// [`InventoryError::BadLine`] for a line with fewer than six fields, a non-numeric index, an
 /// empty name, or a memory size that is not a whole number of MiB.
-pub fn parse_nvidia_smi_csv(text: &str) -> Result<Vec<DetectedGpu>, InventoryError> {
+pub(crate) fn parse_nvidia_smi_csv(text: &str) -> Result<Vec<DetectedGpu>, InventoryError> {
     if u64::try_from(text.len()).unwrap_or(u64::MAX) > MAX_OUTPUT_BYTES {
         return Err(InventoryError::TooLarge {
             what: "nvidia-smi output",

@@ -4,7 +4,10 @@ use std::time::{Duration, Instant};
 
 use proptest::prelude::*;
 
-use super::parse::{CgroupPaths, MAX_MODEL_CHARS, parse_proc_self_cgroup};
+use super::parse::{
+    CgroupPaths, MAX_GPUS, MAX_MODEL_CHARS, parse_cgroup_cpu_max, parse_cgroup_memory_max,
+    parse_cgroup_v1_cpu, parse_cgroup_v1_memory_limit, parse_proc_self_cgroup,
+};
 use super::*;
 
 type TestResult = Result<(), Box<dyn std::error::Error>>;

@@ -31,7 +31,7 @@ impl Hasher for Blake3Hasher {
 }
 
 /// The cache key of a component for this engine.
-pub fn key(engine: &Engine, wasm_hash: &[u8; 32]) -> String {
+pub(super) fn key(engine: &Engine, wasm_hash: &[u8; 32]) -> String {
     let mut h = Blake3Hasher(blake3::Hasher::new());
     engine.precompile_compatibility_hash().hash(&mut h);
     h.0.update(wasm_hash);
@@ -40,7 +40,7 @@ pub fn key(engine: &Engine, wasm_hash: &[u8; 32]) -> String {
 
 /// The compiled component from the cache, or compiled now (and written to the cache).
 /// The flag says whether it came from the cache.
-pub fn load_or_compile(
+pub(super) fn load_or_compile(
     engine: &Engine,
     dir: &Path,
     wasm_hash: &[u8; 32],

@@ -13,7 +13,7 @@ use crate::plugin::kv::KvError;
 /// Caps linear memory at the lease's memory and tables at a fixed number of elements, and
 /// records the peak.
 #[derive(Debug)]
-pub struct Limiter {
+pub(crate) struct Limiter {
     mem_cap: usize,
     table_cap: usize,
     peak: usize,
@@ -21,7 +21,7 @@ pub struct Limiter {
 }
 
 impl Limiter {
-    pub fn new(mem_cap: usize, table_cap: usize) -> Self {
+    pub(crate) fn new(mem_cap: usize, table_cap: usize) -> Self {
         Self {
             mem_cap,
             table_cap,
@@ -30,20 +30,20 @@ impl Limiter {
         }
     }
 
-    pub fn peak(&self) -> usize {
+    pub(crate) fn peak(&self) -> usize {
         self.peak
     }
 
-    pub fn mem_cap(&self) -> usize {
+    pub(crate) fn mem_cap(&self) -> usize {
         self.mem_cap
     }
 
     /// Whether a memory growth was refused since the last reset.
-    pub fn denied_memory(&self) -> bool {
+    pub(crate) fn denied_memory(&self) -> bool {
         self.denied_memory
     }
 
-    pub fn reset_denied(&mut self) {
+    pub(crate) fn reset_denied(&mut self) {
         self.denied_memory = false;
     }
 }
@@ -74,7 +74,7 @@ impl ResourceLimiter for Limiter {
 }
 
 /// A store's data.
-pub struct HostState {
+pub(crate) struct HostState {
     wasi: WasiCtx,
     table: ResourceTable,
     pub(super) limiter: Limiter,
