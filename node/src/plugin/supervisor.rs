@@ -1,6 +1,9 @@
 //! The plugin supervisor: one actor owns every deployment record and worker; the rest of the
 //! node talks to it through a cloneable [`PluginHandle`].
 //!
+//! - [`command`]: what the actor is asked, and for whom ([`command::Caller`]: the host's
+//!   operator, or a tenant that may see only its own deployments); [`admit`]: whether a
+//!   verified deploy may be installed.
 //! - [`actor`]: the actor. It installs verified deploys (package and record written in one
 //!   durable batch before the worker starts), records failures reported by workers, stops the
 //!   deployments of leases that end (it hears of them from the lease actor, as
@@ -15,6 +18,8 @@
 //!   tenant's node too.
 
 mod actor;
+mod admit;
+mod command;
 mod handle;
 mod inbound;
 
@@ -24,11 +29,12 @@ use std::sync::Arc;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-use super::deployment;
-use super::runtime::Runtime;
+use super::deployment::{self, Record};
+use super::runtime::{LeaseInfo, Runtime};
 use super::wire::DeployProtocol;
 use crate::capacity::AdvertBook;
 use crate::identity::Identity;
+use crate::lease::book::Lease;
 use crate::lease::{LeaseHandle, Meter};
 use crate::net::{Inbound, Network};
 use crate::store::{Domain, Store};
@@ -82,4 +88,25 @@ pub(crate) async fn start(
     let host = inbound::HostSide::new(handle.clone());
     let task = tokio::spawn(actor.run(rx, inbound, lease_events, host, shutdown));
     Ok((handle, task))
+}
+
+/// The lease info a deployment's plugin sees.
+pub(crate) fn info_of(r: &Record, lease: &Lease) -> LeaseInfo {
+    let c = &lease.contract;
+    LeaseInfo {
+        lease_id: hex::encode(r.lease_id),
+        deployment_id: r.id.clone(),
+        host: r.host.clone(),
+        tenant: r.tenant.clone(),
+        slice: c.slice,
+        starts_at: c.starts_at_ms,
+        ends_at: c.ends_at_ms,
+        package_name: r.package.name.clone(),
+        package_version: r.package.version.clone(),
+    }
+}
+
+/// Whether a lease is active now (not ended, not past its end).
+pub(crate) fn lease_active(lease: &Lease, now: u64) -> bool {
+    lease.stored.ended.is_none() && now < lease.contract.ends_at_ms && !lease.stored.pending
 }

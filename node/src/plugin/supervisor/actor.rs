@@ -17,14 +17,16 @@ use tokio_util::sync::CancellationToken;
 
 use super::super::deployment::{self, Counters, Record, Side, State, View};
 use super::super::kv::{self, Kv};
-use super::super::logs::{LogPage, Logs};
+use super::super::logs::Logs;
 use super::super::package::Package;
 use super::super::runtime::{Compiled, Env, LeaseInfo, Runtime};
 use super::super::wire::{DeployProtocol, Refusal, RefusalCode, Status};
 use super::super::worker::{self, Started, Worker, WorkerCmd, WorkerEvent};
 use super::PluginError;
+use super::admit::{Admitted, admit};
+use super::command::{Caller, Command, Install};
 use super::inbound::HostSide;
-use crate::lease::book::Lease;
+use super::{info_of, lease_active};
 use crate::lease::{LeaseEvent, LeaseHandle, Meter, Role};
 use crate::net::{Inbound, Protocol as _};
 use crate::resources::{LeaseId, now_ms};
@@ -34,82 +36,6 @@ use crate::store::{Domain, Op, Store, StoreError};
 const MAX_ANSWERING: usize = 64;
 /// How long shutdown waits for workers to end before leaving them.
 const SHUTDOWN_WAIT: Duration = Duration::from_secs(2);
-
-/// A verified deploy or upgrade, ready to install.
-pub(crate) struct Install {
-    pub record: Record,
-    pub package: Package,
-    pub compiled: Compiled,
-    pub info: LeaseInfo,
-    pub upgrade: bool,
-}
-
-/// Who a request acts for: the host's operator (any deployment) or a tenant (its own only).
-#[derive(Debug, Clone)]
-pub(crate) enum Caller {
-    Operator,
-    Tenant(String),
-}
-
-impl Caller {
-    fn may_see(&self, r: &Record) -> bool {
-        match self {
-            Caller::Operator => true,
-            Caller::Tenant(t) => r.side == Side::Host && *t == r.tenant,
-        }
-    }
-}
-
-pub(crate) enum Command {
-    List(oneshot::Sender<Vec<View>>),
-    Counts(oneshot::Sender<(usize, usize)>),
-    Get {
-        id: String,
-        reply: oneshot::Sender<Result<View, PluginError>>,
-    },
-    Record {
-        id: String,
-        reply: oneshot::Sender<Result<Record, PluginError>>,
-    },
-    /// What a tenant's node is told of its deployments here.
-    Statuses {
-        tenant: String,
-        reply: oneshot::Sender<Vec<Status>>,
-    },
-    Status {
-        id: String,
-        caller: Caller,
-        reply: oneshot::Sender<Result<Status, PluginError>>,
-    },
-    Logs {
-        id: String,
-        caller: Caller,
-        after: u64,
-        limit: u32,
-        reply: oneshot::Sender<Result<LogPage, PluginError>>,
-    },
-    Install {
-        install: Box<Install>,
-        reply: oneshot::Sender<Result<oneshot::Receiver<Started>, Refusal>>,
-    },
-    Stop {
-        id: String,
-        reason: String,
-        caller: Caller,
-        reply: oneshot::Sender<Result<Status, PluginError>>,
-    },
-    Message {
-        id: String,
-        from: String,
-        payload: Vec<u8>,
-        caller: Caller,
-        reply: oneshot::Sender<Result<(), PluginError>>,
-    },
-    SaveTenant {
-        record: Box<Record>,
-        reply: oneshot::Sender<Result<(), PluginError>>,
-    },
-}
 
 /// A worker told to stop, whose thread has not ended yet.
 struct Retiring {
@@ -130,27 +56,6 @@ pub(crate) struct Actor {
     logs: HashMap<String, Logs>,
     events_tx: mpsc::UnboundedSender<WorkerEvent>,
     events: mpsc::UnboundedReceiver<WorkerEvent>,
-}
-
-/// The lease info a deployment's plugin sees.
-pub(crate) fn info_of(r: &Record, lease: &Lease) -> LeaseInfo {
-    let c = &lease.contract;
-    LeaseInfo {
-        lease_id: hex::encode(r.lease_id),
-        deployment_id: r.id.clone(),
-        host: r.host.clone(),
-        tenant: r.tenant.clone(),
-        slice: c.slice,
-        starts_at: c.starts_at_ms,
-        ends_at: c.ends_at_ms,
-        package_name: r.package.name.clone(),
-        package_version: r.package.version.clone(),
-    }
-}
-
-/// Whether a lease is active now (not ended, not past its end).
-pub(crate) fn lease_active(lease: &Lease, now: u64) -> bool {
-    lease.stored.ended.is_none() && now < lease.contract.ends_at_ms && !lease.stored.pending
 }
 
 impl Actor {
@@ -510,80 +415,6 @@ impl Actor {
         Ok(rx)
     }
 
-    /// Checks an install against what exists and the host's limits; returns the record to
-    /// write (generation set), or a refusal.
-    fn admit(&self, mut record: Record, upgrade: bool) -> Result<Admitted, Refusal> {
-        let existing = self.records.get(&record.id).cloned();
-        if let Some(old) = &existing {
-            if old.tenant != record.tenant || old.lease_id != record.lease_id {
-                return Err(Refusal::new(
-                    RefusalCode::Invalid,
-                    "that deployment id is taken; pick another",
-                ));
-            }
-            if old.state == State::Stopped {
-                return Err(Refusal::new(
-                    RefusalCode::Conflict,
-                    format!("deployment {} was stopped; deploy anew", old.id),
-                ));
-            }
-        }
-        if upgrade {
-            let Some(old) = existing.clone() else {
-                return Err(Refusal::new(
-                    RefusalCode::Unknown,
-                    format!("no deployment {} of yours to upgrade", record.id),
-                ));
-            };
-            record.generation = old.generation.saturating_add(1);
-            record.created_ms = old.created_ms;
-        } else if let Some(old) = &existing {
-            // A retry of the same deploy: answer with what runs.
-            if old.package.hash == record.package.hash && old.request == record.request {
-                return Ok(Admitted::Retry(Box::new(old.clone())));
-            }
-            return Err(Refusal::new(
-                RefusalCode::Conflict,
-                format!(
-                    "deployment {} exists; upgrade it to change its code",
-                    old.id
-                ),
-            ));
-        } else {
-            // The lease's memory, CPU and disk are the limits of one deployment: a second live
-            // one on the same lease would double them.
-            if let Some(other) = self.records.values().find(|r| {
-                r.side == Side::Host && r.lease_id == record.lease_id && r.state.is_live()
-            }) {
-                return Err(Refusal::new(
-                    RefusalCode::Conflict,
-                    format!(
-                        "lease {} already runs deployment {}; upgrade that one, or stop it first",
-                        hex::encode(record.lease_id),
-                        other.id
-                    ),
-                ));
-            }
-            let live = self
-                .records
-                .values()
-                .filter(|r| r.side == Side::Host && r.state.is_live())
-                .count();
-            let max = self.runtime.limits().max_deployments as usize;
-            if live >= max {
-                return Err(Refusal::new(
-                    RefusalCode::Unavailable,
-                    format!("this host runs its maximum of {max} deployments; try another host"),
-                ));
-            }
-            record.generation = 1;
-        }
-        Ok(Admitted::New {
-            record: Box::new(record),
-            existing: existing.map(Box::new),
-        })
-    }
-
     fn install(&mut self, install: Install) -> Result<oneshot::Receiver<Started>, Refusal> {
         let Install {
             record,
@@ -592,7 +423,8 @@ impl Actor {
             info,
             upgrade,
         } = install;
-        let (record, existing) = match self.admit(record, upgrade)? {
+        let max = self.runtime.limits().max_deployments as usize;
+        let (record, existing) = match admit(&self.records, max, record, upgrade)? {
             Admitted::Retry(old) => {
                 let (tx, rx) = oneshot::channel();
                 let _ = tx.send(match old.state {
@@ -802,15 +634,4 @@ impl Actor {
             .map_err(|e| PluginError::internal("compiling on a blocking thread", e))?
             .map_err(PluginError::from)
     }
-}
-
-/// What [`Actor::admit`] decided.
-enum Admitted {
-    /// The same deploy again: answer with what runs.
-    Retry(Box<Record>),
-    /// Write this record (and replace `existing`, for an upgrade).
-    New {
-        record: Box<Record>,
-        existing: Option<Box<Record>>,
-    },
 }

@@ -20,7 +20,8 @@ use super::super::wire::{
     check_config,
 };
 use super::PluginError;
-use super::actor::{Caller, Command, lease_active};
+use super::command::{Caller, Command};
+use super::lease_active;
 use crate::capacity::AdvertBook;
 use crate::identity::{Identity, key_of_peer};
 use crate::lease::{LeaseHandle, Role};

@@ -14,8 +14,9 @@ use super::super::wire::{
 };
 use super::super::worker::Started;
 use super::PluginError;
-use super::actor::{Caller, Command, Install, info_of, lease_active};
+use super::command::{Caller, Command, Install};
 use super::handle::PluginHandle;
+use super::{info_of, lease_active};
 use crate::identity::key_of_peer;
 use crate::lease::Role;
 use crate::net::InboundRequest;

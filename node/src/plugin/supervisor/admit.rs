@@ -1,0 +1,97 @@
+//! Whether a verified deploy or upgrade may be installed, given the deployments that exist and
+//! the host's limits. Pure: it reads the records and decides; the actor writes.
+
+use std::collections::HashMap;
+
+use super::super::deployment::{Record, Side, State};
+use super::super::wire::{Refusal, RefusalCode};
+
+/// Checks an install against what exists and the host's limits; returns the record to
+/// write (generation set), or a refusal.
+pub(crate) fn admit(
+    records: &HashMap<String, Record>,
+    max_deployments: usize,
+    mut record: Record,
+    upgrade: bool,
+) -> Result<Admitted, Refusal> {
+    let existing = records.get(&record.id).cloned();
+    if let Some(old) = &existing {
+        if old.tenant != record.tenant || old.lease_id != record.lease_id {
+            return Err(Refusal::new(
+                RefusalCode::Invalid,
+                "that deployment id is taken; pick another",
+            ));
+        }
+        if old.state == State::Stopped {
+            return Err(Refusal::new(
+                RefusalCode::Conflict,
+                format!("deployment {} was stopped; deploy anew", old.id),
+            ));
+        }
+    }
+    if upgrade {
+        let Some(old) = existing.clone() else {
+            return Err(Refusal::new(
+                RefusalCode::Unknown,
+                format!("no deployment {} of yours to upgrade", record.id),
+            ));
+        };
+        record.generation = old.generation.saturating_add(1);
+        record.created_ms = old.created_ms;
+    } else if let Some(old) = &existing {
+        // A retry of the same deploy: answer with what runs.
+        if old.package.hash == record.package.hash && old.request == record.request {
+            return Ok(Admitted::Retry(Box::new(old.clone())));
+        }
+        return Err(Refusal::new(
+            RefusalCode::Conflict,
+            format!(
+                "deployment {} exists; upgrade it to change its code",
+                old.id
+            ),
+        ));
+    } else {
+        // The lease's memory, CPU and disk are the limits of one deployment: a second live
+        // one on the same lease would double them.
+        if let Some(other) = records
+            .values()
+            .find(|r| r.side == Side::Host && r.lease_id == record.lease_id && r.state.is_live())
+        {
+            return Err(Refusal::new(
+                RefusalCode::Conflict,
+                format!(
+                    "lease {} already runs deployment {}; upgrade that one, or stop it first",
+                    hex::encode(record.lease_id),
+                    other.id
+                ),
+            ));
+        }
+        let live = records
+            .values()
+            .filter(|r| r.side == Side::Host && r.state.is_live())
+            .count();
+        let max = max_deployments;
+        if live >= max {
+            return Err(Refusal::new(
+                RefusalCode::Unavailable,
+                format!("this host runs its maximum of {max} deployments; try another host"),
+            ));
+        }
+        record.generation = 1;
+    }
+    Ok(Admitted::New {
+        record: Box::new(record),
+        existing: existing.map(Box::new),
+    })
+}
+
+/// What [`admit`] decided.
+pub(crate) enum Admitted {
+    /// The same deploy again: answer with what runs.
+    Retry(Box<Record>),
+    /// Write this record (and replace `existing`, for an upgrade).
+    New {
+        record: Box<Record>,
+        existing: Option<Box<Record>>,
+    },
+}
