@@ -71,10 +71,19 @@ fn runtime(guarded: bool) -> Arc<Runtime> {
     }
 }
 
+/// The single-threaded executor a worker thread runs its calls on.
+fn executor() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("executor")
+}
+
 fn instantiate_call(c: &mut Criterion) {
     let tmp = tempfile::tempdir().expect("tmp");
     let store = Store::open(tmp.path()).expect("store");
     let rt = runtime(true);
+    let ex = executor();
     let mut g = c.benchmark_group("instantiate_call");
     for name in ["hello", "compute"] {
         let compiled = rt.compile(&programs::wasm(name)).expect("compile");
@@ -82,11 +91,11 @@ fn instantiate_call(c: &mut Criterion) {
         g.bench_function(name, |b| {
             b.iter(|| {
                 let e = slot.take().expect("env");
-                let mut inst = match rt.instantiate(&compiled, e) {
+                let mut inst = match ex.block_on(rt.instantiate(&compiled, e)) {
                     Ok(i) => i,
                     Err((err, _)) => panic!("{err}"),
                 };
-                let call = inst.init(&[]);
+                let call = ex.block_on(inst.init(&[]));
                 black_box(&call.result);
                 slot = Some(inst.into_env());
             });
@@ -101,17 +110,18 @@ fn deploy_cached(c: &mut Criterion) {
     let rt = runtime(true);
     let wasm = programs::wasm("counter");
     rt.compile(&wasm).expect("warm the cache");
+    let ex = executor();
     let mut n = 0u64;
     c.bench_function("deploy_cached", |b| {
         b.iter(|| {
             n += 1;
             let compiled = rt.compile(&wasm).expect("cached");
             let e = env(&store, &format!("d{}", n % 64));
-            let mut inst = match rt.instantiate(&compiled, e) {
+            let mut inst = match ex.block_on(rt.instantiate(&compiled, e)) {
                 Ok(i) => i,
                 Err((err, _)) => panic!("{err}"),
             };
-            let call = inst.init(&[]);
+            let call = ex.block_on(inst.init(&[]));
             assert!(matches!(call.result, Ok(Ok(()))));
             black_box(inst);
         });
@@ -151,19 +161,20 @@ fn guards(c: &mut Criterion) {
     let tmp = tempfile::tempdir().expect("tmp");
     let store = Store::open(tmp.path()).expect("store");
     let payload = 1_000_000u64.to_le_bytes();
+    let ex = executor();
     let mut g = c.benchmark_group("guards");
     g.sample_size(30);
     for (label, guarded) in [("fuel_and_epoch", true), ("none", false)] {
         let rt = runtime(guarded);
         let compiled = rt.compile(&programs::wasm("compute")).expect("compile");
-        let mut inst = match rt.instantiate(&compiled, env(&store, label)) {
+        let mut inst = match ex.block_on(rt.instantiate(&compiled, env(&store, label))) {
             Ok(i) => i,
             Err((err, _)) => panic!("{err}"),
         };
-        assert!(matches!(inst.init(&[]).result, Ok(Ok(()))));
+        assert!(matches!(ex.block_on(inst.init(&[])).result, Ok(Ok(()))));
         g.bench_function(label, |b| {
             b.iter(|| {
-                let call = inst.message("bench", &payload);
+                let call = ex.block_on(inst.message("bench", &payload));
                 assert!(call.result.is_ok(), "{:?}", call.result);
             });
         });

@@ -315,7 +315,8 @@ pub fn default_file() -> String {
 # log_lines = 1000              # lines kept per deployment for `degroup logs`
 # max_deployments = 128         # most deployments running at once
 # publishers = []               # allowed publisher keys (hex); empty: everyone
-# max_failures = 5              # consecutive failures before a deployment is `failed`
+# max_failures = 5              # failures within failure_window before a deployment is `failed`
+# failure_window = "60s"
 # backoff = "200ms"             # first restart delay, doubled up to max_backoff
 # max_backoff = "30s"
 "#,

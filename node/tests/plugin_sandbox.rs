@@ -23,6 +23,18 @@ use degroup_node::store::Store;
 
 const MIB: u64 = 1 << 20;
 
+/// Runs a future to its end on a fresh single-threaded executor (what a worker thread does).
+trait Now: std::future::Future + Sized {
+    fn now(self) -> Self::Output {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap()
+            .block_on(self)
+    }
+}
+impl<F: std::future::Future> Now for F {}
+
 fn limits() -> Limits {
     Limits {
         tick_interval: Duration::from_millis(50),
@@ -122,6 +134,16 @@ fn expectations() -> Vec<(&'static str, State, &'static str)> {
         ("kv-flood", State::Running, "quota reached"),
         ("file-open", State::Running, "file access denied"),
         ("socket", State::Running, "network denied"),
+        // Found by a hostile tester: a wait inside a host call, a capped table of WASI
+        // handles, a random call too big to fill in time, a 16 MiB init error, a trap every
+        // other tick, host calls with 8 MiB keys, and rewriting large values without end.
+        ("poll-block", State::Failed, "deadline"),
+        ("handle-flood", State::Failed, "tick"),
+        ("random-huge", State::Failed, "tick"),
+        ("init-error-huge", State::Failed, "init returned an error"),
+        ("flaky-tick", State::Failed, "failures within"),
+        ("kv-huge-key", State::Running, "huge keys refused"),
+        ("kv-rewrite", State::Running, "stored"),
     ]
 }
 
@@ -138,9 +160,10 @@ fn hostile_plugins_are_contained_while_a_neighbour_keeps_ticking() {
 
     let mut hostile: HashMap<&str, Deployed> = HashMap::new();
     for (name, _, _) in expectations() {
+        let disk = if name == "kv-rewrite" { 4 * MIB } else { MIB };
         hostile.insert(
             name,
-            deploy(&runtime, &store, &meter, &events_tx, name, MIB),
+            deploy(&runtime, &store, &meter, &events_tx, name, disk),
         );
     }
     let flood = deploy(&runtime, &store, &meter, &events_tx, "log-flood", MIB);
@@ -189,7 +212,7 @@ fn hostile_plugins_are_contained_while_a_neighbour_keeps_ticking() {
         if want == State::Failed {
             assert_eq!(failed.get(name), reason.as_ref(), "{name}: supervisor told");
             assert!(
-                c.traps + c.interrupts >= 1 || name == "init-trap",
+                c.traps + c.interrupts >= 1 || name == "init-trap" || name == "init-error-huge",
                 "{name}: {c:?}"
             );
         }
@@ -199,6 +222,15 @@ fn hostile_plugins_are_contained_while_a_neighbour_keeps_ticking() {
             "kv-flood" | "kv-huge-value" => {
                 assert!(c.kv_bytes <= MIB, "{name} stored {} bytes", c.kv_bytes);
             }
+            "kv-rewrite" => {
+                assert!(c.kv_bytes <= 4 * MIB, "{name} stored {} bytes", c.kv_bytes);
+            }
+            "init-error-huge" => {
+                let len = reason.as_ref().map_or(0, String::len);
+                assert!(len <= 8192, "the init error is capped: {len} bytes kept");
+            }
+            "kv-huge-key" => assert_eq!(c.interrupts + c.traps, 0, "{c:?}\n{logs}"),
+            "poll-block" => assert!(c.interrupts >= 1, "{c:?}"),
             _ => {}
         }
     }
@@ -242,11 +274,12 @@ fn state_survives_restarts_and_quota_errors_are_results() {
     for round in 0..3u64 {
         let mut inst = runtime
             .instantiate(&compiled, env)
+            .now()
             .map_err(|e| e.0)
             .unwrap();
-        assert_eq!(inst.init(&[]).result, Ok(Ok(())));
+        assert_eq!(inst.init(&[]).now().result, Ok(Ok(())));
         for _ in 0..4 {
-            let call = inst.tick(1);
+            let call = inst.tick(1).now();
             assert_eq!(call.result, Ok(()));
             assert!(call.fuel > 0);
         }
@@ -274,12 +307,104 @@ fn state_survives_restarts_and_quota_errors_are_results() {
     };
     let mut inst = runtime
         .instantiate(&compiled, env)
+        .now()
         .map_err(|e| e.0)
         .unwrap();
-    assert_eq!(inst.init(&[]).result, Ok(Ok(())));
-    assert_eq!(inst.tick(1).result, Ok(()));
+    assert_eq!(inst.init(&[]).now().result, Ok(Ok(())));
+    assert_eq!(inst.tick(1).now().result, Ok(()));
     assert!(text(&logs).contains("refused"), "{}", text(&logs));
     assert_eq!(inst.kv_bytes(), 0);
+}
+
+#[test]
+fn a_call_waiting_in_a_host_call_is_cancelled_at_its_deadline() {
+    let runtime = Runtime::new(limits(), None).unwrap();
+    let tmp = tempfile::tempdir().unwrap();
+    let store = Store::open(tmp.path()).unwrap();
+    let compiled = runtime.compile(&programs::wasm("poll-block")).unwrap();
+    let env = Env {
+        info: info("p", 64 * MIB, MIB),
+        kv: Kv::open(&store, "p", MIB).unwrap(),
+        logs: Logs::new(100, 100),
+    };
+    let mut inst = runtime
+        .instantiate(&compiled, env)
+        .now()
+        .map_err(|e| e.0)
+        .unwrap();
+    assert_eq!(inst.init(&[]).now().result, Ok(Ok(())));
+    let call = inst.tick(1).now();
+    assert!(
+        matches!(call.result, Err(Fault::Deadline(_))),
+        "{:?}",
+        call.result
+    );
+    assert!(!inst.is_live());
+}
+
+#[test]
+fn a_stop_cancels_a_call_blocked_in_a_host_call() {
+    let tmp = tempfile::tempdir().unwrap();
+    let store = Store::open(tmp.path()).unwrap();
+    // A call deadline far longer than the test: only the stop can end the wait.
+    let runtime = Runtime::new(
+        Limits {
+            call_timeout: Duration::from_secs(600),
+            ..limits()
+        },
+        None,
+    )
+    .unwrap();
+    let meter = Meter::default();
+    let (events_tx, _events) = tokio::sync::mpsc::unbounded_channel();
+    let d = deploy(&runtime, &store, &meter, &events_tx, "poll-block", MIB);
+    assert_eq!(d.first, Started::Running, "{}", text(&d.logs));
+    let waiting = Instant::now();
+    while !text(&d.logs).contains("waiting an hour") {
+        assert!(
+            waiting.elapsed() < Duration::from_secs(30),
+            "{}",
+            text(&d.logs)
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    // `stop` joins the thread: it returns only once the wait was cancelled.
+    let stopping = Instant::now();
+    d.worker.stop();
+    eprintln!(
+        "stopped a worker blocked in wasi:io/poll in {:?}",
+        stopping.elapsed()
+    );
+}
+
+#[test]
+fn a_component_holding_many_core_instances_is_refused_before_it_takes_a_slot() {
+    let runtime = Runtime::new(limits(), None).unwrap();
+    let err = runtime
+        .compile(&programs::wasm("pool-hog"))
+        .map(|_| ())
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("core module instances"), "{err}");
+    // Every slot is still free: as many counters as the host admits all start.
+    let tmp = tempfile::tempdir().unwrap();
+    let store = Store::open(tmp.path()).unwrap();
+    let compiled = runtime.compile(&programs::wasm("counter")).unwrap();
+    let mut live = Vec::new();
+    for i in 0..runtime.limits().max_deployments {
+        let env = Env {
+            info: info(&format!("c{i}"), 64 * MIB, MIB),
+            kv: Kv::open(&store, &format!("c{i}"), MIB).unwrap(),
+            logs: Logs::new(100, 100),
+        };
+        live.push(
+            runtime
+                .instantiate(&compiled, env)
+                .now()
+                .map_err(|e| e.0)
+                .unwrap(),
+        );
+    }
 }
 
 #[test]
@@ -295,10 +420,11 @@ fn a_spinning_call_is_interrupted_at_its_deadline() {
     };
     let mut inst = runtime
         .instantiate(&compiled, env)
+        .now()
         .map_err(|e| e.0)
         .unwrap();
-    assert_eq!(inst.init(&[]).result, Ok(Ok(())));
-    let call = inst.tick(1);
+    assert_eq!(inst.init(&[]).now().result, Ok(Ok(())));
+    let call = inst.tick(1).now();
     assert!(
         matches!(call.result, Err(Fault::Deadline(_))),
         "{:?}",

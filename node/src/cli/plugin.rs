@@ -411,14 +411,15 @@ fn run_local(data_dir: &Path, file: &Path, mut opts: RunOptions, json: bool) -> 
     };
     let cache = data_dir.is_dir().then(|| data_dir.join("cache"));
     let mut lines = Vec::new();
-    let report = local::run(&component, &opts, cache, |l| {
-        if json {
-            lines.push(l.clone());
-        } else {
-            print_line(l);
-        }
-    })
-    .map_err(|e| anyhow::anyhow!("{}: {e}", file.display()))?;
+    let report = super::runtime()?
+        .block_on(local::run(&component, &opts, cache, |l| {
+            if json {
+                lines.push(l.clone());
+            } else {
+                print_line(l);
+            }
+        }))
+        .map_err(|e| anyhow::anyhow!("{}: {e}", file.display()))?;
     if json {
         super::print_json(&serde_json::json!({
             "logs": lines,

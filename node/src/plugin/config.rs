@@ -32,8 +32,11 @@ pub struct PluginConfig {
     pub max_deployments: u32,
     /// Publishers (hex ed25519 keys) whose packages may run here; empty: everyone.
     pub publishers: Vec<String>,
-    /// Consecutive failures (traps, deadlines) before a deployment is marked failed.
+    /// Failures (traps, deadlines) within `failure_window` before a deployment is marked
+    /// failed.
     pub max_failures: u32,
+    /// The window over which failures are counted, e.g. "60s".
+    pub failure_window: String,
     /// First restart delay after a failure, doubled each time up to `max_backoff`.
     pub backoff: String,
     /// Longest restart delay.
@@ -58,6 +61,7 @@ impl Default for PluginConfig {
             max_deployments: l.max_deployments,
             publishers: Vec::new(),
             max_failures: l.max_failures,
+            failure_window: ms(l.failure_window),
             backoff: ms(l.backoff),
             max_backoff: ms(l.max_backoff),
         }
@@ -79,6 +83,7 @@ pub struct Limits {
     pub max_deployments: u32,
     pub publishers: Vec<[u8; 32]>,
     pub max_failures: u32,
+    pub failure_window: Duration,
     pub backoff: Duration,
     pub max_backoff: Duration,
 }
@@ -99,6 +104,7 @@ impl Default for Limits {
             max_deployments: 128,
             publishers: Vec::new(),
             max_failures: 5,
+            failure_window: Duration::from_secs(60),
             backoff: Duration::from_millis(200),
             max_backoff: Duration::from_secs(30),
         }
@@ -140,6 +146,7 @@ impl PluginConfig {
             max_deployments: self.max_deployments,
             publishers,
             max_failures: self.max_failures,
+            failure_window: dur("failure_window", &self.failure_window, 1000)?,
             backoff: dur("backoff", &self.backoff, 1)?,
             max_backoff: dur("max_backoff", &self.max_backoff, 1)?,
         };

@@ -51,6 +51,9 @@ pub enum PluginError {
     Internal(#[from] Internal),
     #[error("the plugin service has stopped")]
     Stopped,
+    /// A bounded queue is full: retry later.
+    #[error("{0}")]
+    Busy(String),
 }
 
 impl PluginError {
@@ -86,7 +89,7 @@ impl Coded for PluginError {
             PluginError::Package(_) | PluginError::Sandbox(_) => ErrorCode::InvalidPackage,
             PluginError::Store(_) | PluginError::Internal(_) => ErrorCode::Internal,
             PluginError::Lease(e) => e.code(),
-            PluginError::Stopped => ErrorCode::Unavailable,
+            PluginError::Stopped | PluginError::Busy(_) => ErrorCode::Unavailable,
         }
     }
 }

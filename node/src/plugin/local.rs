@@ -41,7 +41,7 @@ pub(crate) struct RunReport {
 
 /// Runs `wasm` (a component): init, then `ticks` ticks (messages are delivered after init),
 /// printing log lines through `on_line`. Stops at the first fault.
-pub(crate) fn run(
+pub(crate) async fn run(
     wasm: &[u8],
     opts: &RunOptions,
     cache_dir: Option<std::path::PathBuf>,
@@ -62,7 +62,7 @@ pub(crate) fn run(
     let mut rnd = [0u8; 8];
     let _ = getrandom::fill(&mut rnd);
     let dir = std::env::temp_dir().join(format!("degroup-run-{}", hex::encode(rnd)));
-    let result = (|| {
+    let result: Result<RunReport, PluginError> = async {
         let store = Store::open(&dir)?;
         let kv = Kv::open(&store, "local", opts.disk_bytes)
             .map_err(|e| PluginError::internal("opening the key-value store", e))?;
@@ -101,13 +101,14 @@ pub(crate) fn run(
                     logs: logs.clone(),
                 },
             )
+            .await
             .map_err(|(e, _)| PluginError::Sandbox(e))?;
         let meter = |inst: &super::runtime::Instance, report: &mut RunReport, fuel: u64| {
             report.fuel += fuel;
             report.peak_mem_bytes = report.peak_mem_bytes.max(inst.peak_memory());
             report.kv_bytes = inst.kv_bytes();
         };
-        let call = inst.init(&opts.config);
+        let call = inst.init(&opts.config).await;
         meter(&inst, &mut report, call.fuel);
         drain(&logs);
         match call.result {
@@ -130,7 +131,7 @@ pub(crate) fn run(
             }
         };
         for m in &opts.messages {
-            let call = inst.message("cli", m);
+            let call = inst.message("cli", m).await;
             meter(&inst, &mut report, call.fuel);
             drain(&logs);
             if !check(call.result, "message", &mut report) {
@@ -139,9 +140,9 @@ pub(crate) fn run(
         }
         for i in 0..opts.ticks {
             if i > 0 && !opts.interval.is_zero() {
-                std::thread::sleep(opts.interval);
+                tokio::time::sleep(opts.interval).await;
             }
-            let call = inst.tick(now_ms());
+            let call = inst.tick(now_ms()).await;
             meter(&inst, &mut report, call.fuel);
             drain(&logs);
             if !check(call.result, "tick", &mut report) {
@@ -150,7 +151,8 @@ pub(crate) fn run(
             report.ticks_ok += 1;
         }
         Ok(report)
-    })();
+    }
+    .await;
     let _ = std::fs::remove_dir_all(&dir);
     result
 }

@@ -28,7 +28,10 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use wasmtime::component::{Component, HasSelf, Linker};
-use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig, Store, Trap};
+use wasmtime::{
+    Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig, Store, Trap,
+    UpdateDeadline,
+};
 
 use self::host::{HostState, Limiter};
 use super::config::Limits;
@@ -40,8 +43,12 @@ wasmtime::component::bindgen!({
     world: "plugin",
     path: "../sdk/wit",
     with: {
-        "wasi": wasmtime_wasi::p2::bindings::sync,
+        "wasi": wasmtime_wasi::p2::bindings,
     },
+    // Calls into the plugin are futures: a call blocked in a host function (a `wasi:io/poll`
+    // wait) is cancelled by dropping it at its deadline. The host functions of our own
+    // interfaces stay synchronous: none of them waits.
+    exports: { default: async },
     require_store_data_send: true,
 });
 
@@ -64,6 +71,23 @@ pub struct LeaseInfo {
     pub package_version: String,
 }
 
+/// Longest text a plugin hands back (an `init` error) that the host keeps; the rest is cut.
+pub const MAX_PLUGIN_TEXT: usize = 4096;
+
+/// Cuts `text` to at most `max` bytes at a character boundary, saying so.
+pub fn cap_text(text: &mut String, max: usize) {
+    if text.len() <= max {
+        return;
+    }
+    let mut end = max;
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    let cut = text.len() - end;
+    text.truncate(end);
+    text.push_str(&format!(" … ({cut} more bytes cut)"));
+}
+
 /// Most compiled components kept in memory.
 const MEMORY_CACHE: usize = 256;
 
@@ -78,6 +102,9 @@ pub enum SandboxError {
     Link(String),
     #[error("cannot start an instance: {0}")]
     Instantiate(String),
+    /// Every instance slot of the pool is taken for now: retried, never a failure.
+    #[error("no free instance slot on this host for now: {0}")]
+    NoSlot(String),
 }
 
 /// What stopped a call.
@@ -192,30 +219,10 @@ impl Runtime {
         cache_dir: Option<PathBuf>,
         guards: bool,
     ) -> Result<Arc<Self>, SandboxError> {
-        let mut pool = PoolingAllocationConfig::new();
-        let slots = limits.max_deployments.saturating_add(4);
-        pool.total_component_instances(slots)
-            .total_core_instances(slots.saturating_mul(8))
-            .total_memories(slots.saturating_mul(2))
-            .total_tables(slots.saturating_mul(8))
-            .total_stacks(slots)
-            .table_elements(limits.max_table_elements)
-            // One linear memory per component: the lease's memory cap is per memory, so a
-            // second one would double it. (Rust and C guests have exactly one.)
-            .max_memories_per_component(1)
-            .max_memory_size(4 << 30)
-            .max_unused_warm_slots(slots.min(64));
-        let mut config = Config::new();
-        config
-            .wasm_component_model(true)
-            .consume_fuel(guards)
-            .epoch_interruption(guards)
-            .max_wasm_stack(limits.max_stack)
-            .parallel_compilation(true)
-            .allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
+        let config = engine_config(&limits, guards);
         let engine = Engine::new(&config).map_err(|e| SandboxError::Engine(werr(&e)))?;
         let mut linker = Linker::<HostState>::new(&engine);
-        wasmtime_wasi::p2::add_to_linker_sync(&mut linker)
+        wasmtime_wasi::p2::add_to_linker_async(&mut linker)
             .map_err(|e| SandboxError::Engine(werr(&e)))?;
         degroup::plugin::lease::add_to_linker::<_, HasSelf<_>>(&mut linker, |s| s)
             .and_then(|()| degroup::plugin::kv::add_to_linker::<_, HasSelf<_>>(&mut linker, |s| s))
@@ -282,7 +289,7 @@ impl Runtime {
 
     /// Starts an instance (no plugin code runs but the component's own start functions, under
     /// the init deadline). On failure the environment is handed back.
-    pub fn instantiate(
+    pub async fn instantiate(
         &self,
         compiled: &Compiled,
         env: Env,
@@ -291,32 +298,90 @@ impl Runtime {
         let state = HostState::new(env, Limiter::new(mem_cap, self.limits.max_table_elements));
         let mut store = Store::new(&self.engine, state);
         store.limiter(|s| &mut s.limiter);
+        if self.guards {
+            // Every epoch tick, a call past its deadline traps; one still within it yields to
+            // the worker's executor, so the call's timeout is looked at even while wasm runs.
+            store.epoch_deadline_callback(|ctx| {
+                if Instant::now() >= ctx.data().deadline {
+                    Err(Trap::Interrupt.into())
+                } else {
+                    Ok(UpdateDeadline::Yield(1))
+                }
+            });
+        }
         let mut instance = Instance {
             store,
             plugin: None,
-            epoch_tick: self.limits.epoch_tick,
             fuel_per_call: self.limits.fuel_per_call,
             call_timeout: self.limits.call_timeout,
             init_timeout: self.limits.init_timeout,
             guards: self.guards,
         };
-        if let Err(e) = instance.arm(self.limits.init_timeout) {
+        let timeout = self.limits.init_timeout;
+        if let Err(e) = instance.arm(timeout) {
             return Err((e, Box::new(instance.into_env())));
         }
-        match compiled.pre.instantiate(&mut instance.store) {
+        let started = compiled.pre.instantiate_async(&mut instance.store);
+        let result = match tokio::time::timeout(timeout, started).await {
+            Ok(r) => r,
+            Err(_) => Err(Trap::Interrupt.into()),
+        };
+        match result {
             Ok(plugin) => {
                 instance.plugin = Some(plugin);
                 Ok(instance)
             }
             Err(e) => {
-                let fault = classify(&e, &instance.store, self.limits.init_timeout);
-                Err((
-                    SandboxError::Instantiate(fault.to_string()),
-                    Box::new(instance.into_env()),
-                ))
+                let error = if e.is::<wasmtime::PoolConcurrencyLimitError>() {
+                    SandboxError::NoSlot(werr(&e))
+                } else {
+                    SandboxError::Instantiate(classify(&e, &instance.store, timeout).to_string())
+                };
+                Err((error, Box::new(instance.into_env())))
             }
         }
     }
+}
+
+/// Core instances one component may hold (a Rust component has a handful: its module, the
+/// WASI shims and fix-ups). Checked when a component is compiled or loaded, so a component
+/// built to hold more is refused at deploy, before it takes any slot.
+pub const MAX_CORE_INSTANCES_PER_COMPONENT: u32 = 32;
+/// Tables one component may define.
+pub const MAX_TABLES_PER_COMPONENT: u32 = 32;
+
+/// The engine's settings. The pool is sized so that every deployment the host admits fits at
+/// the per-component maximum: `max_deployments` (plus a few spare slots for `plugin run` and
+/// for workers abandoned as unresponsive) × the per-component limits. A deployment can
+/// therefore never take another's slots, whatever its component holds.
+pub(crate) fn engine_config(limits: &Limits, guards: bool) -> Config {
+    let mut pool = PoolingAllocationConfig::new();
+    let slots = limits.max_deployments.saturating_add(4);
+    pool.total_component_instances(slots)
+        .total_core_instances(slots.saturating_mul(MAX_CORE_INSTANCES_PER_COMPONENT))
+        .max_core_instances_per_component(MAX_CORE_INSTANCES_PER_COMPONENT)
+        // One linear memory per component: the lease's memory cap is per memory, so a
+        // second one would double it. (Rust and C guests have exactly one.)
+        .max_memories_per_component(1)
+        .total_memories(slots)
+        .max_tables_per_component(MAX_TABLES_PER_COMPONENT)
+        .total_tables(slots.saturating_mul(MAX_TABLES_PER_COMPONENT))
+        .table_elements(limits.max_table_elements)
+        // One fiber stack per call in flight: a deployment makes one call at a time.
+        .total_stacks(slots)
+        .max_memory_size(4 << 30)
+        .max_unused_warm_slots(slots.min(64));
+    let mut config = Config::new();
+    config
+        .wasm_component_model(true)
+        .consume_fuel(guards)
+        .epoch_interruption(guards)
+        .max_wasm_stack(limits.max_stack)
+        // Calls run on a fiber of this size: the wasm stack plus room for host functions.
+        .async_stack_size(limits.max_stack.saturating_add(1 << 20).max(2 << 20))
+        .parallel_compilation(true)
+        .allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
+    config
 }
 
 fn start_epoch_ticker(engine: &Engine, tick: Duration) {
@@ -348,13 +413,7 @@ fn classify(e: &wasmtime::Error, store: &Store<HostState>, timeout: Duration) ->
             // wasm backtrace is for debug logs, not for one-line reasons.
             tracing::debug!(error = %format!("{e:#}"), "plugin trap");
             let mut text = e.root_cause().to_string();
-            if text.len() > 2000 {
-                let mut end = 2000;
-                while !text.is_char_boundary(end) {
-                    end -= 1;
-                }
-                text.truncate(end);
-            }
+            cap_text(&mut text, 2000);
             Fault::Trap(text)
         }
     }
@@ -364,7 +423,6 @@ fn classify(e: &wasmtime::Error, store: &Store<HostState>, timeout: Duration) ->
 pub struct Instance {
     store: Store<HostState>,
     plugin: Option<Plugin>,
-    epoch_tick: Duration,
     fuel_per_call: u64,
     call_timeout: Duration,
     init_timeout: Duration,
@@ -382,21 +440,22 @@ impl Instance {
         if !self.guards {
             return Ok(());
         }
-        let ticks = timeout
-            .as_nanos()
-            .div_ceil(self.epoch_tick.as_nanos().max(1)) as u64;
-        // One extra tick: the epoch may advance right after the deadline is set.
-        self.store.set_epoch_deadline(ticks.saturating_add(1));
-        self.store.epoch_deadline_trap();
+        self.store.data_mut().deadline = Instant::now() + timeout;
+        // The callback looks at the deadline every tick.
+        self.store.set_epoch_deadline(1);
         self.store
             .set_fuel(self.fuel_per_call)
             .map_err(|e| SandboxError::Instantiate(werr(&e)))
     }
 
-    fn call<T>(
+    /// Runs one call under its deadline. The deadline holds whatever the plugin does: while
+    /// wasm runs, the epoch callback traps it; while it waits in a host function, the timeout
+    /// drops the call's future, which cancels the wait. Either way the instance is not entered
+    /// again.
+    async fn call<T>(
         &mut self,
         timeout: Duration,
-        f: impl FnOnce(&Plugin, &mut Store<HostState>) -> wasmtime::Result<T>,
+        f: impl AsyncFnOnce(&Plugin, &mut Store<HostState>) -> wasmtime::Result<T>,
     ) -> Call<T> {
         let started = Instant::now();
         let Some(plugin) = self.plugin.take() else {
@@ -414,7 +473,14 @@ impl Instance {
             };
         }
         self.store.data_mut().limiter.reset_denied();
-        let result = f(&plugin, &mut self.store);
+        let result = if self.guards {
+            match tokio::time::timeout(timeout, f(&plugin, &mut self.store)).await {
+                Ok(r) => r,
+                Err(_) => Err(Trap::Interrupt.into()),
+            }
+        } else {
+            f(&plugin, &mut self.store).await
+        };
         self.store.data_mut().drain_stdio(result.is_err());
         let fuel = if self.guards {
             let left = self.store.get_fuel().unwrap_or(0);
@@ -426,7 +492,7 @@ impl Instance {
             Fault::OutOfFuel(_) => Fault::OutOfFuel(self.fuel_per_call),
             other => other,
         });
-        // A trapped component instance cannot be entered again.
+        // A trapped (or cancelled) component instance cannot be entered again.
         if result.is_ok() {
             self.plugin = Some(plugin);
         }
@@ -437,22 +503,31 @@ impl Instance {
         }
     }
 
-    /// Calls `init` with the deployment's configuration.
-    pub fn init(&mut self, config: &[(String, String)]) -> Call<Result<(), String>> {
+    /// Calls `init` with the deployment's configuration. The error text is capped at
+    /// [`MAX_PLUGIN_TEXT`] bytes.
+    pub async fn init(&mut self, config: &[(String, String)]) -> Call<Result<(), String>> {
         let timeout = self.init_timeout;
-        self.call(timeout, |p, s| p.call_init(s, config))
+        let mut call = self
+            .call(timeout, async |p, s| p.call_init(s, config).await)
+            .await;
+        if let Ok(Err(msg)) = &mut call.result {
+            cap_text(msg, MAX_PLUGIN_TEXT);
+        }
+        call
     }
 
     /// Calls `tick`.
-    pub fn tick(&mut self, now_ms: u64) -> Call<()> {
+    pub async fn tick(&mut self, now_ms: u64) -> Call<()> {
         let timeout = self.call_timeout;
-        self.call(timeout, |p, s| p.call_tick(s, now_ms))
+        self.call(timeout, async |p, s| p.call_tick(s, now_ms).await)
+            .await
     }
 
     /// Calls `message`.
-    pub fn message(&mut self, from: &str, payload: &[u8]) -> Call<()> {
+    pub async fn message(&mut self, from: &str, payload: &[u8]) -> Call<()> {
         let timeout = self.call_timeout;
-        self.call(timeout, |p, s| p.call_message(s, from, payload))
+        self.call(timeout, async |p, s| p.call_message(s, from, payload).await)
+            .await
     }
 
     /// Whether the instance can still be called (no trap so far).

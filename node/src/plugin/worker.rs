@@ -1,27 +1,42 @@
 //! One thread per running deployment: it owns the wasm instance, ticks it on its timer, and
 //! restarts it after a fault with exponential backoff.
 //!
-//! A deployment's calls run on its own OS thread, so a plugin that spins until its deadline
-//! only ever delays itself; the epoch deadline bounds every call. The thread reports through
-//! shared [`Counters`] (read by `ps`), the [`Meter`] (read by the receipts) and, when it gives
-//! up, an event to the supervisor, which records the failure durably.
+//! A deployment's calls run on its own OS thread, with its own single-threaded tokio executor,
+//! so a plugin that spins or waits until its deadline only ever delays itself. Every call is a
+//! future under a timeout (see `Instance::call`): the deadline holds inside host calls too, and
+//! a stop cancels the call in flight at once. The thread reports through shared [`Counters`]
+//! (read by `ps`), the [`Meter`] (read by the receipts) and, when it gives up, an event to the
+//! supervisor, which records the failure durably. The supervisor never waits for the thread:
+//! it tells it to stop and lets it go, and its watchdog abandons a thread whose call has not
+//! returned long past its deadline ([`Shared::overdue`]).
+//!
+//! Queues are bounded: messages wait in a queue of [`MESSAGE_QUEUE`] (a full one refuses the
+//! sender), upgrades in one of [`CONTROL_QUEUE`]. Failures are counted over a sliding window
+//! (`plugin.failure_window`), so a plugin that traps every other tick still ends `failed`.
 
-use std::sync::mpsc::{Receiver, RecvTimeoutError, Sender};
+use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use tokio::sync::{mpsc as tmpsc, oneshot};
+use tokio_util::sync::CancellationToken;
 
 use super::deployment::{Counters, State};
-use super::runtime::{Call, Compiled, Env, Fault, Instance, LeaseInfo, Runtime};
+use super::runtime::{Call, Compiled, Env, Fault, Instance, LeaseInfo, Runtime, SandboxError};
 use crate::lease::Meter;
 use crate::resources::LeaseId;
 use crate::resources::now_ms;
 
-/// What a worker is told.
+/// Messages waiting for one deployment.
+pub const MESSAGE_QUEUE: usize = 64;
+/// Upgrades waiting for one deployment.
+pub const CONTROL_QUEUE: usize = 4;
+/// How far past its deadline a call may run before the supervisor abandons the worker.
+pub const UNRESPONSIVE_GRACE: Duration = Duration::from_secs(2);
+
+/// A control command for a worker (stops go through its cancellation token).
 #[derive(Debug)]
-pub enum WorkerCmd {
-    Stop,
+enum Control {
     /// Swap the code (and configuration), keep the key-value store; answered after the new
     /// code's first start.
     Upgrade {
@@ -30,10 +45,22 @@ pub enum WorkerCmd {
         config: Vec<(String, String)>,
         started: oneshot::Sender<Started>,
     },
-    Message {
-        from: String,
-        payload: Vec<u8>,
-    },
+}
+
+/// A message for the plugin.
+#[derive(Debug)]
+struct Message {
+    from: String,
+    payload: Vec<u8>,
+}
+
+/// Why a message was not queued.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum QueueError {
+    #[error("the deployment's message queue is full ({MESSAGE_QUEUE} waiting); retry later")]
+    Full,
+    #[error("the deployment's worker has ended")]
+    Gone,
 }
 
 /// How a (re)start went.
@@ -49,7 +76,7 @@ pub enum Started {
 /// deployment.
 #[derive(Debug)]
 pub enum WorkerEvent {
-    /// It gave up: too many failures in a row, or `init` returned an error.
+    /// It gave up: too many failures in the window, or `init` returned an error.
     Failed {
         id: String,
         serial: u64,
@@ -62,10 +89,19 @@ pub enum WorkerEvent {
 /// Serial numbers of workers, unique in this process.
 static SERIAL: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
 
+#[derive(Debug)]
+struct Inner {
+    state: State,
+    reason: Option<String>,
+    counters: Counters,
+    /// The call in progress: when it began and its deadline.
+    in_call: Option<(Instant, Duration)>,
+}
+
 /// State shared between a worker and whoever shows it.
 #[derive(Debug, Clone)]
 pub struct Shared {
-    inner: Arc<Mutex<(State, Option<String>, Counters)>>,
+    inner: Arc<Mutex<Inner>>,
 }
 
 impl Shared {
@@ -75,11 +111,16 @@ impl Shared {
             ..Default::default()
         };
         Self {
-            inner: Arc::new(Mutex::new((State::Starting, None, counters))),
+            inner: Arc::new(Mutex::new(Inner {
+                state: State::Starting,
+                reason: None,
+                counters,
+                in_call: None,
+            })),
         }
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, (State, Option<String>, Counters)> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
         self.inner
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
@@ -87,24 +128,50 @@ impl Shared {
 
     /// State, reason and counters now.
     pub fn snapshot(&self) -> (State, Option<String>, Counters) {
-        self.lock().clone()
+        let g = self.lock();
+        (g.state, g.reason.clone(), g.counters.clone())
+    }
+
+    /// How long the call in progress has run past its deadline plus [`UNRESPONSIVE_GRACE`],
+    /// if it has: the worker is then unresponsive (something the deadline cannot cancel).
+    pub fn overdue(&self, now: Instant) -> Option<Duration> {
+        let (since, deadline) = self.lock().in_call?;
+        let ran = now.saturating_duration_since(since);
+        ran.checked_sub(deadline.saturating_add(UNRESPONSIVE_GRACE))
+            .filter(|d| !d.is_zero())
+            .map(|_| ran)
     }
 
     fn set_state(&self, state: State, reason: Option<String>) {
         let mut g = self.lock();
-        g.0 = state;
-        g.1 = reason;
+        g.state = state;
+        g.reason = reason;
     }
 
     fn update(&self, f: impl FnOnce(&mut Counters)) {
-        f(&mut self.lock().2);
+        f(&mut self.lock().counters);
+    }
+
+    fn call_begins(&self, deadline: Duration) {
+        self.lock().in_call = Some((Instant::now(), deadline));
+    }
+
+    fn call_ends(&self) {
+        self.lock().in_call = None;
+    }
+
+    #[cfg(test)]
+    fn pretend_call(&self, since: Instant, deadline: Duration) {
+        self.lock().in_call = Some((since, deadline));
     }
 }
 
 /// The supervisor's side of a worker.
 #[derive(Debug)]
 pub struct Worker {
-    tx: Sender<WorkerCmd>,
+    control: tmpsc::Sender<Control>,
+    messages: tmpsc::Sender<Message>,
+    stop: CancellationToken,
     pub shared: Shared,
     /// Unique in this process; carried by the worker's events.
     pub serial: u64,
@@ -112,21 +179,47 @@ pub struct Worker {
 }
 
 impl Worker {
-    pub fn send(&self, cmd: WorkerCmd) -> bool {
-        self.tx.send(cmd).is_ok()
+    /// Queues a message for the plugin; refused at once when the queue is full.
+    pub fn message(&self, from: String, payload: Vec<u8>) -> Result<(), QueueError> {
+        self.messages
+            .try_send(Message { from, payload })
+            .map_err(|e| match e {
+                tmpsc::error::TrySendError::Full(_) => QueueError::Full,
+                tmpsc::error::TrySendError::Closed(_) => QueueError::Gone,
+            })
     }
 
-    /// Tells the thread to stop and lets it go without waiting: its end is reported as
-    /// [`WorkerEvent::Exited`]. What the supervisor does; it never waits on a plugin.
+    /// Swaps the code, keeping the key-value store; `started` is answered after the new
+    /// code's first start. False if the worker cannot take it (ended, or upgrades queued).
+    pub fn upgrade(
+        &self,
+        compiled: Compiled,
+        info: LeaseInfo,
+        config: Vec<(String, String)>,
+        started: oneshot::Sender<Started>,
+    ) -> bool {
+        self.control
+            .try_send(Control::Upgrade {
+                compiled: Box::new(compiled),
+                info,
+                config,
+                started,
+            })
+            .is_ok()
+    }
+
+    /// Tells the thread to stop (cancelling the call in flight) and lets it go without
+    /// waiting: its end is reported as [`WorkerEvent::Exited`]. What the supervisor does; it
+    /// never waits on a plugin.
     pub fn retire(mut self) {
-        let _ = self.tx.send(WorkerCmd::Stop);
+        self.stop.cancel();
         drop(self.thread.take());
     }
 
-    /// Stops the thread and waits for it to end (at most one call's deadline plus a little).
-    /// For callers that may block: `plugin run`, tests.
+    /// Stops the thread and waits for it to end (at once, unless a host function is stuck).
+    /// For callers that may block: tests.
     pub fn stop(mut self) {
-        let _ = self.tx.send(WorkerCmd::Stop);
+        self.stop.cancel();
         if let Some(t) = self.thread.take() {
             let _ = t.join();
         }
@@ -148,19 +241,57 @@ pub struct Spec {
 
 /// Starts a worker thread; `started` is answered after the first start.
 pub fn spawn(spec: Spec, started: oneshot::Sender<Started>) -> std::io::Result<Worker> {
-    let (tx, rx) = std::sync::mpsc::channel();
+    let (control, control_rx) = tmpsc::channel(CONTROL_QUEUE);
+    let (messages, messages_rx) = tmpsc::channel(MESSAGE_QUEUE);
+    let stop = CancellationToken::new();
     let shared = Shared::new(spec.env.kv.quota());
+    let queues = Queues {
+        control: control_rx,
+        messages: messages_rx,
+        stop: stop.clone(),
+    };
     let thread_shared = shared.clone();
     let serial = SERIAL.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     let thread = std::thread::Builder::new()
         .name(format!("plugin-{}", &spec.id[..8.min(spec.id.len())]))
-        .spawn(move || Loop::new(spec, serial, thread_shared, rx).run(started))?;
+        .spawn(move || {
+            let executor = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build();
+            match executor {
+                Ok(rt) => rt.block_on(Loop::new(spec, serial, thread_shared, queues).run(started)),
+                Err(e) => {
+                    let _ = started.send(Started::Failed(format!(
+                        "cannot start the worker's executor: {e}"
+                    )));
+                }
+            }
+        })?;
     Ok(Worker {
-        tx,
+        control,
+        messages,
+        stop,
         shared,
         serial,
         thread: Some(thread),
     })
+}
+
+/// The worker's ends of its queues.
+struct Queues {
+    control: tmpsc::Receiver<Control>,
+    messages: tmpsc::Receiver<Message>,
+    stop: CancellationToken,
+}
+
+/// `fut`, unless the worker is told to stop first (then the future is dropped, cancelling
+/// the call it is making).
+async fn unless_stopped<T>(stop: &CancellationToken, fut: impl Future<Output = T>) -> Option<T> {
+    tokio::select! {
+        biased;
+        () = stop.cancelled() => None,
+        v = fut => Some(v),
+    }
 }
 
 struct Loop {
@@ -173,17 +304,18 @@ struct Loop {
     meter: Meter,
     events: tmpsc::UnboundedSender<WorkerEvent>,
     shared: Shared,
-    rx: Receiver<WorkerCmd>,
+    queues: Queues,
     env: Option<Env>,
     instance: Option<Instance>,
-    failures: u32,
+    /// When each failure inside the window happened.
+    failures: VecDeque<Instant>,
     failed: bool,
     next_start: Instant,
     next_tick: Instant,
 }
 
 impl Loop {
-    fn new(spec: Spec, serial: u64, shared: Shared, rx: Receiver<WorkerCmd>) -> Self {
+    fn new(spec: Spec, serial: u64, shared: Shared, queues: Queues) -> Self {
         let now = Instant::now();
         Self {
             id: spec.id,
@@ -195,10 +327,10 @@ impl Loop {
             meter: spec.meter,
             events: spec.events,
             shared,
-            rx,
+            queues,
             env: Some(spec.env),
             instance: None,
-            failures: 0,
+            failures: VecDeque::new(),
             failed: false,
             next_start: now,
             next_tick: now,
@@ -217,10 +349,14 @@ impl Loop {
         }
     }
 
-    fn run(mut self, started: oneshot::Sender<Started>) {
-        let first = self.start();
+    fn stopping(&self) -> bool {
+        self.queues.stop.is_cancelled()
+    }
+
+    async fn run(mut self, started: oneshot::Sender<Started>) {
+        let first = self.start().await;
         let _ = started.send(first);
-        loop {
+        while !self.stopping() {
             let now = Instant::now();
             let wait = if self.failed {
                 Duration::from_secs(3600)
@@ -229,55 +365,47 @@ impl Loop {
             } else {
                 self.next_start.saturating_duration_since(now)
             };
-            match self.rx.recv_timeout(wait) {
-                Ok(WorkerCmd::Stop) | Err(RecvTimeoutError::Disconnected) => break,
-                Ok(WorkerCmd::Upgrade {
-                    compiled,
-                    info,
-                    config,
-                    started,
-                }) => {
-                    self.retire();
-                    if let Some(env) = self.env.as_mut() {
-                        env.kv.set_quota(info.slice.disk_bytes);
-                        env.info = info;
+            tokio::select! {
+                biased;
+                () = self.queues.stop.cancelled() => break,
+                cmd = self.queues.control.recv() => match cmd {
+                    None => break,
+                    Some(Control::Upgrade { compiled, info, config, started }) => {
+                        self.retire();
+                        if let Some(env) = self.env.as_mut() {
+                            env.kv.set_quota(info.slice.disk_bytes);
+                            env.info = info;
+                        }
+                        self.compiled = *compiled;
+                        self.config = config;
+                        self.failures.clear();
+                        self.failed = false;
+                        self.host_log("info", "upgrading: new code, same key-value store".into());
+                        let outcome = self.start().await;
+                        let _ = started.send(outcome);
                     }
-                    self.compiled = *compiled;
-                    self.config = config;
-                    self.failures = 0;
-                    self.failed = false;
-                    self.host_log("info", "upgrading: new code, same key-value store".into());
-                    let outcome = self.start();
-                    let _ = started.send(outcome);
-                }
-                Ok(WorkerCmd::Message { from, payload }) => {
-                    if let Some(inst) = self.instance.as_mut() {
-                        let call = inst.message(&from, &payload);
-                        self.after_call(call, "message");
-                    } else {
-                        self.host_log(
-                            "warn",
-                            format!("a message from {from} was dropped: the plugin is not running"),
-                        );
-                    }
-                }
-                Err(RecvTimeoutError::Timeout) => {
+                },
+                msg = self.queues.messages.recv() => match msg {
+                    None => break,
+                    Some(Message { from, payload }) => self.deliver(&from, &payload).await,
+                },
+                () = tokio::time::sleep(wait) => {
                     if self.failed {
                         continue;
                     }
                     if self.instance.is_none() {
                         if Instant::now() >= self.next_start {
-                            self.start();
+                            self.start().await;
                         }
                     } else if Instant::now() >= self.next_tick {
-                        self.tick();
+                        self.tick().await;
                     }
                 }
             }
         }
         self.retire();
         self.shared.set_state(State::Stopped, None);
-        // The environment (and its key-value tree handle) is released before this is read.
+        // The environment (and its key-value store) is released before this is read.
         drop(self.env.take());
         let _ = self.events.send(WorkerEvent::Exited {
             id: self.id.clone(),
@@ -292,23 +420,62 @@ impl Loop {
         }
     }
 
-    fn start(&mut self) -> Started {
+    /// Runs one call of the instance, marked in [`Shared`] for the watchdog; `None` if the
+    /// worker was told to stop meanwhile (the call is then cancelled and the instance gone).
+    async fn guarded<T>(
+        &mut self,
+        deadline: Duration,
+        f: impl AsyncFnOnce(&mut Instance) -> Call<T>,
+    ) -> Option<Call<T>> {
+        let mut inst = self.instance.take()?;
+        self.shared.call_begins(deadline);
+        let stop = self.queues.stop.clone();
+        let call = unless_stopped(&stop, f(&mut inst)).await;
+        self.shared.call_ends();
+        self.instance = Some(inst);
+        if call.is_none() {
+            self.retire();
+        }
+        call
+    }
+
+    async fn start(&mut self) -> Started {
         self.retire();
         let Some(env) = self.env.take() else {
             return Started::Failed("internal: no environment".into());
         };
         self.shared.set_state(State::Starting, None);
         self.shared.update(|c| c.starts += 1);
-        let mut inst = match self.runtime.instantiate(&self.compiled, env) {
-            Ok(i) => i,
-            Err((e, env)) => {
-                // Out of instance slots, or the component's start trapped: retried.
+        let limits = self.runtime.limits().clone();
+        self.shared.call_begins(limits.init_timeout);
+        let stop = self.queues.stop.clone();
+        let made = unless_stopped(&stop, self.runtime.instantiate(&self.compiled, env)).await;
+        self.shared.call_ends();
+        let inst = match made {
+            None => return Started::Failed("stopped while starting".into()),
+            Some(Ok(i)) => i,
+            Some(Err((SandboxError::NoSlot(e), env))) => {
+                // Not the plugin's fault: wait for a slot, without counting a failure.
+                self.env = Some(*env);
+                self.next_start = Instant::now() + limits.backoff;
+                let why = format!("waiting for a free instance slot ({e})");
+                self.shared.set_state(State::Backoff, Some(why.clone()));
+                return Started::Retrying(why);
+            }
+            Some(Err((e, env))) => {
+                // The component's start trapped: retried.
                 self.env = Some(*env);
                 return self.fault(&Fault::Trap(e.to_string()), "start");
             }
         };
-        let call = inst.init(&self.config);
         self.instance = Some(inst);
+        let config = self.config.clone();
+        let Some(call) = self
+            .guarded(limits.init_timeout, async |i| i.init(&config).await)
+            .await
+        else {
+            return Started::Failed("stopped while starting".into());
+        };
         match call.result {
             Ok(Ok(())) => {
                 self.meter_call(call.fuel);
@@ -317,7 +484,7 @@ impl Loop {
                     "info",
                     format!("started ({} µs init)", call.elapsed.as_micros()),
                 );
-                self.next_tick = Instant::now() + self.runtime.limits().tick_interval;
+                self.next_tick = Instant::now() + limits.tick_interval;
                 Started::Running
             }
             Ok(Err(msg)) => {
@@ -333,27 +500,47 @@ impl Loop {
         }
     }
 
-    fn tick(&mut self) {
-        let interval = self.runtime.limits().tick_interval;
-        let Some(inst) = self.instance.as_mut() else {
+    async fn tick(&mut self) {
+        let limits = self.runtime.limits().clone();
+        let now_ms = now_ms();
+        let Some(call) = self
+            .guarded(limits.call_timeout, async |i| i.tick(now_ms).await)
+            .await
+        else {
             return;
         };
-        let call = inst.tick(now_ms());
         // Missed ticks are skipped, not queued.
         let now = Instant::now();
-        self.next_tick += interval;
+        self.next_tick += limits.tick_interval;
         if self.next_tick < now {
-            self.next_tick = now + interval;
+            self.next_tick = now + limits.tick_interval;
         }
         let elapsed = call.elapsed;
         if self.after_call(call, "tick") {
-            self.failures = 0;
+            let failures = self.failures_in_window();
             self.shared.update(|c| {
                 c.ticks += 1;
-                c.consecutive_failures = 0;
-                c.last_tick_ms = Some(now_ms());
+                c.consecutive_failures = failures;
+                c.last_tick_ms = Some(now_ms);
                 c.max_tick_us = c.max_tick_us.max(elapsed.as_micros() as u64);
             });
+        }
+    }
+
+    async fn deliver(&mut self, from: &str, payload: &[u8]) {
+        if self.instance.is_none() {
+            self.host_log(
+                "warn",
+                format!("a message from {from} was dropped: the plugin is not running"),
+            );
+            return;
+        }
+        let deadline = self.runtime.limits().call_timeout;
+        if let Some(call) = self
+            .guarded(deadline, async |i| i.message(from, payload).await)
+            .await
+        {
+            self.after_call(call, "message");
         }
     }
 
@@ -384,11 +571,25 @@ impl Loop {
         }
     }
 
+    /// Failures inside the window now (older ones are forgotten).
+    fn failures_in_window(&mut self) -> u32 {
+        let window = self.runtime.limits().failure_window;
+        let now = Instant::now();
+        while self
+            .failures
+            .front()
+            .is_some_and(|t| now.saturating_duration_since(*t) > window)
+        {
+            self.failures.pop_front();
+        }
+        u32::try_from(self.failures.len()).unwrap_or(u32::MAX)
+    }
+
     fn fault(&mut self, fault: &Fault, what: &str) -> Started {
         self.retire();
-        self.failures += 1;
+        self.failures.push_back(Instant::now());
+        let failures = self.failures_in_window();
         let deadline = matches!(fault, Fault::Deadline(_));
-        let failures = self.failures;
         self.shared.update(|c| {
             if deadline {
                 c.interrupts += 1;
@@ -398,15 +599,15 @@ impl Loop {
             c.consecutive_failures = failures;
         });
         let limits = self.runtime.limits();
-        if self.failures >= limits.max_failures {
+        if failures >= limits.max_failures {
             let reason = format!(
-                "{} consecutive failures; last in {what}: {fault}",
-                self.failures
+                "{failures} failures within {} s; last in {what}: {fault}",
+                limits.failure_window.as_secs()
             );
             self.host_log("error", format!("{what}: {fault}; giving up"));
             return self.give_up(reason);
         }
-        let factor = 1u32 << (self.failures - 1).min(16);
+        let factor = 1u32 << failures.saturating_sub(1).min(16);
         let backoff = limits
             .backoff
             .saturating_mul(factor)
@@ -430,5 +631,25 @@ impl Loop {
             reason: reason.clone(),
         });
         Started::Failed(reason)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_call_is_overdue_only_past_its_deadline_and_the_grace() {
+        let shared = Shared::new(0);
+        let now = Instant::now();
+        assert_eq!(shared.overdue(now), None, "no call in progress");
+        let deadline = Duration::from_millis(100);
+        shared.pretend_call(now, deadline);
+        assert_eq!(shared.overdue(now + deadline), None);
+        assert_eq!(shared.overdue(now + deadline + UNRESPONSIVE_GRACE), None);
+        let late = deadline + UNRESPONSIVE_GRACE + Duration::from_millis(1);
+        assert_eq!(shared.overdue(now + late), Some(late));
+        shared.call_ends();
+        assert_eq!(shared.overdue(now + late), None);
     }
 }

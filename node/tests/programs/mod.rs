@@ -43,8 +43,11 @@ pub fn dir() -> &'static Path {
 
 /// Path of a built guest, by crate name (`loop-forever`).
 pub fn path(name: &str) -> PathBuf {
-    if name == "table-bomb" {
-        return table_bomb_path();
+    if workspace()
+        .join(format!("wasm-plugins/hostile/{name}.wat"))
+        .is_file()
+    {
+        return wat_path(name);
     }
     dir().join(format!("{}.wasm", name.replace('-', "_")))
 }
@@ -55,12 +58,14 @@ pub fn wasm(name: &str) -> Vec<u8> {
     std::fs::read(&p).unwrap_or_else(|e| panic!("read {}: {e}", p.display()))
 }
 
-/// `hostile/table-bomb.wat`, a component in text form (Rust cannot emit `table.grow`), in binary.
-fn table_bomb_path() -> PathBuf {
-    let wat = workspace().join("wasm-plugins/hostile/table-bomb.wat");
+/// `hostile/NAME.wat`, a component in text form (for what Rust cannot emit: `table.grow`, a
+/// thousand core instances), in binary.
+fn wat_path(name: &str) -> PathBuf {
+    let wat = workspace().join(format!("wasm-plugins/hostile/{name}.wat"));
     let bytes = wat::parse_file(&wat).unwrap_or_else(|e| panic!("{}: {e}", wat.display()));
-    let out = dir().join("table_bomb.wasm");
-    let tmp = dir().join(format!("table_bomb.wasm.{}", std::process::id()));
+    let file = name.replace('-', "_");
+    let out = dir().join(format!("{file}.wasm"));
+    let tmp = dir().join(format!("{file}.wasm.{}", std::process::id()));
     std::fs::write(&tmp, bytes).unwrap();
     std::fs::rename(&tmp, &out).unwrap();
     out

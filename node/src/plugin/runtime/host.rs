@@ -78,6 +78,8 @@ pub(crate) struct HostState {
     wasi: WasiCtx,
     table: ResourceTable,
     pub(super) limiter: Limiter,
+    /// When the call in progress must end (see `Instance::arm`).
+    pub(super) deadline: std::time::Instant,
     env: Env,
     /// The guest's stdout and stderr (a panic message goes there), turned into log lines
     /// after every call; `seen` is how much of each was already logged.
@@ -86,6 +88,10 @@ pub(crate) struct HostState {
 
 /// Bytes of stdout and of stderr kept per instance; past it the guest's writes fail.
 const STDIO_CAP: usize = 64 * 1024;
+/// Most random bytes one `wasi:random` call returns.
+pub(crate) const MAX_RANDOM: u64 = 1 << 20;
+/// Most WASI resources (pollables, streams, …) an instance holds at once.
+pub(crate) const MAX_HANDLES: usize = 1024;
 
 impl std::fmt::Debug for HostState {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -107,11 +113,18 @@ impl HostState {
             .allow_ip_name_lookup(false)
             .stdout(out.clone())
             .stderr(err.clone())
+            // One `get-random-bytes` call asks for at most this much (wasmtime's default is
+            // 64 MiB, which takes longer to fill than a call may last).
+            .max_random_size(MAX_RANDOM)
             .build();
+        let mut table = ResourceTable::new();
+        // Every WASI handle a plugin holds (pollables, streams …) is an entry here.
+        table.set_max_capacity(MAX_HANDLES);
         Self {
             wasi,
-            table: ResourceTable::new(),
+            table,
             limiter,
+            deadline: std::time::Instant::now(),
             env,
             stdio: [(out, 0, "info"), (err, 0, "error")],
         }

@@ -21,7 +21,7 @@ use super::super::logs::Logs;
 use super::super::package::Package;
 use super::super::runtime::{Compiled, Env, LeaseInfo, Runtime};
 use super::super::wire::{DeployProtocol, Refusal, RefusalCode, Status};
-use super::super::worker::{self, Started, Worker, WorkerCmd, WorkerEvent};
+use super::super::worker::{self, Started, Worker, WorkerEvent};
 use super::PluginError;
 use super::admit::{Admitted, admit};
 use super::command::{Caller, Command, Install};
@@ -34,6 +34,8 @@ use crate::store::{Domain, Op, Store, StoreError};
 
 /// Most inbound deploy-protocol requests answered at once; more are told "unavailable".
 const MAX_ANSWERING: usize = 64;
+/// How often the watchdog looks for workers stuck in a call (see `abandon_unresponsive`).
+const WATCHDOG: Duration = Duration::from_millis(250);
 /// How long shutdown waits for workers to end before leaving them.
 const SHUTDOWN_WAIT: Duration = Duration::from_secs(2);
 
@@ -92,9 +94,12 @@ impl Actor {
     ) {
         let mut answering = JoinSet::new();
         let mut leases_open = true;
+        let mut watchdog = tokio::time::interval(WATCHDOG);
+        watchdog.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tokio::select! {
                 () = shutdown.cancelled() => break,
+                _ = watchdog.tick() => self.abandon_unresponsive(),
                 Some(cmd) = commands.recv() => self.command(cmd),
                 Some(req) = inbound.recv() => {
                     if answering.len() >= MAX_ANSWERING {
@@ -302,11 +307,10 @@ impl Actor {
                 let result =
                     self.find_for(&id, &caller)
                         .and_then(|r| match self.workers.get(&r.id) {
-                            Some(w)
-                                if w.shared.snapshot().0 == State::Running
-                                    && w.send(WorkerCmd::Message { from, payload }) =>
-                            {
-                                Ok(())
+                            Some(w) if w.shared.snapshot().0 == State::Running => {
+                                w.message(from, payload).map_err(|e| {
+                                    PluginError::Busy(format!("deployment {}: {e}", r.id))
+                                })
                             }
                             _ => Err(PluginError::Conflict(format!(
                                 "deployment {} is {}; messages go only to running deployments",
@@ -326,24 +330,49 @@ impl Actor {
         }
     }
 
+    /// Marks failed, durably, every deployment whose worker has been in one call far past its
+    /// deadline (a wait the deadline could not cancel), and lets that thread go: the worker
+    /// is abandoned, and the deployment stays `failed` across restarts.
+    fn abandon_unresponsive(&mut self) {
+        let now = std::time::Instant::now();
+        let stuck: Vec<(String, u64, std::time::Duration)> = self
+            .workers
+            .iter()
+            .filter_map(|(id, w)| w.shared.overdue(now).map(|ran| (id.clone(), w.serial, ran)))
+            .collect();
+        for (id, serial, ran) in stuck {
+            let reason = format!(
+                "unresponsive: a call has not returned after {} ms; the worker was abandoned",
+                ran.as_millis()
+            );
+            if let Some(l) = self.logs.get(&id) {
+                l.host("error", reason.clone());
+            }
+            self.fail(&id, serial, reason);
+        }
+    }
+
+    /// Records a deployment failed (if `serial` is still its worker) and retires the worker.
+    fn fail(&mut self, id: &str, serial: u64, reason: String) {
+        if self.workers.get(id).map(|w| w.serial) != Some(serial) {
+            return;
+        }
+        tracing::warn!(deployment = %id, %reason, "deployment failed");
+        if let Some(r) = self.records.get_mut(id) {
+            r.state = State::Failed;
+            r.reason = Some(reason);
+            r.updated_ms = now_ms();
+            let r = r.clone();
+            if let Err(e) = self.save(&r) {
+                tracing::error!(error = %e, "cannot record a deployment failure");
+            }
+        }
+        self.retire_worker(id, false);
+    }
+
     fn event(&mut self, ev: WorkerEvent) {
         match ev {
-            WorkerEvent::Failed { id, serial, reason } => {
-                if self.workers.get(&id).map(|w| w.serial) != Some(serial) {
-                    return;
-                }
-                tracing::warn!(deployment = %id, %reason, "deployment failed");
-                if let Some(r) = self.records.get_mut(&id) {
-                    r.state = State::Failed;
-                    r.reason = Some(reason);
-                    r.updated_ms = now_ms();
-                    let r = r.clone();
-                    if let Err(e) = self.save(&r) {
-                        tracing::error!(error = %e, "cannot record a deployment failure");
-                    }
-                }
-                self.retire_worker(&id, false);
-            }
+            WorkerEvent::Failed { id, serial, reason } => self.fail(&id, serial, reason),
             WorkerEvent::Exited { id, serial } => {
                 if let Some(r) = self.retiring.remove(&serial)
                     && r.drop_kv
@@ -462,12 +491,12 @@ impl Actor {
         self.records.insert(record.id.clone(), record.clone());
         if let Some(w) = self.workers.get(&record.id) {
             let (started, rx) = oneshot::channel();
-            if w.send(WorkerCmd::Upgrade {
-                compiled: Box::new(compiled.clone()),
-                info: info.clone(),
-                config: record.config.clone(),
+            if w.upgrade(
+                compiled.clone(),
+                info.clone(),
+                record.config.clone(),
                 started,
-            }) {
+            ) {
                 return Ok(rx);
             }
             // The thread is gone: a new one takes over with the same key-value store.
