@@ -10,6 +10,7 @@ mod client;
 mod completions;
 mod debug;
 mod deploy;
+mod display;
 mod find;
 mod init;
 mod key;
@@ -126,7 +127,8 @@ pub fn main() -> ExitCode {
     match run(cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("error: {e:#}");
+            // An error can carry a plugin's or a peer's text (an init error, a host's refusal).
+            eprintln!("error: {}", display::escape(&format!("{e:#}")));
             if e.downcast_ref::<UsageError>().is_some() {
                 ExitCode::from(2)
             } else {

@@ -8,6 +8,7 @@ use crate::capacity::offer::{OfferSettings, cores_to_millis, parse_bps, parse_gp
 use crate::capacity::units::{format_bps, format_eur, format_size, parse_price_eur, parse_size};
 
 use super::UsageError;
+use super::display::{escape, escape_join};
 
 #[derive(Debug, clap::Subcommand)]
 pub(super) enum CapacityCommand {
@@ -184,7 +185,7 @@ fn print_view(v: &CapacityView) {
             "-".to_owned()
         } else {
             g.iter()
-                .map(|g| format!("{}:{}", g.model, format_size(g.mem_bytes)))
+                .map(|g| format!("{}:{}", escape(&g.model), format_size(g.mem_bytes)))
                 .collect::<Vec<_>>()
                 .join(", ")
         }
@@ -216,7 +217,7 @@ fn print_view(v: &CapacityView) {
         if s.is_empty() {
             "-".to_owned()
         } else {
-            s.to_owned()
+            escape(s).into_owned()
         }
     };
     println!(
@@ -230,7 +231,7 @@ fn print_view(v: &CapacityView) {
         if o.certs.is_empty() {
             "-".to_owned()
         } else {
-            o.certs.join(", ")
+            escape_join(&o.certs, ", ")
         }
     );
     println!(
@@ -249,10 +250,10 @@ fn print_view(v: &CapacityView) {
         format_eur(o.prices.gpu)
     );
     if let Some(model) = &d.cpu_model {
-        println!("cpu model  {model}");
+        println!("cpu model  {}", escape(model));
     }
     for note in &d.notes {
-        println!("note       {note}");
+        println!("note       {}", escape(note));
     }
     let now = crate::resources::now_ms();
     match &v.advert {

@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use base64::Engine as _;
 
+use super::display::{escape, log_line};
 use super::plugin::{parse_config, read_package};
 use super::{ApiClient, ApiFailure, UsageError};
 use crate::api::deploy::{DeployBody, LogsQuery, MessageBody, UpgradeBody};
@@ -98,17 +99,19 @@ fn short(id: &str) -> &str {
     id.get(..12).unwrap_or(id)
 }
 
+/// Every string of a [`View`] is printed through [`escape`]: on the tenant's side the whole view
+/// is what the host said, and the reason and warning can carry the plugin's own text.
 fn print_view(v: &View) {
-    println!("deployment  {}", v.id);
+    println!("deployment  {}", escape(&v.id));
     println!(
         "plugin      {} {} (blake3:{})",
-        v.name,
-        v.version,
-        short(&v.hash)
+        escape(&v.name),
+        escape(&v.version),
+        escape(short(&v.hash))
     );
-    println!("lease       {}", v.lease);
-    println!("host        {}", v.host);
-    println!("tenant      {}", v.tenant);
+    println!("lease       {}", escape(&v.lease));
+    println!("host        {}", escape(&v.host));
+    println!("tenant      {}", escape(&v.tenant));
     println!("state       {}", state_text(v));
     println!("generation  {}", v.generation);
     if let Some(c) = &v.counters {
@@ -125,7 +128,7 @@ fn print_view(v: &View) {
         );
     }
     if let Some(w) = &v.warning {
-        println!("warning     {w}");
+        println!("warning     {}", escape(w));
     }
 }
 
@@ -135,8 +138,8 @@ fn state_text(v: &View) -> String {
         .and_then(|s| s.as_str().map(str::to_owned))
         .unwrap_or_else(|| format!("{:?}", v.state).to_lowercase());
     match &v.reason {
-        Some(r) => format!("{s}: {r}"),
-        None => s,
+        Some(r) => format!("{}: {}", escape(&s), escape(r)),
+        None => escape(&s).into_owned(),
     }
 }
 
@@ -213,16 +216,16 @@ pub(super) async fn ps(dir: &Path, a: &PsArgs) -> anyhow::Result<()> {
         });
         println!(
             "{:<14} {:<7} {:<22} {:<14} {:>8} {:>10} {}",
-            short(&v.id),
+            escape(short(&v.id)),
             side,
-            format!("{} {}", v.name, v.version),
-            short(&v.lease),
+            format!("{} {}", escape(&v.name), escape(&v.version)),
+            escape(short(&v.lease)),
             ticks,
             mem,
             state_text(v)
         );
         if let Some(w) = &v.warning {
-            println!("  warning: {w}");
+            println!("  warning: {}", escape(w));
         }
     }
     Ok(())
@@ -233,15 +236,8 @@ fn print_log(l: &LogLine, json: bool) -> anyhow::Result<()> {
         println!("{}", serde_json::to_string(l)?);
         return Ok(());
     }
-    let secs = l.at_ms / 1000;
-    let (h, m, s) = ((secs / 3600) % 24, (secs / 60) % 60, secs % 60);
-    let who = if l.source == "host" { "[host] " } else { "" };
-    println!(
-        "{h:02}:{m:02}:{s:02}.{:03} {:<5} {who}{}",
-        l.at_ms % 1000,
-        l.level.to_uppercase(),
-        l.message
-    );
+    // `[host]` or `[plugin]` first, the escaped message last: one entry, one line.
+    println!("{}", log_line(l, true));
     Ok(())
 }
 
@@ -370,6 +366,6 @@ pub(super) async fn stop(dir: &Path, a: &StopArgs) -> anyhow::Result<()> {
     if a.json {
         return super::print_json(&v);
     }
-    println!("deployment {} {}", v.id, state_text(&v));
+    println!("deployment {} {}", escape(&v.id), state_text(&v));
     Ok(())
 }

@@ -6,6 +6,7 @@ use crate::capacity::query::{self, FindResult};
 use crate::capacity::units::format_size;
 
 use super::UsageError;
+use super::display::{escape, escape_join};
 
 /// Federated discovery.
 #[derive(Debug, clap::Args)]
@@ -45,6 +46,7 @@ pub(super) async fn run(dir: &Path, args: &Args) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Everything but the numbers is what a peer advertised, so it is printed through [`escape`].
 fn print_result(r: &FindResult, explain: bool) {
     if r.matches.is_empty() {
         println!("no host matches ({} known)", r.hosts_considered);
@@ -57,11 +59,11 @@ fn print_result(r: &FindResult, explain: bool) {
             let a = &m.advert;
             println!(
                 "{:<54} {:<3} {:>7} {:>9} {:>9} {:>4} {:>10.4}  {} / {}",
-                m.host,
+                escape(&m.host),
                 if a.country.is_empty() {
-                    "-"
+                    "-".into()
                 } else {
-                    &a.country
+                    escape(&a.country)
                 },
                 format!("{}", a.cpu),
                 format_size(a.mem_bytes),
@@ -71,12 +73,12 @@ fn print_result(r: &FindResult, explain: bool) {
                 if a.certs.is_empty() {
                     "-".to_owned()
                 } else {
-                    a.certs.join(",")
+                    escape_join(&a.certs, ",")
                 },
                 if a.operator.is_empty() {
-                    "-"
+                    "-".into()
                 } else {
-                    &a.operator
+                    escape(&a.operator)
                 },
             );
         }
@@ -85,7 +87,12 @@ fn print_result(r: &FindResult, explain: bool) {
         println!();
         println!("not matching:");
         for m in &r.not_matching {
-            println!("  {}  fails `{}`: has {}", m.host, m.clause, m.actual);
+            println!(
+                "  {}  fails `{}`: has {}",
+                escape(&m.host),
+                escape(&m.clause),
+                escape(&m.actual)
+            );
         }
     }
 }

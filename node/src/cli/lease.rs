@@ -4,6 +4,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context as _, bail};
 
+use super::display::escape;
 use super::{ApiFailure, UsageError};
 use crate::api::lease::{CreateBody, RenewBody, TerminateBody};
 use crate::capacity::offer::cores_to_millis;
@@ -355,7 +356,10 @@ fn verify(file: &Path, json: bool) -> anyhow::Result<()> {
     }
     println!(
         "verified: lease {} v{} signed by host {} and tenant {}",
-        report.id, report.version, report.host, report.tenant
+        escape(&report.id),
+        report.version,
+        escape(&report.host),
+        escape(&report.tenant)
     );
     println!(
         "slice     cpu {} cores  mem {}  disk {}  gpus {}",
@@ -372,7 +376,7 @@ fn verify(file: &Path, json: bool) -> anyhow::Result<()> {
         report.total_price_eur
     );
     if let Some(e) = report.ended {
-        println!("ended     {e} (signed by the host)");
+        println!("ended     {} (signed by the host)", escape(&e));
     }
     Ok(())
 }
@@ -381,16 +385,17 @@ fn print_one(v: &LeaseView, json: bool) -> anyhow::Result<()> {
     if json {
         return super::print_json(v);
     }
-    println!("lease     {}", v.id);
+    // The end reason is the peer's text; the rest is checked or the peer's too.
+    println!("lease     {}", escape(&v.id));
     println!("role      {} (v{})", v.role, v.version);
-    println!("host      {}", v.host);
-    println!("tenant    {}", v.tenant);
+    println!("host      {}", escape(&v.host));
+    println!("tenant    {}", escape(&v.tenant));
     println!(
         "state     {}{}",
         v.state,
         v.end_reason
             .as_deref()
-            .map(|r| format!(": {r}"))
+            .map(|r| format!(": {}", escape(r)))
             .unwrap_or_default()
     );
     println!(
@@ -449,7 +454,7 @@ fn print_list(l: &LeaseList) {
             };
             println!(
                 "{:<32} {:<6} {:<10} {:>6} {:>9} {:>9} {:>4} {:>10}  {}",
-                v.id,
+                escape(&v.id),
                 v.role,
                 v.state,
                 v.cpu_millis as f64 / 1000.0,
@@ -457,7 +462,7 @@ fn print_list(l: &LeaseList) {
                 format_size(v.disk_bytes),
                 v.gpus,
                 left,
-                peer
+                escape(peer)
             );
         }
     }
@@ -477,12 +482,12 @@ fn print_list(l: &LeaseList) {
 
 fn print_receipts(l: &ReceiptList) {
     if let Some(w) = &l.warning {
-        eprintln!("warning: {w}");
+        eprintln!("warning: {}", escape(w));
     }
     if l.receipts.is_empty() {
         println!(
             "no receipts yet for lease {} (one per period, and one when it ends)",
-            l.lease
+            escape(&l.lease)
         );
         return;
     }

@@ -389,8 +389,7 @@ fn write_atomic(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
 }
 
 fn print_line(l: &LogLine) {
-    let who = if l.source == "host" { "[host] " } else { "" };
-    println!("{:<5} {who}{}", l.level.to_uppercase(), l.message);
+    println!("{}", super::display::log_line(l, false));
 }
 
 fn run_local(data_dir: &Path, file: &Path, mut opts: RunOptions, json: bool) -> anyhow::Result<()> {

@@ -2,6 +2,7 @@
 
 use std::path::Path;
 
+use super::display::escape;
 use crate::api::StatusResponse;
 
 /// Show the running node.
@@ -25,10 +26,10 @@ pub(super) async fn run(dir: &Path, args: &Args) -> anyhow::Result<()> {
     println!("uptime       {}s", s.uptime_s);
     println!(
         "listening    {}",
-        s.listen_addrs.first().map(String::as_str).unwrap_or("-")
+        escape(s.listen_addrs.first().map(String::as_str).unwrap_or("-"))
     );
     for a in s.listen_addrs.iter().skip(1) {
-        println!("             {a}");
+        println!("             {}", escape(a));
     }
     println!("adverts      {}", s.adverts_known);
     println!(
@@ -41,7 +42,7 @@ pub(super) async fn run(dir: &Path, args: &Args) -> anyhow::Result<()> {
     );
     println!("peers        {}", s.connected_peers.len());
     for p in &s.connected_peers {
-        println!("             {p}");
+        println!("             {}", escape(p));
     }
     Ok(())
 }
