@@ -16,7 +16,7 @@ use degroup_node::plugin::deployment::State;
 use degroup_node::plugin::kv::Kv;
 use degroup_node::plugin::logs::Logs;
 use degroup_node::plugin::package::{Package, PackageError};
-use degroup_node::plugin::runtime::{Env, Fault, LeaseInfo, Runtime};
+use degroup_node::plugin::runtime::{Compiler, Env, Fault, LeaseInfo, Runtime};
 use degroup_node::plugin::worker::{self, Spec, Started, Worker, WorkerEvent};
 use degroup_node::resources::Resources;
 use degroup_node::store::Store;
@@ -129,7 +129,12 @@ fn expectations() -> Vec<(&'static str, State, &'static str)> {
 fn hostile_plugins_are_contained_while_a_neighbour_keeps_ticking() {
     let tmp = tempfile::tempdir().unwrap();
     let store = Store::open(tmp.path()).unwrap();
-    let runtime = Runtime::new(limits(), Some(tmp.path().join("cache"))).unwrap();
+    let runtime = Runtime::new(
+        limits(),
+        Some(tmp.path().join("cache")),
+        Compiler::InProcess,
+    )
+    .unwrap();
     let meter = Meter::default();
     let (events_tx, mut events) = tokio::sync::mpsc::unbounded_channel();
 
@@ -231,7 +236,7 @@ fn hostile_plugins_are_contained_while_a_neighbour_keeps_ticking() {
 fn state_survives_restarts_and_quota_errors_are_results() {
     let tmp = tempfile::tempdir().unwrap();
     let store = Store::open(tmp.path()).unwrap();
-    let runtime = Runtime::new(limits(), None).unwrap();
+    let runtime = Runtime::new(limits(), None, Compiler::InProcess).unwrap();
     let compiled = runtime.compile(&programs::wasm("counter")).unwrap();
     let logs = Logs::new(1000, 1000);
     let mut env = Env {
@@ -284,7 +289,7 @@ fn state_survives_restarts_and_quota_errors_are_results() {
 
 #[test]
 fn a_spinning_call_is_interrupted_at_its_deadline() {
-    let runtime = Runtime::new(limits(), None).unwrap();
+    let runtime = Runtime::new(limits(), None, Compiler::InProcess).unwrap();
     let tmp = tempfile::tempdir().unwrap();
     let store = Store::open(tmp.path()).unwrap();
     let compiled = runtime.compile(&programs::wasm("loop-forever")).unwrap();
