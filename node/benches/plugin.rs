@@ -25,7 +25,7 @@ use criterion::{Criterion, criterion_group, criterion_main};
 use degroup_node::plugin::config::Limits;
 use degroup_node::plugin::kv::Kv;
 use degroup_node::plugin::logs::Logs;
-use degroup_node::plugin::runtime::{Env, LeaseInfo, Runtime};
+use degroup_node::plugin::runtime::{Compiler, Env, LeaseInfo, Runtime};
 use degroup_node::resources::Resources;
 use degroup_node::store::Store;
 
@@ -65,7 +65,7 @@ fn runtime(guarded: bool) -> Arc<Runtime> {
         ..Limits::default()
     };
     if guarded {
-        Runtime::new(limits, None).expect("runtime")
+        Runtime::new(limits, None, Compiler::InProcess).expect("runtime")
     } else {
         Runtime::new_unguarded(limits).expect("runtime")
     }

@@ -7,6 +7,7 @@
 
 mod capacity;
 mod client;
+mod compile;
 mod completions;
 mod debug;
 mod deploy;
@@ -75,6 +76,9 @@ enum Command {
     /// Developer tools used by the test suite
     #[command(subcommand, hide = true)]
     Debug(debug::DebugCommand),
+    /// The node's compile child: a component on stdin, its compiled artifact on stdout
+    #[command(name = "__compile", hide = true)]
+    Compile(compile::Args),
 }
 
 /// An error in how the command was called (exit code 2), as opposed to one in carrying it out.
@@ -117,6 +121,10 @@ fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
 /// Parses the command line, runs it, and turns errors into a message and an exit code.
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
+    if let Command::Compile(a) = &cli.command {
+        // No logging, no data directory: stdout is the artifact, stderr the error.
+        return compile::run(a);
+    }
     let is_node = matches!(cli.command, Command::Node(_));
     // Kademlia warns on every periodic bootstrap of a lone node; that is not news.
     init_tracing(if is_node {
@@ -157,6 +165,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Key(k) => key::run(&dir, k),
         Command::Completions(a) => completions::run(&a),
         Command::Debug(d) => debug::run(&dir, d),
+        Command::Compile(_) => Ok(()),
     }
 }
 

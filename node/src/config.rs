@@ -319,6 +319,13 @@ pub fn default_file() -> String {
 # failure_window = "60s"
 # backoff = "200ms"             # first restart delay, doubled up to max_backoff
 # max_backoff = "30s"
+# Compiling a tenant's component runs in a child process under these bounds; past them the
+# deploy is refused. Its CPU time is charged to the lease (usage receipts).
+# compile_cpu = "10s"           # CPU time of one compilation (whole seconds)
+# compile_memory = "1GiB"       # address space of the compiling process
+# compile_timeout = "30s"       # wall-clock time of one compilation
+# compile_cache_bytes = "1GiB"  # compiled code kept on disk (least recently used goes first)
+# compile_memory_cache_bytes = "256MiB"  # compiled code kept in memory
 "#,
         d.max_connections,
         d.max_connections_per_peer,

@@ -21,7 +21,7 @@ use crate::identity::{Identity, IdentityError, KEY_FILE};
 use crate::lease::{LeaseProtocol, Meter};
 use crate::metrics::NodeMetrics;
 use crate::net::{NetError, NetParams, Network};
-use crate::plugin::runtime::{Runtime, SandboxError};
+use crate::plugin::runtime::{Compiler, Runtime, SandboxError};
 use crate::plugin::{DeployProtocol, PluginError};
 use crate::resources::now_ms;
 use crate::store::{Store, StoreError};
@@ -181,7 +181,11 @@ pub async fn run(
         lease_inbound,
         shutdown.clone(),
     )?;
-    let runtime = Runtime::new(config.plugin.clone(), Some(config.data_dir.join("cache")))?;
+    let runtime = Runtime::new(
+        config.plugin.clone(),
+        Some(config.data_dir.join("cache")),
+        Compiler::this_binary()?,
+    )?;
     let (plugins, plugin_task) = crate::plugin::supervisor::start(
         crate::plugin::supervisor::Deps {
             identity: identity.clone(),

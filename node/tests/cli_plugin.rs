@@ -16,7 +16,20 @@ use common::*;
 const HOST_ENV: &[(&str, &str)] = &[
     ("DEGROUP_PLUGIN__TICK_INTERVAL", "100ms"),
     ("DEGROUP_PLUGIN__BACKOFF", "50ms"),
+    // Normal plugins compile in well under a second of CPU (debug build).
+    ("DEGROUP_PLUGIN__COMPILE_CPU", "3s"),
 ];
+
+/// The compile CPU on a lease's receipts, as the host lists them.
+fn compile_cpu_ms(dir: &Path, lease_id: &str) -> u64 {
+    let receipts = json(dir, &["lease", "receipts", lease_id]);
+    receipts["receipts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["compile_cpu_ms"].as_u64().unwrap_or(0))
+        .sum()
+}
 
 fn start_host(dir: &Path, listen: &str) -> NodeProc {
     // A killed node leaves its api.addr behind; the restart writes a new one.
@@ -244,6 +257,10 @@ fn counter_survives_kill_9_of_its_host_and_an_upgrade() {
         .sum();
     assert!(fuel > 0, "fuel metered into receipts: {receipts}");
     eprintln!("fuel in receipts: {fuel}");
+    // The first deploy's compile CPU went with the killed host's meter; the upgrade carries
+    // the same component, a cache hit, which charges nothing.
+    let compile = compile_cpu_ms(&host.dir, &lease_id);
+    assert_eq!(compile, 0, "a cache hit is free: {receipts}");
 }
 
 #[test]
@@ -355,6 +372,36 @@ fn deploys_are_refused_with_reasons() {
         "not active",
     );
 
+    // A compile bomb (a small package that takes seconds of CPU and hundreds of MiB to
+    // compile) is refused at deploy with its compile bound; the CPU is the lease's.
+    let bomb = tmp.path().join("bomb.dgp");
+    let o = degroup(
+        &tenant.dir,
+        &[
+            "plugin",
+            "pack",
+            programs::path("compile-bomb").to_str().unwrap(),
+            "--name",
+            "compile-bomb",
+            "--version",
+            "1.0.0",
+            "--out",
+            bomb.to_str().unwrap(),
+        ],
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    let started = std::time::Instant::now();
+    let o = degroup(
+        &tenant.dir,
+        &["deploy", "--lease", &lease_id, bomb.to_str().unwrap()],
+    );
+    assert_clean_failure(&o, "compilation exceeded its");
+    eprintln!(
+        "compile bomb refused in {:?}: {}",
+        started.elapsed(),
+        stderr(&o).trim()
+    );
+
     // Nothing was deployed by any of it; a good deploy still works.
     assert_eq!(json(&host.dir, &["ps"]).as_array().unwrap().len(), 0);
     let d = json(&tenant.dir, &["deploy", "--lease", &lease_id, p]);
@@ -379,6 +426,10 @@ fn deploys_are_refused_with_reasons() {
         "deployment stopped with its lease: {}",
         stdout(&degroup(&host.dir, &["ps"]))
     );
+    // The final receipt carries the bomb's CPU (and the good deploy's).
+    let compile = compile_cpu_ms(&host.dir, &lease_id);
+    eprintln!("compile CPU charged to the lease: {compile} ms");
+    assert!(compile >= 500, "{compile} ms");
 }
 
 #[test]

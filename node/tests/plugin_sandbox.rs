@@ -6,6 +6,8 @@
 
 mod programs;
 
+use programs::Now as _;
+
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -16,24 +18,12 @@ use degroup_node::plugin::deployment::State;
 use degroup_node::plugin::kv::Kv;
 use degroup_node::plugin::logs::Logs;
 use degroup_node::plugin::package::{Package, PackageError};
-use degroup_node::plugin::runtime::{Env, Fault, LeaseInfo, Runtime};
+use degroup_node::plugin::runtime::{Compiler, Env, Fault, LeaseInfo, Runtime};
 use degroup_node::plugin::worker::{self, Spec, Started, Worker, WorkerEvent};
 use degroup_node::resources::Resources;
 use degroup_node::store::Store;
 
 const MIB: u64 = 1 << 20;
-
-/// Runs a future to its end on a fresh single-threaded executor (what a worker thread does).
-trait Now: std::future::Future + Sized {
-    fn now(self) -> Self::Output {
-        tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap()
-            .block_on(self)
-    }
-}
-impl<F: std::future::Future> Now for F {}
 
 fn limits() -> Limits {
     Limits {
@@ -151,7 +141,12 @@ fn expectations() -> Vec<(&'static str, State, &'static str)> {
 fn hostile_plugins_are_contained_while_a_neighbour_keeps_ticking() {
     let tmp = tempfile::tempdir().unwrap();
     let store = Store::open(tmp.path()).unwrap();
-    let runtime = Runtime::new(limits(), Some(tmp.path().join("cache"))).unwrap();
+    let runtime = Runtime::new(
+        limits(),
+        Some(tmp.path().join("cache")),
+        Compiler::InProcess,
+    )
+    .unwrap();
     let meter = Meter::default();
     let (events_tx, mut events) = tokio::sync::mpsc::unbounded_channel();
 
@@ -263,7 +258,7 @@ fn hostile_plugins_are_contained_while_a_neighbour_keeps_ticking() {
 fn state_survives_restarts_and_quota_errors_are_results() {
     let tmp = tempfile::tempdir().unwrap();
     let store = Store::open(tmp.path()).unwrap();
-    let runtime = Runtime::new(limits(), None).unwrap();
+    let runtime = Runtime::new(limits(), None, Compiler::InProcess).unwrap();
     let compiled = runtime.compile(&programs::wasm("counter")).unwrap();
     let logs = Logs::new(1000, 1000);
     let mut env = Env {
@@ -318,7 +313,7 @@ fn state_survives_restarts_and_quota_errors_are_results() {
 
 #[test]
 fn a_call_waiting_in_a_host_call_is_cancelled_at_its_deadline() {
-    let runtime = Runtime::new(limits(), None).unwrap();
+    let runtime = Runtime::new(limits(), None, Compiler::InProcess).unwrap();
     let tmp = tempfile::tempdir().unwrap();
     let store = Store::open(tmp.path()).unwrap();
     let compiled = runtime.compile(&programs::wasm("poll-block")).unwrap();
@@ -353,6 +348,7 @@ fn a_stop_cancels_a_call_blocked_in_a_host_call() {
             ..limits()
         },
         None,
+        Compiler::InProcess,
     )
     .unwrap();
     let meter = Meter::default();
@@ -379,7 +375,7 @@ fn a_stop_cancels_a_call_blocked_in_a_host_call() {
 
 #[test]
 fn a_component_holding_many_core_instances_is_refused_before_it_takes_a_slot() {
-    let runtime = Runtime::new(limits(), None).unwrap();
+    let runtime = Runtime::new(limits(), None, Compiler::InProcess).unwrap();
     let err = runtime
         .compile(&programs::wasm("pool-hog"))
         .map(|_| ())
@@ -409,7 +405,7 @@ fn a_component_holding_many_core_instances_is_refused_before_it_takes_a_slot() {
 
 #[test]
 fn a_spinning_call_is_interrupted_at_its_deadline() {
-    let runtime = Runtime::new(limits(), None).unwrap();
+    let runtime = Runtime::new(limits(), None, Compiler::InProcess).unwrap();
     let tmp = tempfile::tempdir().unwrap();
     let store = Store::open(tmp.path()).unwrap();
     let compiled = runtime.compile(&programs::wasm("loop-forever")).unwrap();

@@ -492,15 +492,16 @@ fn print_receipts(l: &ReceiptList) {
         return;
     }
     println!(
-        "{:>15} {:>10} {:>12} {:>10} {:>10}  VERIFIED",
-        "PERIOD START", "WALL", "CPU FUEL", "PEAK MEM", "STORAGE"
+        "{:>15} {:>10} {:>12} {:>12} {:>10} {:>10}  VERIFIED",
+        "PERIOD START", "WALL", "CPU FUEL", "COMPILE CPU", "PEAK MEM", "STORAGE"
     );
     for r in &l.receipts {
         println!(
-            "{:>15} {:>10} {:>12} {:>10} {:>10}  {}",
+            "{:>15} {:>10} {:>12} {:>12} {:>10} {:>10}  {}",
             r.period_start_ms,
             format_duration(r.wall_ms),
             r.cpu_fuel,
+            format!("{}ms", r.compile_cpu_ms),
             format_size(r.peak_mem_bytes),
             format_size(r.storage_bytes),
             if r.verified { "yes" } else { "NO" }

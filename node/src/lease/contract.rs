@@ -8,7 +8,9 @@
 //!   the hash of the exact contract envelope bytes.
 //! - [`LeaseEnd`] (`degroup/lease-end/v1`), signed by the host: the lease ended (released by the
 //!   tenant, terminated by the host with a reason, or expired).
-//! - [`UsageReceipt`] (`degroup/usage/v1`), signed by the host: what a lease used in a period.
+//! - [`UsageReceipt`] (`degroup/usage/v2`), signed by the host: what a lease used in a period,
+//!   compile CPU included. Receipts signed before it are [`UsageReceiptV1`] (`degroup/usage/v1`,
+//!   no compile CPU) and still read.
 //!
 //! A fully signed lease is a [`LeaseDoc`]: contract + acceptance envelope bytes, exactly as
 //! signed. [`verify_doc`] checks both signatures and that they bind to each other, with no
@@ -166,11 +168,65 @@ pub struct UsageReceipt {
     pub peak_mem_bytes: u64,
     /// Key-value bytes stored at the end of the period.
     pub storage_bytes: u64,
+    /// CPU time the host spent compiling the lease's components (a cache hit costs nothing),
+    /// in milliseconds.
+    pub compile_cpu_ms: u64,
 }
 
 impl Kind for UsageReceipt {
+    const TAG: &'static str = "degroup/usage/v2";
+    const MAX_SIZE: usize = MAX_LEASE_MSG;
+}
+
+/// A receipt as hosts signed it before compile CPU was metered: still read (stored receipts,
+/// older hosts), as a [`UsageReceipt`] with `compile_cpu_ms` 0.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UsageReceiptV1 {
+    pub lease_id: LeaseId,
+    pub host: [u8; 32],
+    pub tenant: [u8; 32],
+    pub period_start_ms: u64,
+    pub period_end_ms: u64,
+    pub wall_ms: u64,
+    pub cpu_fuel: u64,
+    pub peak_mem_bytes: u64,
+    pub storage_bytes: u64,
+}
+
+impl Kind for UsageReceiptV1 {
     const TAG: &'static str = "degroup/usage/v1";
     const MAX_SIZE: usize = MAX_LEASE_MSG;
+}
+
+impl From<UsageReceiptV1> for UsageReceipt {
+    fn from(r: UsageReceiptV1) -> Self {
+        Self {
+            lease_id: r.lease_id,
+            host: r.host,
+            tenant: r.tenant,
+            period_start_ms: r.period_start_ms,
+            period_end_ms: r.period_end_ms,
+            wall_ms: r.wall_ms,
+            cpu_fuel: r.cpu_fuel,
+            peak_mem_bytes: r.peak_mem_bytes,
+            storage_bytes: r.storage_bytes,
+            compile_cpu_ms: 0,
+        }
+    }
+}
+
+/// Opens a signed usage receipt of either version; returns it with its signer.
+pub fn open_receipt(
+    bytes: &[u8],
+) -> Result<(UsageReceipt, ed25519_dalek::VerifyingKey), EnvelopeError> {
+    match Envelope::open::<UsageReceipt>(bytes) {
+        Ok(o) => Ok((o.value, o.signer)),
+        Err(EnvelopeError::WrongTag { got, .. }) if got == UsageReceiptV1::TAG => {
+            let o = Envelope::open::<UsageReceiptV1>(bytes)?;
+            Ok((o.value.into(), o.signer))
+        }
+        Err(e) => Err(e),
+    }
 }
 
 /// blake3 of some bytes.

@@ -106,6 +106,10 @@ pub struct ReceiptView {
     pub cpu_fuel: u64,
     pub peak_mem_bytes: u64,
     pub storage_bytes: u64,
+    /// CPU time the host spent compiling the lease's components (0 on receipts signed before
+    /// it was metered, `degroup/usage/v1`).
+    #[serde(default)]
+    pub compile_cpu_ms: u64,
     /// The host's signature checks out.
     pub verified: bool,
     /// The signed envelope, hex.
@@ -334,6 +338,7 @@ impl LeaseHandle {
                     cpu_fuel: r.as_ref().map_or(0, |r| r.cpu_fuel),
                     peak_mem_bytes: r.as_ref().map_or(0, |r| r.peak_mem_bytes),
                     storage_bytes: r.as_ref().map_or(0, |r| r.storage_bytes),
+                    compile_cpu_ms: r.as_ref().map_or(0, |r| r.compile_cpu_ms),
                     verified: r.is_some(),
                     signed: hex::encode(&bytes),
                 }

@@ -12,7 +12,7 @@ use libp2p::{Multiaddr, PeerId};
 use super::book::SignedReceipt;
 use super::contract::{
     Acceptance, Ask, Contract, LeaseDoc, LeaseEnd, LeaseRequest, ReleaseRequest, UsageReceipt,
-    hash, new_lease_id, verify_doc, verify_end,
+    hash, new_lease_id, open_receipt, verify_doc, verify_end,
 };
 use super::error::LeaseError;
 use super::wire::{LeaseMsg, LeaseProtocol, LeaseReply, MAX_RECEIPTS_PER_REPLY};
@@ -355,14 +355,14 @@ impl Tenant {
     }
 }
 
-/// Verifies a receipt of this lease, signed by its host.
+/// Verifies a receipt of this lease, signed by its host (either receipt version).
 pub(crate) fn check_receipt(bytes: &[u8], contract: &Contract) -> Option<UsageReceipt> {
-    let r: Opened<UsageReceipt> = Envelope::open(bytes).ok()?;
-    (r.signer.as_bytes() == &contract.host
-        && r.value.host == contract.host
-        && r.value.tenant == contract.tenant
-        && r.value.lease_id == contract.lease_id)
-        .then_some(r.value)
+    let (r, signer) = open_receipt(bytes).ok()?;
+    (signer.as_bytes() == &contract.host
+        && r.host == contract.host
+        && r.tenant == contract.tenant
+        && r.lease_id == contract.lease_id)
+        .then_some(r)
 }
 
 /// The idempotency key of renewing version `version` of a lease.

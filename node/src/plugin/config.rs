@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use crate::capacity::units::parse_duration;
+use crate::capacity::units::{format_size, parse_duration, parse_size};
 
 /// The `[plugin]` table.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -41,6 +41,22 @@ pub struct PluginConfig {
     pub backoff: String,
     /// Longest restart delay.
     pub max_backoff: String,
+    /// CPU time one compilation of a tenant's component may take (whole seconds, rounded up),
+    /// e.g. "10s". Compiling runs in a child process (`degroup __compile`); past this bound
+    /// the kernel kills it (RLIMIT_CPU) and the deploy is refused. The CPU it used is charged
+    /// to the lease.
+    pub compile_cpu: String,
+    /// Address space of that child process, e.g. "1GiB" (RLIMIT_AS): past it, allocations fail
+    /// and the deploy is refused.
+    pub compile_memory: String,
+    /// Wall-clock time one compilation may take before its child is killed, e.g. "30s" (the
+    /// child runs at a lower priority, so it may wait for the CPU on a busy host).
+    pub compile_timeout: String,
+    /// Bytes of compiled code kept in the on-disk cache (`<data dir>/cache`), e.g. "1GiB";
+    /// least recently used entries go first.
+    pub compile_cache_bytes: String,
+    /// Bytes of compiled code kept in memory, e.g. "256MiB"; least recently used go first.
+    pub compile_memory_cache_bytes: String,
 }
 
 impl Default for PluginConfig {
@@ -64,6 +80,11 @@ impl Default for PluginConfig {
             failure_window: ms(l.failure_window),
             backoff: ms(l.backoff),
             max_backoff: ms(l.max_backoff),
+            compile_cpu: format!("{}s", l.compile_cpu.as_secs()),
+            compile_memory: format_size(l.compile_memory),
+            compile_timeout: format!("{}s", l.compile_timeout.as_secs()),
+            compile_cache_bytes: format_size(l.compile_cache_bytes),
+            compile_memory_cache_bytes: format_size(l.compile_memory_cache_bytes),
         }
     }
 }
@@ -86,6 +107,16 @@ pub struct Limits {
     pub failure_window: Duration,
     pub backoff: Duration,
     pub max_backoff: Duration,
+    /// CPU bound of one compilation (whole seconds).
+    pub compile_cpu: Duration,
+    /// Address-space bound of the compile child, bytes.
+    pub compile_memory: u64,
+    /// Wall-clock bound of one compilation.
+    pub compile_timeout: Duration,
+    /// Disk compile cache bound, bytes.
+    pub compile_cache_bytes: u64,
+    /// Memory compile cache bound, bytes.
+    pub compile_memory_cache_bytes: u64,
 }
 
 impl Default for Limits {
@@ -107,6 +138,11 @@ impl Default for Limits {
             failure_window: Duration::from_secs(60),
             backoff: Duration::from_millis(200),
             max_backoff: Duration::from_secs(30),
+            compile_cpu: Duration::from_secs(10),
+            compile_memory: 1 << 30,
+            compile_timeout: Duration::from_secs(30),
+            compile_cache_bytes: 1 << 30,
+            compile_memory_cache_bytes: 256 << 20,
         }
     }
 }
@@ -133,6 +169,8 @@ impl PluginConfig {
                 })
             })
             .collect::<Result<Vec<_>, _>>()?;
+        let size = |key: &str, v: &str| parse_size(v).map_err(|e| format!("plugin.{key}: {e}"));
+        let compile_cpu = dur("compile_cpu", &self.compile_cpu, 1000)?;
         let limits = Limits {
             tick_interval: dur("tick_interval", &self.tick_interval, 10)?,
             call_timeout: dur("call_timeout", &self.call_timeout, 1)?,
@@ -149,6 +187,15 @@ impl PluginConfig {
             failure_window: dur("failure_window", &self.failure_window, 1000)?,
             backoff: dur("backoff", &self.backoff, 1)?,
             max_backoff: dur("max_backoff", &self.max_backoff, 1)?,
+            // RLIMIT_CPU counts whole seconds.
+            compile_cpu: Duration::from_secs(compile_cpu.as_secs_f64().ceil() as u64),
+            compile_memory: size("compile_memory", &self.compile_memory)?,
+            compile_timeout: dur("compile_timeout", &self.compile_timeout, 1000)?,
+            compile_cache_bytes: size("compile_cache_bytes", &self.compile_cache_bytes)?,
+            compile_memory_cache_bytes: size(
+                "compile_memory_cache_bytes",
+                &self.compile_memory_cache_bytes,
+            )?,
         };
         if limits.fuel_per_call < 1_000_000 {
             return Err("plugin.fuel_per_call must be at least 1000000".into());
@@ -173,6 +220,12 @@ impl PluginConfig {
                 "plugin.call_timeout and plugin.init_timeout must be at least plugin.epoch_tick"
                     .into(),
             );
+        }
+        if limits.compile_memory < 64 << 20 {
+            return Err("plugin.compile_memory must be at least 64MiB".into());
+        }
+        if limits.compile_timeout < limits.compile_cpu {
+            return Err("plugin.compile_timeout must be at least plugin.compile_cpu".into());
         }
         Ok(limits)
     }
@@ -213,6 +266,15 @@ mod tests {
             },
             PluginConfig {
                 max_failures: 0,
+                ..Default::default()
+            },
+            PluginConfig {
+                compile_memory: "lots".into(),
+                ..Default::default()
+            },
+            PluginConfig {
+                compile_cpu: "20s".into(),
+                compile_timeout: "5s".into(),
                 ..Default::default()
             },
         ];

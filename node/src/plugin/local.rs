@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 use super::config::Limits;
 use super::kv::Kv;
 use super::logs::{LogLine, Logs};
-use super::runtime::{Env, Fault, LeaseInfo, Runtime};
+use super::runtime::{Compiler, Env, Fault, LeaseInfo, Runtime};
 use super::supervisor::PluginError;
 use crate::resources::{Resources, now_ms};
 use crate::store::Store;
@@ -51,7 +51,8 @@ pub(crate) async fn run(
         max_deployments: 1,
         ..Limits::default()
     };
-    let runtime = Runtime::new(limits, cache_dir)?;
+    // Compiled as on a host: in a child process, under the same bounds.
+    let runtime = Runtime::new(limits, cache_dir, Compiler::this_binary()?)?;
     let t = Instant::now();
     let compiled = runtime.compile(wasm)?;
     let mut report = RunReport {

@@ -10,9 +10,12 @@
 //! tick of its deadline whatever it does.
 //!
 //! Compiling is done once per component: [`Runtime::compile`] looks in memory, then in the
-//! on-disk cache (keyed by the component's hash and the engine's compatibility hash), and only
-//! then compiles and writes the cache. The result is an `InstancePre` (imports already
-//! resolved), so starting an instance is just allocation plus initialisation.
+//! on-disk cache (keyed by the component's hash and the engine's compatibility hash; both
+//! bounded in bytes, least recently used first out: [`cache`]), and only then compiles and
+//! writes the cache. On a node, compiling a tenant's component runs in a child process under a
+//! CPU-time and a memory bound ([`child`], [`Compiler::Child`]); its CPU time comes back with
+//! the result ([`Metered`]) to be charged to the lease. The result is an `InstancePre` (imports
+//! already resolved), so starting an instance is just allocation plus initialisation.
 //!
 //! An [`Instance`] is one running copy of a plugin with its own store: memory capped by the
 //! lease ([`host::Limiter`]), its deployment's key-value store and log buffer. Each call
@@ -20,11 +23,11 @@
 //! [`Fault`] that stopped it, and the fuel it burnt.
 
 mod cache;
+mod child;
 pub(crate) mod host;
 
-use std::collections::HashMap;
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
 use wasmtime::component::{Component, HasSelf, Linker};
@@ -33,6 +36,7 @@ use wasmtime::{
     UpdateDeadline,
 };
 
+use self::cache::{DiskCache, MemoryCache};
 use self::host::{HostState, Limiter};
 use super::config::Limits;
 use super::kv::Kv;
@@ -88,15 +92,19 @@ pub fn cap_text(text: &mut String, max: usize) {
     text.push_str(&format!(" … ({cut} more bytes cut)"));
 }
 
-/// Most compiled components kept in memory.
-const MEMORY_CACHE: usize = 256;
+pub use self::child::serve as serve_compile;
+
+/// Most compilations in child processes at once (each may use `plugin.compile_memory`); more
+/// wait their turn.
+const MAX_COMPILES: usize = 4;
 
 /// Why the sandbox could not do what was asked (not a plugin fault: see [`Fault`]).
 #[derive(Debug, thiserror::Error)]
 pub enum SandboxError {
     #[error("cannot set up the wasm engine: {0}")]
     Engine(String),
-    #[error("not a valid plugin component: {0}")]
+    /// The component does not compile: not valid, or past the compile bounds.
+    #[error("cannot compile the component: {0}")]
     Compile(String),
     #[error("the component does not fit the degroup:plugin world: {0}")]
     Link(String),
@@ -159,6 +167,41 @@ pub struct Compiled {
     pub cached: bool,
 }
 
+/// A compilation and what it cost.
+#[derive(Debug)]
+pub struct Metered {
+    pub result: Result<Compiled, SandboxError>,
+    /// CPU time spent compiling, also when it failed: zero for a cache hit. In a child process
+    /// it is the child's user + system time; in process ([`Compiler::InProcess`]), wall-clock
+    /// time.
+    pub cpu: Duration,
+}
+
+/// Where components are compiled.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Compiler {
+    /// In a child process running this binary as `degroup __compile` (the path given), under
+    /// the `plugin.compile_*` bounds. What a node uses.
+    Child(PathBuf),
+    /// In this process, unbounded: for tests and benchmarks whose executable is not `degroup`.
+    InProcess,
+}
+
+impl Compiler {
+    /// A child process of the running `degroup` binary: `/proc/self/exe` where there is one
+    /// (the same binary even if the file was replaced since it started), else
+    /// [`std::env::current_exe`].
+    pub fn this_binary() -> Result<Self, SandboxError> {
+        let proc = std::path::Path::new("/proc/self/exe");
+        if proc.exists() {
+            return Ok(Self::Child(proc.to_owned()));
+        }
+        std::env::current_exe()
+            .map(Self::Child)
+            .map_err(|e| SandboxError::Engine(format!("cannot find the degroup binary: {e}")))
+    }
+}
+
 impl std::fmt::Debug for Compiled {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Compiled")
@@ -181,8 +224,11 @@ pub struct Runtime {
     engine: Engine,
     linker: Linker<HostState>,
     limits: Limits,
-    cache_dir: Option<PathBuf>,
-    compiled: Mutex<HashMap<[u8; 32], Compiled>>,
+    disk: Option<DiskCache>,
+    compiled: Mutex<MemoryCache<Compiled>>,
+    compiler: Compiler,
+    /// Compilations running in child processes, at most [`MAX_COMPILES`].
+    compiling: (Mutex<usize>, Condvar),
     /// Fuel and epoch deadlines on (always, except to measure what they cost).
     guards: bool,
 }
@@ -191,7 +237,8 @@ impl std::fmt::Debug for Runtime {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Runtime")
             .field("limits", &self.limits)
-            .field("cache_dir", &self.cache_dir)
+            .field("disk", &self.disk)
+            .field("compiler", &self.compiler)
             .finish_non_exhaustive()
     }
 }
@@ -200,10 +247,52 @@ fn werr(e: &wasmtime::Error) -> String {
     format!("{e:#}")
 }
 
+/// The engine settings that decide what compiled code is, shared by the node's engine and the
+/// compile child (`degroup __compile`), so that what the child compiles loads in the node. The
+/// node adds the pooling allocator, which does not change compiled code.
+pub(crate) fn engine_config(max_wasm_stack: usize, guards: bool) -> Config {
+    let mut config = Config::new();
+    config
+        .wasm_component_model(true)
+        .consume_fuel(guards)
+        .epoch_interruption(guards)
+        .max_wasm_stack(max_wasm_stack)
+        // Calls run on a fiber of this size: the wasm stack plus room for host functions.
+        .async_stack_size(max_wasm_stack.saturating_add(1 << 20).max(2 << 20))
+        .parallel_compilation(true);
+    config
+}
+
+/// Length of a compiled component's image: what `serialize` writes, and what it costs to keep.
+fn image_len(c: &Component) -> u64 {
+    let r = c.image_range();
+    r.end.addr().saturating_sub(r.start.addr()) as u64
+}
+
+/// A slot of [`Runtime::compiling`], given back on drop.
+struct Turn<'a>(&'a (Mutex<usize>, Condvar));
+
+impl Drop for Turn<'_> {
+    fn drop(&mut self) {
+        let (count, freed) = self.0;
+        *lock(count) -= 1;
+        freed.notify_one();
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
 impl Runtime {
-    /// An engine with the given limits; compiled code is cached under `cache_dir` when given.
-    pub fn new(limits: Limits, cache_dir: Option<PathBuf>) -> Result<Arc<Self>, SandboxError> {
-        Self::build(limits, cache_dir, true)
+    /// An engine with the given limits; compiled code is cached under `cache_dir` when given;
+    /// components are compiled where `compiler` says.
+    pub fn new(
+        limits: Limits,
+        cache_dir: Option<PathBuf>,
+        compiler: Compiler,
+    ) -> Result<Arc<Self>, SandboxError> {
+        Self::build(limits, cache_dir, compiler, true)
     }
 
     /// A runtime **without** fuel metering and epoch deadlines: a plugin that loops never
@@ -211,15 +300,16 @@ impl Runtime {
     /// makes one.
     #[doc(hidden)]
     pub fn new_unguarded(limits: Limits) -> Result<Arc<Self>, SandboxError> {
-        Self::build(limits, None, false)
+        Self::build(limits, None, Compiler::InProcess, false)
     }
 
     fn build(
         limits: Limits,
         cache_dir: Option<PathBuf>,
+        compiler: Compiler,
         guards: bool,
     ) -> Result<Arc<Self>, SandboxError> {
-        let config = engine_config(&limits, guards);
+        let config = pooled_config(&limits, guards);
         let engine = Engine::new(&config).map_err(|e| SandboxError::Engine(werr(&e)))?;
         let mut linker = Linker::<HostState>::new(&engine);
         wasmtime_wasi::p2::add_to_linker_async(&mut linker)
@@ -228,18 +318,18 @@ impl Runtime {
             .and_then(|()| degroup::plugin::kv::add_to_linker::<_, HasSelf<_>>(&mut linker, |s| s))
             .and_then(|()| degroup::plugin::log::add_to_linker::<_, HasSelf<_>>(&mut linker, |s| s))
             .map_err(|e| SandboxError::Engine(werr(&e)))?;
-        if let Some(dir) = &cache_dir {
-            std::fs::create_dir_all(dir).map_err(|e| {
-                SandboxError::Engine(format!("cannot create cache dir {}: {e}", dir.display()))
-            })?;
-        }
+        let disk = cache_dir
+            .map(|dir| DiskCache::open(dir, limits.compile_cache_bytes))
+            .transpose()?;
         start_epoch_ticker(&engine, limits.epoch_tick);
         Ok(Arc::new(Self {
             engine,
             linker,
+            compiled: Mutex::new(MemoryCache::new(limits.compile_memory_cache_bytes)),
             limits,
-            cache_dir,
-            compiled: Mutex::new(HashMap::new()),
+            disk,
+            compiler,
+            compiling: (Mutex::new(0), Condvar::new()),
             guards,
         }))
     }
@@ -252,39 +342,123 @@ impl Runtime {
     /// Compiles a component (or takes it from the memory or disk cache) and resolves its
     /// imports against the host's.
     pub fn compile(&self, wasm: &[u8]) -> Result<Compiled, SandboxError> {
+        self.compile_metered(wasm).result
+    }
+
+    /// [`Self::compile`], with the CPU time it took (to charge to a lease).
+    pub fn compile_metered(&self, wasm: &[u8]) -> Metered {
         let hash = *blake3::hash(wasm).as_bytes();
-        if let Some(c) = self.lock().get(&hash) {
-            let mut c = c.clone();
-            c.cached = true;
-            return Ok(c);
-        }
-        let (component, cached) = match self.cache_dir.as_deref() {
-            Some(dir) => cache::load_or_compile(&self.engine, dir, &hash, wasm)?,
-            None => (
-                Component::new(&self.engine, wasm).map_err(|e| SandboxError::Compile(werr(&e)))?,
-                false,
-            ),
+        let cached = |result| Metered {
+            result,
+            cpu: Duration::ZERO,
         };
+        if let Some(mut c) = lock(&self.compiled).get(&hash) {
+            c.cached = true;
+            return cached(Ok(c));
+        }
+        if let Some((component, len)) = self.disk.as_ref().and_then(|d| d.load(&self.engine, &hash))
+        {
+            return cached(self.link(&component, hash, len, true));
+        }
+        let (component, cpu) = match &self.compiler {
+            Compiler::InProcess => {
+                let started = Instant::now();
+                let component = Component::new(&self.engine, wasm).map_err(|e| {
+                    SandboxError::Compile(format!("not a valid plugin component: {}", werr(&e)))
+                });
+                let cpu = started.elapsed();
+                if let (Ok(c), Some(disk)) = (&component, &self.disk) {
+                    match c.serialize() {
+                        Ok(artifact) => disk.store(&self.engine, &hash, &artifact),
+                        Err(e) => {
+                            tracing::warn!(error = %werr(&e), "cannot serialize a compiled component");
+                        }
+                    }
+                }
+                (component, cpu)
+            }
+            Compiler::Child(exe) => {
+                let out = {
+                    let _turn = self.turn();
+                    child::compile(exe, &self.limits, self.guards, wasm)
+                };
+                tracing::debug!(
+                    component = %hex::encode(&hash[..8]),
+                    cpu_ms = out.cpu.as_millis() as u64,
+                    peak_vm = out.peak_vm,
+                    peak_rss = out.peak_rss,
+                    ok = out.result.is_ok(),
+                    "compiled in a child process"
+                );
+                let component = out.result.and_then(|artifact| {
+                    let c = self.load_artifact(&artifact)?;
+                    if let Some(disk) = &self.disk {
+                        disk.store(&self.engine, &hash, &artifact);
+                    }
+                    Ok(c)
+                });
+                (component, out.cpu)
+            }
+        };
+        let result = component.and_then(|c| self.link(&c, hash, image_len(&c), false));
+        Metered { result, cpu }
+    }
+
+    /// Loads what the compile child wrote.
+    fn load_artifact(&self, artifact: &[u8]) -> Result<Component, SandboxError> {
+        // SAFETY: wasmtime requires that deserialized bytes come from `Component::serialize`
+        // of a compatible engine. These came from `serialize` in the compile child, which runs
+        // this same binary (`Compiler::Child` is the node's own executable) with the same
+        // compilation settings (`engine_config`), over a pipe only the two processes hold;
+        // wasmtime checks the compatibility (version, target, settings) before loading.
+        #[allow(unsafe_code)]
+        let loaded = unsafe { Component::deserialize(&self.engine, artifact) };
+        loaded.map_err(|e| {
+            SandboxError::Engine(format!(
+                "the compile child's artifact does not load: {}",
+                werr(&e)
+            ))
+        })
+    }
+
+    /// Resolves a component's imports and keeps it in the memory cache.
+    fn link(
+        &self,
+        component: &Component,
+        hash: [u8; 32],
+        len: u64,
+        cached: bool,
+    ) -> Result<Compiled, SandboxError> {
         let pre = self
             .linker
-            .instantiate_pre(&component)
+            .instantiate_pre(component)
             .map_err(|e| SandboxError::Link(werr(&e)))?;
         let pre = PluginPre::new(pre).map_err(|e| SandboxError::Link(werr(&e)))?;
         let compiled = Compiled { pre, hash, cached };
-        let mut map = self.lock();
-        if map.len() >= MEMORY_CACHE
-            && let Some(k) = map.keys().next().copied()
-        {
-            map.remove(&k);
-        }
-        map.insert(hash, compiled.clone());
+        lock(&self.compiled).insert(hash, compiled.clone(), len);
         Ok(compiled)
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<[u8; 32], Compiled>> {
-        self.compiled
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    /// Waits for a free compile slot.
+    fn turn(&self) -> Turn<'_> {
+        let (count, freed) = &self.compiling;
+        let mut n = lock(count);
+        while *n >= MAX_COMPILES {
+            n = freed
+                .wait(n)
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+        }
+        *n += 1;
+        Turn(&self.compiling)
+    }
+
+    /// Bytes held by the memory and disk compile caches.
+    #[doc(hidden)]
+    pub fn cache_bytes(&self) -> (u64, u64) {
+        (
+            lock(&self.compiled).used(),
+            self.disk.as_ref().map_or(0, DiskCache::used),
+        )
     }
 
     /// Starts an instance (no plugin code runs but the component's own start functions, under
@@ -354,7 +528,7 @@ pub const MAX_TABLES_PER_COMPONENT: u32 = 32;
 /// the per-component maximum: `max_deployments` (plus a few spare slots for `plugin run` and
 /// for workers abandoned as unresponsive) × the per-component limits. A deployment can
 /// therefore never take another's slots, whatever its component holds.
-pub(crate) fn engine_config(limits: &Limits, guards: bool) -> Config {
+pub(crate) fn pooled_config(limits: &Limits, guards: bool) -> Config {
     let mut pool = PoolingAllocationConfig::new();
     let slots = limits.max_deployments.saturating_add(4);
     pool.total_component_instances(slots)
@@ -371,16 +545,8 @@ pub(crate) fn engine_config(limits: &Limits, guards: bool) -> Config {
         .total_stacks(slots)
         .max_memory_size(4 << 30)
         .max_unused_warm_slots(slots.min(64));
-    let mut config = Config::new();
-    config
-        .wasm_component_model(true)
-        .consume_fuel(guards)
-        .epoch_interruption(guards)
-        .max_wasm_stack(limits.max_stack)
-        // Calls run on a fiber of this size: the wasm stack plus room for host functions.
-        .async_stack_size(limits.max_stack.saturating_add(1 << 20).max(2 << 20))
-        .parallel_compilation(true)
-        .allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
+    let mut config = engine_config(limits.max_stack, guards);
+    config.allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
     config
 }
 

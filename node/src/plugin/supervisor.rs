@@ -83,9 +83,9 @@ pub(crate) async fn start(
         deps.adverts,
         deps.runtime.clone(),
     );
+    let host = inbound::HostSide::new(handle.clone(), deps.meter.clone());
     let mut actor = actor::Actor::new(deps.store, deps.runtime, deps.leases, deps.meter, records);
     actor.resume().await;
-    let host = inbound::HostSide::new(handle.clone());
     let task = tokio::spawn(actor.run(rx, inbound, lease_events, host, shutdown));
     Ok((handle, task))
 }

@@ -171,3 +171,56 @@ fn lease_ids_follow_the_idempotency_key() {
     assert_ne!(a, new_lease_id(&[1; 32], &[2; 32], &[4; 16]));
     assert_ne!(a, new_lease_id(&[1; 32], &[9; 32], &[3; 16]));
 }
+
+#[test]
+fn receipts_of_both_versions_open_and_v1_reads_as_no_compile_cpu()
+-> Result<(), Box<dyn std::error::Error>> {
+    let host = Identity::generate()?;
+    let v2 = UsageReceipt {
+        lease_id: [7; 16],
+        host: host.verifying_key().to_bytes(),
+        tenant: [2; 32],
+        period_start_ms: 1,
+        period_end_ms: 2,
+        wall_ms: 1,
+        cpu_fuel: 10,
+        peak_mem_bytes: 20,
+        storage_bytes: 30,
+        compile_cpu_ms: 40,
+    };
+    let signed = Envelope::seal_kind(host.signing_key(), &v2)?.to_bytes();
+    let (opened, signer) = open_receipt(&signed)?;
+    assert_eq!((opened, signer), (v2.clone(), host.verifying_key()));
+    // A receipt signed before compile CPU was metered (as the store may hold).
+    let v1 = UsageReceiptV1 {
+        lease_id: v2.lease_id,
+        host: v2.host,
+        tenant: v2.tenant,
+        period_start_ms: 1,
+        period_end_ms: 2,
+        wall_ms: 1,
+        cpu_fuel: 10,
+        peak_mem_bytes: 20,
+        storage_bytes: 30,
+    };
+    let signed = Envelope::seal_kind(host.signing_key(), &v1)?.to_bytes();
+    let (opened, _) = open_receipt(&signed)?;
+    assert_eq!(
+        opened,
+        UsageReceipt {
+            compile_cpu_ms: 0,
+            ..v2
+        }
+    );
+    // Any other kind is refused.
+    let end = Envelope::seal_kind(
+        host.signing_key(),
+        &ReleaseRequest {
+            lease_id: [7; 16],
+            at_ms: 1,
+        },
+    )?
+    .to_bytes();
+    assert!(open_receipt(&end).is_err());
+    Ok(())
+}

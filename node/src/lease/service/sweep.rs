@@ -87,10 +87,10 @@ impl Service {
         let newest = periods.len() - 1;
         let mut out = Vec::with_capacity(periods.len());
         for (i, (start, end)) in periods.into_iter().enumerate() {
-            let (fuel, mem) = if i == newest {
-                (usage.fuel, usage.peak_mem_bytes)
+            let (fuel, mem, compile_ms) = if i == newest {
+                (usage.fuel, usage.peak_mem_bytes, usage.compile_cpu_ms)
             } else {
-                (0, 0)
+                (0, 0, 0)
             };
             let receipt = UsageReceipt {
                 lease_id: c.lease_id,
@@ -102,6 +102,7 @@ impl Service {
                 cpu_fuel: fuel,
                 peak_mem_bytes: mem,
                 storage_bytes: usage.storage_bytes,
+                compile_cpu_ms: compile_ms,
             };
             match Envelope::seal_kind(self.identity.signing_key(), &receipt) {
                 Ok(env) => out.push(SignedReceipt {

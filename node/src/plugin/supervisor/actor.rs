@@ -277,6 +277,14 @@ impl Actor {
                 });
                 let _ = reply.send(result);
             }
+            Command::Admit {
+                record,
+                upgrade,
+                reply,
+            } => {
+                let max = self.runtime.limits().max_deployments as usize;
+                let _ = reply.send(admit(&self.records, max, *record, upgrade).map(|_| ()));
+            }
             Command::Install { install, reply } => {
                 let _ = reply.send(self.install(*install));
             }

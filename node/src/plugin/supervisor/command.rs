@@ -63,6 +63,13 @@ pub(crate) enum Command {
         limit: u32,
         reply: oneshot::Sender<Result<LogPage, PluginError>>,
     },
+    /// Whether a deploy or upgrade would be admitted now (checked again at `Install`): asked
+    /// before compiling, so that what would be refused costs no compilation.
+    Admit {
+        record: Box<Record>,
+        upgrade: bool,
+        reply: oneshot::Sender<Result<(), Refusal>>,
+    },
     Install {
         install: Box<Install>,
         reply: oneshot::Sender<Result<oneshot::Receiver<Started>, Refusal>>,

@@ -3,6 +3,13 @@
 //! Each inbound request is answered in its own task (the actor runs them in a bounded
 //! `JoinSet`), so a deploy that compiles for a while, or waits for its plugin's first `init`,
 //! holds up nobody else. Everything here asks the actor for what it owns.
+//!
+//! Compiling costs the host CPU and memory, so it comes last: after the signatures, the lease
+//! (the tenant's, active) and admission (one deployment per lease, `plugin.max_deployments`);
+//! one compilation at a time per lease; and its CPU time is charged to the lease.
+
+use std::collections::HashSet;
+use std::sync::{Arc, Mutex};
 
 use libp2p::PeerId;
 
@@ -18,9 +25,9 @@ use super::command::{Caller, Command, Install};
 use super::handle::PluginHandle;
 use super::{info_of, lease_active};
 use crate::identity::key_of_peer;
-use crate::lease::Role;
+use crate::lease::{Meter, Role};
 use crate::net::InboundRequest;
-use crate::resources::{id_hex, now_ms};
+use crate::resources::{LeaseId, id_hex, now_ms};
 use crate::signed::Envelope;
 
 /// How far a deploy request's creation time may be from the host's clock.
@@ -50,11 +57,47 @@ fn status_reply(r: Result<Status, PluginError>) -> DeployReply {
 #[derive(Debug, Clone)]
 pub(crate) struct HostSide {
     handle: PluginHandle,
+    /// Compile CPU is charged here.
+    meter: Meter,
+    /// Leases with a compilation under way.
+    compiling: Arc<Mutex<HashSet<LeaseId>>>,
+}
+
+/// A lease's compilation under way; the lease is free again on drop.
+struct Compiling<'a> {
+    set: &'a Mutex<HashSet<LeaseId>>,
+    lease: LeaseId,
+}
+
+impl Drop for Compiling<'_> {
+    fn drop(&mut self) {
+        self.set
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .remove(&self.lease);
+    }
 }
 
 impl HostSide {
-    pub(crate) fn new(handle: PluginHandle) -> Self {
-        Self { handle }
+    pub(crate) fn new(handle: PluginHandle, meter: Meter) -> Self {
+        Self {
+            handle,
+            meter,
+            compiling: Arc::default(),
+        }
+    }
+
+    /// Marks a lease as compiling; `None` when it already is.
+    fn start_compiling(&self, lease: LeaseId) -> Option<Compiling<'_>> {
+        let fresh = self
+            .compiling
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .insert(lease);
+        fresh.then_some(Compiling {
+            set: &self.compiling,
+            lease,
+        })
     }
 
     /// Answers one inbound request.
@@ -228,13 +271,6 @@ impl HostSide {
                 format!("lease {lease_hex} is not active (ended or expired); lease anew"),
             );
         }
-        let runtime = h.runtime().clone();
-        let wasm = package.component.clone();
-        let compiled = match tokio::task::spawn_blocking(move || runtime.compile(&wasm)).await {
-            Ok(Ok(c)) => c,
-            Ok(Err(e)) => return refuse(RefusalCode::Compile, e.to_string()),
-            Err(e) => return refuse(RefusalCode::Unavailable, e.to_string()),
-        };
         let record = Record {
             id: hex::encode(req.deployment_id),
             side: Side::Host,
@@ -254,6 +290,49 @@ impl HostSide {
             updated_ms: now,
             generation: 0,
             request: request.to_vec(),
+        };
+        // Admission before compiling (the actor checks again when it installs).
+        match h
+            .ask(|reply| Command::Admit {
+                record: Box::new(record.clone()),
+                upgrade: req.upgrade,
+                reply,
+            })
+            .await
+        {
+            Ok(Ok(())) => {}
+            Ok(Err(refusal)) => return DeployReply::Refused(refusal),
+            Err(e) => return from_error(e),
+        }
+        let Some(turn) = self.start_compiling(req.lease_id) else {
+            return refuse(
+                RefusalCode::Conflict,
+                format!("a deploy onto lease {lease_hex} is being compiled; wait for its answer"),
+            );
+        };
+        let runtime = h.runtime().clone();
+        let wasm = package.component.clone();
+        let metered = tokio::task::spawn_blocking(move || runtime.compile_metered(&wasm)).await;
+        drop(turn);
+        let compiled = match metered {
+            Ok(m) => {
+                if !m.cpu.is_zero() {
+                    self.meter.compiled(req.lease_id, m.cpu);
+                }
+                match m.result {
+                    Ok(c) => c,
+                    Err(e) => {
+                        tracing::info!(
+                            lease = %lease_hex,
+                            cpu_ms = m.cpu.as_millis() as u64,
+                            error = %e,
+                            "deploy refused: the component does not compile"
+                        );
+                        return refuse(RefusalCode::Compile, e.to_string());
+                    }
+                }
+            }
+            Err(e) => return refuse(RefusalCode::Unavailable, e.to_string()),
         };
         let info = info_of(&record, &lease);
         let id = record.id.clone();
