@@ -6,7 +6,7 @@
 //! - [`runtime`]: the wasmtime sandbox (pooling allocator, `InstancePre`, compile cache, memory
 //!   limiter, epoch deadlines, fuel, bounded stack, WASI without files or sockets) and the host
 //!   functions of the `degroup:plugin` world (`sdk/wit`).
-//! - [`kv`], [`logs`]: a deployment's key-value store (a sled tree, capped by the lease's disk)
+//! - [`kv`], [`logs`]: a deployment's key-value store (a redb file, capped by the lease's disk)
 //!   and its rate-limited ring buffer of logs.
 //! - [`worker`]: one thread per running deployment: ticks, restarts with backoff, gives up.
 //! - [`supervisor`]: the actor owning deployments; host side of `/degroup/deploy/2` ([`wire`],

@@ -156,11 +156,21 @@ impl Store {
         })
     }
 
-    /// A tree outside the fixed domains, such as a deployment's key-value store (`kv/<id>`).
+    /// A tree outside the fixed domains, such as a deployment's key-value store before it
+    /// moved to its own file (`kv/<id>`, read once by the migration in `plugin::kv`).
     pub fn named_tree(&self, name: &str) -> Result<Tree, StoreError> {
         Ok(Tree {
             tree: self.db.open_tree(name)?,
         })
+    }
+
+    /// Whether a tree made with [`Store::named_tree`] exists (without making it).
+    pub fn has_named_tree(&self, name: &str) -> Result<bool, StoreError> {
+        Ok(self
+            .db
+            .tree_names()
+            .iter()
+            .any(|n| n.as_ref() == name.as_bytes()))
     }
 
     /// Deletes a tree made with [`Store::named_tree`] and everything in it, durably.

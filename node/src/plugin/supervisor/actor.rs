@@ -16,7 +16,7 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 use super::super::deployment::{self, Counters, Record, Side, State, View};
-use super::super::kv::{self, Kv};
+use super::super::kv::Kv;
 use super::super::logs::Logs;
 use super::super::package::Package;
 use super::super::runtime::{Compiled, Env, LeaseInfo, Runtime};
@@ -409,7 +409,7 @@ impl Actor {
     }
 
     fn drop_kv(&self, id: &str) {
-        if let Err(e) = self.store.drop_named_tree(&kv::tree_name(id)) {
+        if let Err(e) = Kv::remove(&self.store, id) {
             tracing::error!(deployment = %id, error = %e, "cannot delete a stopped deployment's key-value store");
         }
     }
