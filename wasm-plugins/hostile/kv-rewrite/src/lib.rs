@@ -22,7 +22,7 @@ impl Plugin for KvRewrite {
 
     fn tick(&mut self, _now_ms: u64) {
         let (mut stored, mut refused) = (0u32, 0u32);
-        for i in 0..16u64 {
+        for i in 0..4u64 {
             self.round += 1;
             self.value[(self.round as usize) % VALUE] ^= 0xff;
             let key = format!("v{}", (self.round + i) % 3);
