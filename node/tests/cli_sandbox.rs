@@ -4,7 +4,8 @@
 //! The hostile tenant deploys a plugin that waits in `wasi:io/poll` (stopped while it waits:
 //! the host's worker thread must end at once, and `ps` and `status` must answer all along; left
 //! alone, it ends `failed` at its deadlines and stays so across a restart of the host), and a
-//! component holding a thousand core instances (refused at deploy).
+//! component holding a thousand core instances (refused at deploy), and a plugin rewriting
+//! large values (the host's disk stays within the quota plus the documented overhead).
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
@@ -73,6 +74,21 @@ fn worker_threads(pid: u32) -> Vec<String> {
         .map(|n| n.trim().to_owned())
         .filter(|n| n.starts_with("plugin-"))
         .collect()
+}
+
+/// Bytes allocated on disk (what `du` counts) by a deployment's key-value files on the host.
+fn allocated(host: &Path, deployment: &str) -> u64 {
+    use std::os::unix::fs::MetadataExt as _;
+    std::fs::read_dir(host.join("kv"))
+        .map(|entries| {
+            entries
+                .filter_map(Result::ok)
+                .filter(|e| e.file_name().to_string_lossy().starts_with(deployment))
+                .filter_map(|e| e.metadata().ok())
+                .map(|m| m.blocks() * 512)
+                .sum()
+        })
+        .unwrap_or(0)
 }
 
 /// `ps --json` and `status --json` on the host both answer now.
@@ -223,6 +239,38 @@ fn hostile_tenants_cannot_stall_the_host_or_their_neighbour() {
     let (_, reason) = state_on(&host_dir, &failing);
     assert!(reason.contains("deadline"), "{reason}");
     ticking("after a plugin failed at its deadlines");
+
+    // A plugin rewriting 1 MiB values as fast as it may: the host's disk for it stays within the
+    // quota plus the documented overhead, and is given back at stop.
+    let rewrite_pkg = tmp.path().join("kv-rewrite.dgp");
+    pack(
+        &hostile.dir,
+        &programs::path("kv-rewrite"),
+        "kv-rewrite",
+        &rewrite_pkg,
+    );
+    let d = deploy(&hostile.dir, &lease(&hostile.dir, &host_id), &rewrite_pkg);
+    assert_eq!(d["state"], "running", "{d}");
+    let rewriting = d["id"].as_str().unwrap().to_owned();
+    let bound = degroup_node::plugin::kv::disk_bound(8 << 20);
+    let mut most = 0;
+    for _ in 0..30 {
+        std::thread::sleep(Duration::from_millis(200));
+        most = most.max(allocated(&host_dir, &rewriting));
+    }
+    eprintln!(
+        "kv-rewrite for 6 s under an 8 MiB quota: at most {most} bytes allocated (bound {bound})"
+    );
+    assert!(most > 0 && most <= bound, "{most} > {bound}");
+    assert_eq!(state_on(&host_dir, &rewriting).0, "running");
+    let o = degroup(&hostile.dir, &["stop", &rewriting]);
+    assert!(o.status.success(), "stop: {}", stderr(&o));
+    assert!(
+        eventually(Duration::from_secs(10), || allocated(&host_dir, &rewriting)
+            == 0),
+        "the stopped deployment's store is deleted"
+    );
+    ticking("while a plugin rewrote large values");
 
     // A component holding a thousand core instances is refused at deploy, with the reason.
     let hog_pkg = tmp.path().join("pool-hog.dgp");
