@@ -314,32 +314,6 @@ fn state_survives_restarts_and_quota_errors_are_results() {
 }
 
 #[test]
-fn a_call_waiting_in_a_host_call_is_cancelled_at_its_deadline() {
-    let runtime = Runtime::new(limits(), None, Compiler::InProcess).unwrap();
-    let tmp = tempfile::tempdir().unwrap();
-    let store = Store::open(tmp.path()).unwrap();
-    let compiled = runtime.compile(&programs::wasm("poll-block")).unwrap();
-    let env = Env {
-        info: info("p", 64 * MIB, MIB),
-        kv: Kv::open(&store, "p", MIB).unwrap(),
-        logs: Logs::new(100, 100),
-    };
-    let mut inst = runtime
-        .instantiate(&compiled, env)
-        .now()
-        .map_err(|e| e.0)
-        .unwrap();
-    assert_eq!(inst.init(&[]).now().result, Ok(Ok(())));
-    let call = inst.tick(1).now();
-    assert!(
-        matches!(call.result, Err(Fault::Deadline(_))),
-        "{:?}",
-        call.result
-    );
-    assert!(!inst.is_live());
-}
-
-#[test]
 fn a_stop_cancels_a_call_blocked_in_a_host_call() {
     let tmp = tempfile::tempdir().unwrap();
     let store = Store::open(tmp.path()).unwrap();
@@ -405,30 +379,37 @@ fn a_component_holding_many_core_instances_is_refused_before_it_takes_a_slot() {
     }
 }
 
+/// A tick that spins in wasm (`loop-forever`) and one that waits in a host call
+/// (`poll-block`, in `wasi:io/poll`) both end at their deadline.
 #[test]
-fn a_spinning_call_is_interrupted_at_its_deadline() {
+fn spinning_and_waiting_calls_end_at_their_deadline() {
     let runtime = Runtime::new(limits(), None, Compiler::InProcess).unwrap();
     let tmp = tempfile::tempdir().unwrap();
     let store = Store::open(tmp.path()).unwrap();
-    let compiled = runtime.compile(&programs::wasm("loop-forever")).unwrap();
-    let env = Env {
-        info: info("l", 64 * MIB, MIB),
-        kv: Kv::open(&store, "l", MIB).unwrap(),
-        logs: Logs::new(100, 100),
-    };
-    let mut inst = runtime
-        .instantiate(&compiled, env)
-        .now()
-        .map_err(|e| e.0)
-        .unwrap();
-    assert_eq!(inst.init(&[]).now().result, Ok(Ok(())));
-    let call = inst.tick(1).now();
-    assert!(
-        matches!(call.result, Err(Fault::Deadline(_))),
-        "{:?}",
-        call.result
-    );
-    assert!(!inst.is_live(), "a trapped instance is not entered again");
+    for name in ["loop-forever", "poll-block"] {
+        let compiled = runtime.compile(&programs::wasm(name)).unwrap();
+        let env = Env {
+            info: info(name, 64 * MIB, MIB),
+            kv: Kv::open(&store, name, MIB).unwrap(),
+            logs: Logs::new(100, 100),
+        };
+        let mut inst = runtime
+            .instantiate(&compiled, env)
+            .now()
+            .map_err(|e| e.0)
+            .unwrap();
+        assert_eq!(inst.init(&[]).now().result, Ok(Ok(())), "{name}");
+        let call = inst.tick(1).now();
+        assert!(
+            matches!(call.result, Err(Fault::Deadline(_))),
+            "{name}: {:?}",
+            call.result
+        );
+        assert!(
+            !inst.is_live(),
+            "{name}: a trapped instance is not entered again"
+        );
+    }
 }
 
 #[test]
