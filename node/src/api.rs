@@ -5,7 +5,7 @@
 //! address last: a CLI that finds `api.addr` also finds the token. The files are removed at a
 //! clean shutdown. Routes: `GET /v1/status`, `GET|PUT /v1/capacity`, `GET /v1/find?q=…`,
 //! `GET /v1/adverts`, the lease routes under `/v1/leases` (see [`lease`]), the deployment routes under
-//! `/v1/deployments` (see [`deploy`]), and `GET /metrics` (Prometheus text; also served without a token on
+//! `/v1/deployments` (see [`deploy`]), the package routes under `/v1/packages` (see [`packages`]), and `GET /metrics` (Prometheus text; also served without a token on
 //! `--metrics ADDR` when that is set). Errors are JSON `{"error": "…", "code": "…", "retryable":
 //! bool}`: a message for people, a stable [`ErrorCode`] for programs, and whether the same
 //! request may succeed if sent again (see `docs/operator-guide.md`).
@@ -14,6 +14,7 @@ mod auth;
 pub(crate) mod capacity;
 pub mod deploy;
 pub mod lease;
+pub mod packages;
 mod routes;
 
 use std::net::SocketAddr;

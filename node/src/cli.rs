@@ -17,6 +17,7 @@ mod init;
 mod key;
 mod lease;
 mod node;
+mod packages;
 mod plugin;
 mod status;
 

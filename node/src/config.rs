@@ -17,7 +17,9 @@ use figment::providers::{Env, Format as _, Serialized, Toml};
 use libp2p::Multiaddr;
 use serde::{Deserialize, Serialize};
 
+use crate::blobs::{BlobConfig, BlobLimits};
 use crate::capacity::offer::{CapacityConfig, OfferSettings};
+use crate::catalogue::TrustConfig;
 use crate::lease::{LeaseConfig, Policy};
 pub use crate::net::NetConfig;
 use crate::plugin::config::{Limits, PluginConfig};
@@ -36,6 +38,8 @@ const ENV_KEYS: &[&str] = &[
     "capacity",
     "lease",
     "plugin",
+    "blobs",
+    "trust",
 ];
 
 /// Configuration as written by a user, before validation.
@@ -52,6 +56,8 @@ pub struct RawConfig {
     pub capacity: CapacityConfig,
     pub lease: LeaseConfig,
     pub plugin: PluginConfig,
+    pub blobs: BlobConfig,
+    pub trust: TrustConfig,
 }
 
 impl Default for RawConfig {
@@ -68,6 +74,8 @@ impl Default for RawConfig {
             capacity: CapacityConfig::default(),
             lease: LeaseConfig::default(),
             plugin: PluginConfig::default(),
+            blobs: BlobConfig::default(),
+            trust: TrustConfig::default(),
         }
     }
 }
@@ -120,6 +128,11 @@ pub struct NodeConfig {
     pub lease: Policy,
     /// The `[plugin]` table: sandbox limits and supervision.
     pub plugin: Limits,
+    /// The `[blobs]` table: package size cap, blob cache quota, garbage collection, serving
+    /// limits.
+    pub blobs: BlobLimits,
+    /// The `[trust]` table: the publishers names resolve among.
+    pub trust: TrustConfig,
 }
 
 /// A configuration problem, with enough context to fix it.
@@ -190,6 +203,8 @@ fn validate(data_dir: &Path, raw: RawConfig) -> Result<NodeConfig, ConfigError> 
     let offer = raw.capacity.to_settings().map_err(ConfigError::Invalid)?;
     let lease = raw.lease.to_policy().map_err(ConfigError::Invalid)?;
     let plugin = raw.plugin.to_limits().map_err(ConfigError::Invalid)?;
+    let blobs = raw.blobs.limits().map_err(ConfigError::Invalid)?;
+    raw.trust.validate().map_err(ConfigError::Invalid)?;
     Ok(NodeConfig {
         data_dir: data_dir.to_owned(),
         listen,
@@ -201,6 +216,8 @@ fn validate(data_dir: &Path, raw: RawConfig) -> Result<NodeConfig, ConfigError> 
         capacity: raw.capacity,
         lease,
         plugin,
+        blobs,
+        trust: raw.trust,
     })
 }
 
@@ -326,6 +343,20 @@ pub fn default_file() -> String {
 # compile_timeout = "30s"       # wall-clock time of one compilation
 # compile_cache_bytes = "1GiB"  # compiled code kept on disk (least recently used goes first)
 # compile_memory_cache_bytes = "256MiB"  # compiled code kept in memory
+
+[blobs]
+# Packages, stored by BLAKE3 hash in <data-dir>/blobs and served to other nodes
+# (docs/plugin-guide.md, "Publishing").
+# max_package = "64MiB"         # largest package this node stores, serves or runs
+# quota = "4GiB"                # all blobs together
+# gc_grace = "1h"               # an unused blob (no deployment, publication or pin) goes after this
+# per_peer_transfers = 8        # requests of one peer answered at once
+# per_peer_rate = "256MiB"      # bytes per second served to one peer
+
+[trust]
+# Publishers whose packages a bare name (`greeter`, `greeter@^0.1`) resolves to. A name that
+# only untrusted publishers use needs their key prefix: `5a1f.../greeter`.
+# publishers = [{{ name = "acme", key = "<64 hex: the publisher's public key>" }}]
 "#,
         d.max_connections,
         d.max_connections_per_peer,

@@ -13,15 +13,18 @@ use prometheus_client::registry::Registry;
 use tokio_util::sync::CancellationToken;
 
 use crate::api::{Api, ApiConfig, ApiError};
+use crate::blobs::{BlobError, BlobProtocol, Blobs};
 use crate::capacity::service::{self, Timing};
 use crate::capacity::sync::SyncProtocol;
 use crate::capacity::{AdvertBook, CapacityError, gossip};
+use crate::catalogue::{self, Catalogue, CatalogueError, CatalogueSyncProtocol};
 use crate::config::{self, ConfigError, FlagOverrides, NodeConfig};
 use crate::identity::{Identity, IdentityError, KEY_FILE};
 use crate::lease::{LeaseProtocol, Meter};
 use crate::metrics::NodeMetrics;
 use crate::net::{NetError, NetParams, Network};
 use crate::plugin::runtime::{Compiler, Runtime, SandboxError};
+use crate::plugin::distribution::Distribution;
 use crate::plugin::{DeployProtocol, PluginError};
 use crate::resources::now_ms;
 use crate::store::{Store, StoreError};
@@ -53,6 +56,10 @@ pub enum NodeError {
     Lease(#[from] crate::lease::LeaseError),
     #[error(transparent)]
     Plugin(#[from] PluginError),
+    #[error(transparent)]
+    Catalogue(#[from] CatalogueError),
+    #[error(transparent)]
+    Blobs(#[from] BlobError),
     #[error("cannot start the plugin sandbox: {0}")]
     Sandbox(#[from] SandboxError),
     #[error("cannot install signal handlers: {0}")]
@@ -135,10 +142,15 @@ pub async fn run(
             config: config.net.clone(),
         },
     );
+    let catalogue = Arc::new(Catalogue::open(&store)?);
     net.topic(gossip::topic(book.clone(), metrics.clone()))?;
+    net.topic(catalogue::topic(catalogue.clone(), metrics.clone()))?;
     let sync_inbound = net.serve::<SyncProtocol>()?;
+    let catalogue_inbound = net.serve::<CatalogueSyncProtocol>()?;
     let lease_inbound = net.serve::<LeaseProtocol>()?;
     let deploy_inbound = net.serve::<DeployProtocol>()?;
+    let blob_inbound = net.serve::<BlobProtocol>()?;
+    let catalogue_events = net.events();
     let net_events = net.events();
     let (net, net_task) = net.start(&mut registry, metrics.clone(), shutdown.clone())?;
     let registry = Arc::new(registry);
@@ -169,6 +181,33 @@ pub async fn run(
         net_events,
         shutdown.clone(),
     ));
+    // Packages: the catalogue (gossip + late-joiner sync) and the blob store (serving,
+    // provider records, garbage collection).
+    let catalogue_task = tokio::spawn(catalogue::sync(
+        net.clone(),
+        catalogue.clone(),
+        catalogue_inbound,
+        catalogue_events,
+        shutdown.clone(),
+    ));
+    let blobs = Blobs::open(
+        &config.data_dir,
+        &store,
+        config.blobs.clone(),
+        net.clone(),
+        metrics.clone(),
+    )?;
+    let blob_task = tokio::spawn(blobs.clone().serve(blob_inbound, shutdown.clone()));
+    let gc_task = tokio::spawn(blobs.clone().collect_garbage(shutdown.clone()));
+    let distribution = Distribution::new(
+        identity.clone(),
+        catalogue,
+        blobs,
+        net.clone(),
+        store.clone(),
+        config.trust.publishers.clone(),
+        config.blobs.max_package,
+    );
     let (leases, lease_task) = crate::lease::service::start(
         crate::lease::Deps {
             identity: identity.clone(),
@@ -195,6 +234,7 @@ pub async fn run(
             net: net.clone(),
             adverts: book,
             meter,
+            distribution,
         },
         deploy_inbound,
         shutdown.clone(),
@@ -231,6 +271,9 @@ pub async fn run(
         let _ = lease_task.await;
         let _ = capacity_task.await;
         let _ = sync_task.await;
+        let _ = catalogue_task.await;
+        let _ = blob_task.await;
+        let _ = gc_task.await;
         let _ = net_task.await;
         if let Err(e) = store.flush_async().await {
             tracing::error!(error = %e, "final store flush failed");

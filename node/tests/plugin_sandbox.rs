@@ -413,15 +413,24 @@ fn spinning_and_waiting_calls_end_at_their_deadline() {
 }
 
 #[test]
-fn an_oversized_component_cannot_be_packed_or_opened() {
+fn an_oversized_package_is_refused_under_a_hosts_cap() {
     let big = programs::wasm("oversized");
     assert!(big.len() > 8 * 1024 * 1024, "{} bytes", big.len());
     let key = ed25519_dalek::SigningKey::from_bytes(&[7; 32]);
-    let packed = Package::pack(&key, big.clone(), "oversized", "0.1.0", Vec::new(), 1);
+    // Under the 64 MiB ceiling it packs; a host whose `[blobs] max_package` is 8 MiB refuses
+    // it before parsing anything.
+    let packed = Package::pack(&key, big.clone(), "oversized", "0.1.0", Vec::new(), 1).unwrap();
+    let opened = Package::open_capped(&packed.to_bytes(), 8 * 1024 * 1024);
     assert!(
-        matches!(packed, Err(PackageError::TooLarge { .. })),
-        "{packed:?}"
+        matches!(opened, Err(PackageError::TooLarge { .. })),
+        "{opened:?}"
     );
+    let mut huge = big.clone();
+    huge.resize(degroup_node::plugin::package::MAX_COMPONENT + 1, 0);
+    assert!(matches!(
+        Package::pack(&key, huge, "oversized", "0.1.0", Vec::new(), 1),
+        Err(PackageError::TooLarge { .. })
+    ));
     // A package built by hand around it is refused before anything is parsed.
     let small = Package::pack(
         &key,

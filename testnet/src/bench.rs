@@ -4,6 +4,7 @@
 //! between markers of its own (with the command and the machine), SVG plots beside it.
 
 mod deploy;
+mod fetch;
 mod lease;
 mod plot;
 mod propagation;
@@ -37,6 +38,14 @@ pub(crate) enum BenchCommand {
         #[command(flatten)]
         output: Output,
     },
+    /// Verified package fetch from 1, 2 and 3 providers (and a plain TCP copy, and sendme
+    /// when installed), and deploy by name of an uncached package on a 10-node testnet
+    Fetch {
+        #[command(flatten)]
+        args: fetch::Args,
+        #[command(flatten)]
+        output: Output,
+    },
     /// All of the above with their defaults (propagation with -n 20)
     All {
         #[command(flatten)]
@@ -51,13 +60,16 @@ pub(crate) async fn run(bin: &Path, command: BenchCommand) -> anyhow::Result<()>
         }
         BenchCommand::Lease { args, output } => emit(&output, &lease::run(bin, &args).await?),
         BenchCommand::Deploy { args, output } => emit(&output, &deploy::run(bin, &args).await?),
+        BenchCommand::Fetch { args, output } => emit(&output, &fetch::run(bin, &args).await?),
         BenchCommand::All { output } => {
             let p: propagation::Args = defaults()?;
             emit(&output, &propagation::run(bin, &p).await?)?;
             let l: lease::Args = defaults()?;
             emit(&output, &lease::run(bin, &l).await?)?;
             let d: deploy::Args = defaults()?;
-            emit(&output, &deploy::run(bin, &d).await?)
+            emit(&output, &deploy::run(bin, &d).await?)?;
+            let f: fetch::Args = defaults()?;
+            emit(&output, &fetch::run(bin, &f).await?)
         }
     }
 }

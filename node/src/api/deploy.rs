@@ -2,7 +2,8 @@
 //!
 //! - `GET /v1/deployments` — every deployment this node knows: the ones it hosts (with live
 //!   counters) and the ones it deployed as a tenant (asked of their hosts).
-//! - `POST /v1/deployments` — deploy a package onto a lease this node rents ([`DeployBody`]).
+//! - `POST /v1/deployments` — deploy a package onto a lease this node rents ([`DeployBody`]):
+//!   a `.dgp` file, or a reference the catalogue resolves.
 //! - `GET /v1/deployments/{id}` — one deployment (id or unique prefix).
 //! - `GET /v1/deployments/{id}/logs?after=SEQ&limit=N` — a page of its logs; `after` is the
 //!   last sequence number already seen (`--follow` polls with it).
@@ -27,7 +28,7 @@ use super::ApiState;
 use super::routes::{fail, respond};
 use crate::plugin::PluginError;
 use crate::plugin::package::MAX_PACKAGE;
-use crate::plugin::supervisor::DeployParams;
+use crate::plugin::supervisor::{DeployParams, Source};
 
 /// Most log lines one `logs` page returns.
 const MAX_PAGE: u32 = 1000;
@@ -38,8 +39,13 @@ const MAX_PAGE: u32 = 1000;
 pub struct DeployBody {
     /// Lease id or unique prefix.
     pub lease: String,
-    /// The `.dgp` package, base64.
-    pub package: String,
+    /// The `.dgp` package, base64 (or give `reference`).
+    #[serde(default)]
+    pub package: Option<String>,
+    /// A package reference the catalogue resolves: `greeter`, `greeter@0.1.0`,
+    /// `5a1f…/greeter@^0.1`, `blake3:HEX`.
+    #[serde(default)]
+    pub reference: Option<String>,
     /// `key=value` pairs handed to the plugin's `init`.
     #[serde(default)]
     pub config: Vec<(String, String)>,
@@ -49,8 +55,12 @@ pub struct DeployBody {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct UpgradeBody {
-    /// The new `.dgp` package, base64.
-    pub package: String,
+    /// The new `.dgp` package, base64 (or give `reference`).
+    #[serde(default)]
+    pub package: Option<String>,
+    /// A package reference (see [`DeployBody::reference`]).
+    #[serde(default)]
+    pub reference: Option<String>,
     /// New configuration; absent keeps the current one.
     #[serde(default)]
     pub config: Option<Vec<(String, String)>>,
@@ -86,12 +96,24 @@ pub(super) fn routes() -> Router<Arc<ApiState>> {
         .layer(DefaultBodyLimit::max(MAX_PACKAGE / 3 * 4 + 64 * 1024))
 }
 
-fn body<T>(b: Result<Json<T>, JsonRejection>) -> Result<T, PluginError> {
+pub(super) fn body<T>(b: Result<Json<T>, JsonRejection>) -> Result<T, PluginError> {
     b.map(|Json(v)| v)
         .map_err(|e| PluginError::BadInput(e.body_text()))
 }
 
-fn unbase64(what: &str, text: &str) -> Result<Vec<u8>, PluginError> {
+/// What a body names to deploy: the package or a reference, exactly one.
+fn source(package: Option<String>, reference: Option<String>) -> Result<Source, PluginError> {
+    match (package, reference) {
+        (Some(p), None) => Ok(Source::File(unbase64("package", &p)?)),
+        (None, Some(r)) => Ok(Source::Reference(r)),
+        _ => Err(PluginError::BadInput(
+            "give either `package` (a .dgp file, base64) or `reference` (e.g. greeter@0.1.0)"
+                .into(),
+        )),
+    }
+}
+
+pub(super) fn unbase64(what: &str, text: &str) -> Result<Vec<u8>, PluginError> {
     base64::engine::general_purpose::STANDARD
         .decode(text.trim())
         .map_err(|e| PluginError::BadInput(format!("{what} is not valid base64: {e}")))
@@ -111,12 +133,12 @@ async fn deploy(
 ) -> Response {
     let r = async {
         let b = body(b)?;
-        let package = unbase64("package", &b.package)?;
+        let source = source(b.package, b.reference)?;
         state
             .plugins
             .deploy(DeployParams {
                 lease: b.lease,
-                package,
+                source,
                 config: b.config,
             })
             .await
@@ -131,8 +153,8 @@ async fn upgrade(
 ) -> Response {
     let r = async {
         let b = body(b)?;
-        let package = unbase64("package", &b.package)?;
-        state.plugins.upgrade(&id, &package, b.config).await
+        let source = source(b.package, b.reference)?;
+        state.plugins.upgrade(&id, source, b.config).await
     };
     respond(r.await)
 }

@@ -46,6 +46,7 @@ pub(super) fn router(state: Arc<ApiState>) -> Router {
         .route("/v1/adverts", get(super::capacity::adverts))
         .merge(super::lease::routes())
         .merge(super::deploy::routes())
+        .merge(super::packages::routes())
         .fallback(not_found)
         .layer(middleware::from_fn_with_state(
             state.clone(),

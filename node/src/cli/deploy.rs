@@ -31,8 +31,11 @@ pub(super) struct DeployArgs {
     /// Replace the code of this deployment, keeping its key-value state
     #[arg(long, value_name = "DEPLOYMENT_ID")]
     upgrade: Option<String>,
-    /// The signed package (.dgp) from `degroup plugin pack`
-    package: PathBuf,
+    /// What to run: a package file (.dgp, from `degroup plugin pack`), or a reference the
+    /// federation's catalogue resolves: NAME (latest), NAME@VERSION, NAME@RANGE (^0.1),
+    /// PUBLISHER_PREFIX/NAME[@…], or blake3:HASH
+    #[arg(value_name = "PACKAGE|REF")]
+    package: String,
     /// key=value handed to the plugin's init; repeat (on --upgrade, replaces the old config)
     #[arg(long = "config", value_name = "KEY=VALUE")]
     config: Vec<String>,
@@ -103,12 +106,13 @@ fn short(id: &str) -> &str {
 /// is what the host said, and the reason and warning can carry the plugin's own text.
 fn print_view(v: &View) {
     println!("deployment  {}", escape(&v.id));
-    println!(
-        "plugin      {} {} (blake3:{})",
-        escape(&v.name),
-        escape(&v.version),
-        escape(short(&v.hash))
-    );
+    println!("plugin      {} {}", escape(&v.name), escape(&v.version));
+    if !v.reference.is_empty() {
+        println!("ref         {}", escape(&v.reference));
+    }
+    if !v.package.is_empty() {
+        println!("package     blake3:{}", escape(&v.package));
+    }
     println!("lease       {}", escape(&v.lease));
     println!("host        {}", escape(&v.host));
     println!("tenant      {}", escape(&v.tenant));
@@ -159,13 +163,29 @@ fn deploy_hint(e: anyhow::Error) -> anyhow::Error {
     .into()
 }
 
+/// Whether the argument names a file (it exists, or looks like a path) rather than a
+/// reference.
+fn is_file(arg: &str) -> bool {
+    Path::new(arg).is_file()
+        || arg.ends_with(".dgp")
+        || arg.starts_with('.')
+        || arg.starts_with('/')
+        || arg.starts_with('~')
+}
+
 pub(super) async fn deploy(dir: &Path, a: &DeployArgs) -> anyhow::Result<()> {
     let config = parse_config(&a.config)?;
-    let package = read_package(&a.package)?;
+    let (package, reference) = if is_file(&a.package) {
+        (Some(b64(&read_package(Path::new(&a.package))?)), None)
+    } else {
+        super::packages::parse_reference(&a.package)?;
+        (None, Some(a.package.clone()))
+    };
     let client = ApiClient::from_data_dir(dir)?;
     let view: View = if let Some(id) = &a.upgrade {
         let body = UpgradeBody {
-            package: b64(&package),
+            package,
+            reference,
             config: (!config.is_empty()).then_some(config),
         };
         client
@@ -177,7 +197,8 @@ pub(super) async fn deploy(dir: &Path, a: &DeployArgs) -> anyhow::Result<()> {
         })?;
         let body = DeployBody {
             lease,
-            package: b64(&package),
+            package,
+            reference,
             config,
         };
         client
@@ -203,8 +224,8 @@ pub(super) async fn ps(dir: &Path, a: &PsArgs) -> anyhow::Result<()> {
         return Ok(());
     }
     println!(
-        "{:<14} {:<7} {:<22} {:<14} {:>8} {:>10} STATE",
-        "ID", "SIDE", "PLUGIN", "LEASE", "TICKS", "MEMORY"
+        "{:<14} {:<7} {:<22} {:<24} {:<14} {:<14} {:>8} {:>10} STATE",
+        "ID", "SIDE", "PLUGIN", "REF", "PACKAGE", "LEASE", "TICKS", "MEMORY"
     );
     for v in &views {
         let side = serde_json::to_value(v.side)
@@ -214,11 +235,18 @@ pub(super) async fn ps(dir: &Path, a: &PsArgs) -> anyhow::Result<()> {
         let (ticks, mem) = v.counters.as_ref().map_or(("-".into(), "-".into()), |c| {
             (c.ticks.to_string(), format_size(c.peak_mem_bytes))
         });
+        let package = if v.package.is_empty() {
+            "-".to_owned()
+        } else {
+            escape(short(&v.package)).into_owned()
+        };
         println!(
-            "{:<14} {:<7} {:<22} {:<14} {:>8} {:>10} {}",
+            "{:<14} {:<7} {:<22} {:<24} {:<14} {:<14} {:>8} {:>10} {}",
             escape(short(&v.id)),
             side,
             format!("{} {}", escape(&v.name), escape(&v.version)),
+            escape(&v.reference),
+            package,
             escape(short(&v.lease)),
             ticks,
             mem,

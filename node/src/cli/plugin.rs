@@ -1,5 +1,5 @@
 //! `degroup plugin new|build|pack|run`: the plugin developer's loop. None of them needs a
-//! running node.
+//! running node. (`publish`, `search`, `info`, `fetch` and `yank` do: see [`super::packages`].)
 
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
@@ -91,6 +91,8 @@ pub(super) enum PluginCommand {
         #[arg(long)]
         json: bool,
     },
+    #[command(flatten)]
+    Packages(super::packages::PackageCommand),
 }
 
 fn usage(e: impl std::fmt::Display) -> anyhow::Error {
@@ -171,6 +173,7 @@ pub(super) fn run(dir: &Path, command: PluginCommand) -> anyhow::Result<()> {
             };
             run_local(dir, &file, opts, json)
         }
+        PluginCommand::Packages(c) => super::runtime()?.block_on(super::packages::run(dir, c)),
     }
 }
 
@@ -310,6 +313,24 @@ fn build(dir: Option<PathBuf>, json: bool) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The publisher's key: `--key`, else `<data-dir>/publisher.key`, else the node's identity.
+pub(super) fn publisher_key(data_dir: &Path, key: Option<PathBuf>) -> anyhow::Result<Identity> {
+    let key_path = key.unwrap_or_else(|| {
+        let publisher = data_dir.join("publisher.key");
+        if publisher.exists() {
+            publisher
+        } else {
+            data_dir.join(KEY_FILE)
+        }
+    });
+    Identity::load(&key_path).with_context(|| {
+        format!(
+            "cannot load the publisher key {}; make one with `degroup key generate` or pass --key",
+            key_path.display()
+        )
+    })
+}
+
 #[allow(clippy::too_many_arguments)]
 fn pack(
     data_dir: &Path,
@@ -323,20 +344,7 @@ fn pack(
 ) -> anyhow::Result<()> {
     package::check_name(name).map_err(|e| usage(format!("--name: {e}")))?;
     package::check_version(version).map_err(|e| usage(format!("--version: {e}")))?;
-    let key_path = key.unwrap_or_else(|| {
-        let publisher = data_dir.join("publisher.key");
-        if publisher.exists() {
-            publisher
-        } else {
-            data_dir.join(KEY_FILE)
-        }
-    });
-    let identity = Identity::load(&key_path).with_context(|| {
-        format!(
-            "cannot load the publisher key {}; make one with `degroup key generate` or pass --key",
-            key_path.display()
-        )
-    })?;
+    let identity = publisher_key(data_dir, key)?;
     let component = read_capped(wasm, MAX_COMPONENT as u64, "component")?;
     let capabilities = if capabilities.is_empty() {
         ["kv", "log", "lease", "clocks", "random"]
@@ -363,6 +371,7 @@ fn pack(
             "name": pkg.manifest.name,
             "version": pkg.manifest.version,
             "hash": pkg.hash_hex(),
+            "package_hash": blake3::hash(&bytes).to_hex().to_string(),
             "size": pkg.manifest.size,
             "package_size": bytes.len(),
             "publisher": pkg.publisher_hex(),
@@ -370,7 +379,11 @@ fn pack(
         }));
     }
     println!("packed {} {} into {}", name, version, out.display());
-    println!("hash        blake3:{}", pkg.hash_hex());
+    println!(
+        "package     blake3:{}  (what `deploy blake3:…` names)",
+        blake3::hash(&bytes).to_hex()
+    );
+    println!("component   blake3:{}", pkg.hash_hex());
     println!(
         "size        {} component, {} package",
         format_size(pkg.manifest.size),

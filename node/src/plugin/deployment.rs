@@ -54,8 +54,14 @@ impl std::fmt::Display for State {
 pub struct PackageRef {
     pub name: String,
     pub version: String,
+    /// BLAKE3 of the component (as in the manifest).
     pub hash: [u8; 32],
     pub publisher: [u8; 32],
+    /// BLAKE3 of the package file: the blob it was fetched as. All zero for records written
+    /// before distribution (their package is in the `packages` tree).
+    pub blob: [u8; 32],
+    /// What the tenant asked for: `greeter@^0.1`, `blake3:…`, `greeter@0.1.0 (file)`.
+    pub reference: String,
 }
 
 /// A deployment as stored (`deployments` tree, postcard).
@@ -108,8 +114,15 @@ pub struct View {
     pub tenant: String,
     pub name: String,
     pub version: String,
+    /// BLAKE3 of the component.
     pub hash: String,
     pub publisher: String,
+    /// What the tenant deployed: the reference it gave.
+    #[serde(default)]
+    pub reference: String,
+    /// BLAKE3 of the package file (`blake3:…` deploys exactly this).
+    #[serde(default)]
+    pub package: String,
     pub state: State,
     pub reason: Option<String>,
     pub generation: u32,
@@ -133,6 +146,12 @@ impl View {
             version: r.package.version.clone(),
             hash: hex::encode(r.package.hash),
             publisher: hex::encode(r.package.publisher),
+            reference: r.package.reference.clone(),
+            package: if r.package.blob == [0; 32] {
+                String::new()
+            } else {
+                hex::encode(r.package.blob)
+            },
             state: r.state,
             reason: r.reason.clone(),
             generation: r.generation,
@@ -149,7 +168,67 @@ pub fn encode(r: &Record) -> Vec<u8> {
     postcard::to_stdvec(r).unwrap_or_default()
 }
 
-/// Decodes a stored record.
+/// Decodes a stored record (and records written before packages became blobs).
 pub fn decode(bytes: &[u8]) -> Result<Record, crate::signed::EnvelopeError> {
-    crate::signed::decode_exact(bytes)
+    crate::signed::decode_exact(bytes).or_else(|e| legacy::decode(bytes).ok_or(e))
+}
+
+/// Records as written before distribution: the package without blob hash or reference.
+mod legacy {
+    use serde::Deserialize;
+
+    use super::{Record, Side, State};
+    use crate::resources::LeaseId;
+
+    #[derive(Deserialize)]
+    struct PackageRef {
+        name: String,
+        version: String,
+        hash: [u8; 32],
+        publisher: [u8; 32],
+    }
+
+    #[derive(Deserialize)]
+    struct Legacy {
+        id: String,
+        side: Side,
+        lease_id: LeaseId,
+        host: String,
+        tenant: String,
+        package: PackageRef,
+        config: Vec<(String, String)>,
+        state: State,
+        reason: Option<String>,
+        created_ms: u64,
+        updated_ms: u64,
+        generation: u32,
+        request: Vec<u8>,
+    }
+
+    pub(super) fn decode(bytes: &[u8]) -> Option<Record> {
+        let l: Legacy = crate::signed::decode_exact(bytes).ok()?;
+        let reference = format!("{}@{}", l.package.name, l.package.version);
+        Some(Record {
+            id: l.id,
+            side: l.side,
+            lease_id: l.lease_id,
+            host: l.host,
+            tenant: l.tenant,
+            package: super::PackageRef {
+                name: l.package.name,
+                version: l.package.version,
+                hash: l.package.hash,
+                publisher: l.package.publisher,
+                blob: [0; 32],
+                reference,
+            },
+            config: l.config,
+            state: l.state,
+            reason: l.reason,
+            created_ms: l.created_ms,
+            updated_ms: l.updated_ms,
+            generation: l.generation,
+            request: l.request,
+        })
+    }
 }

@@ -5,6 +5,8 @@ use libp2p::PeerId;
 use super::package::PackageError;
 use super::runtime::SandboxError;
 use super::wire::Refusal;
+use crate::blobs::BlobError;
+use crate::catalogue::ResolveError;
 use crate::error::{Coded, ErrorCode, Internal};
 use crate::lease::LeaseError;
 use crate::net::RequestError;
@@ -54,6 +56,10 @@ pub enum PluginError {
     /// A bounded queue is full: retry later.
     #[error("{0}")]
     Busy(String),
+    #[error(transparent)]
+    Blob(#[from] BlobError),
+    #[error(transparent)]
+    Resolve(#[from] ResolveError),
 }
 
 impl PluginError {
@@ -90,6 +96,8 @@ impl Coded for PluginError {
             PluginError::Store(_) | PluginError::Internal(_) => ErrorCode::Internal,
             PluginError::Lease(e) => e.code(),
             PluginError::Stopped | PluginError::Busy(_) => ErrorCode::Unavailable,
+            PluginError::Blob(e) => e.code(),
+            PluginError::Resolve(e) => e.code(),
         }
     }
 }

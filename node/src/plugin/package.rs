@@ -14,8 +14,8 @@ use crate::signed::{Envelope, EnvelopeError, Kind, decode_exact};
 
 /// First bytes of a package file.
 pub const MAGIC: &[u8; 4] = b"DGP1";
-/// Largest component accepted.
-pub const MAX_COMPONENT: usize = 8 * 1024 * 1024;
+/// Largest component accepted by any node (a host lowers it with `[blobs] max_package`).
+pub const MAX_COMPONENT: usize = 64 * 1024 * 1024;
 /// Largest package file (component + manifest + framing).
 pub const MAX_PACKAGE: usize = MAX_COMPONENT + 16 * 1024;
 /// The world every package targets.
@@ -191,10 +191,17 @@ impl Package {
 
     /// Parses and verifies a package file.
     pub fn open(bytes: &[u8]) -> Result<Self, PackageError> {
-        if bytes.len() > MAX_PACKAGE {
+        Self::open_capped(bytes, MAX_PACKAGE as u64)
+    }
+
+    /// Parses and verifies a package file of at most `max` bytes (and never more than
+    /// [`MAX_PACKAGE`]).
+    pub fn open_capped(bytes: &[u8], max: u64) -> Result<Self, PackageError> {
+        let max = usize::try_from(max).unwrap_or(MAX_PACKAGE).min(MAX_PACKAGE);
+        if bytes.len() > max {
             return Err(PackageError::TooLarge {
                 size: bytes.len(),
-                max: MAX_PACKAGE,
+                max,
             });
         }
         let body = bytes

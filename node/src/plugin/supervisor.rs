@@ -10,7 +10,8 @@
 //!   [`crate::lease::LeaseEvent`]s) and at start-up restarts the deployments of active leases
 //!   with their key-value stores. It never waits on a plugin: workers are told to stop and let
 //!   go, and report when their thread ends.
-//! - [`inbound`]: the host's side of `/degroup/deploy/2`, every check before anything runs;
+//! - [`inbound`]: the host's side of `/degroup/deploy/3`, every check before anything runs
+//!   (the package is fetched by hash, from the blob store's providers, after the cheap checks);
 //!   each request is answered in its own task, in a bounded set the actor keeps ("unavailable"
 //!   when it is full).
 //! - [`handle`]: the [`PluginHandle`]. Tenant side, it talks to the host directly and only asks
@@ -30,6 +31,7 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use super::deployment::{self, Record};
+use super::distribution::Distribution;
 use super::runtime::{LeaseInfo, Runtime};
 use super::wire::DeployProtocol;
 use crate::capacity::AdvertBook;
@@ -40,7 +42,7 @@ use crate::net::{Inbound, Network};
 use crate::store::{Domain, Store};
 
 pub(crate) use super::error::PluginError;
-pub(crate) use handle::{DeployParams, PluginHandle};
+pub(crate) use handle::{DeployParams, PluginHandle, Source};
 
 /// Everything the supervisor starts with.
 #[allow(missing_debug_implementations)]
@@ -52,6 +54,7 @@ pub(crate) struct Deps {
     pub net: Network,
     pub adverts: Arc<AdvertBook>,
     pub meter: Meter,
+    pub distribution: Distribution,
 }
 
 /// Loads the records, restarts the deployments of active leases, and spawns the actor.
@@ -82,9 +85,17 @@ pub(crate) async fn start(
         deps.leases.clone(),
         deps.adverts,
         deps.runtime.clone(),
+        deps.distribution.clone(),
     );
     let host = inbound::HostSide::new(handle.clone(), deps.meter.clone());
-    let mut actor = actor::Actor::new(deps.store, deps.runtime, deps.leases, deps.meter, records);
+    let mut actor = actor::Actor::new(
+        deps.store,
+        deps.runtime,
+        deps.distribution,
+        deps.leases,
+        deps.meter,
+        records,
+    );
     actor.resume().await;
     let task = tokio::spawn(actor.run(rx, inbound, lease_events, host, shutdown));
     Ok((handle, task))

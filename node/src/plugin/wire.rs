@@ -1,15 +1,20 @@
-//! The `/degroup/deploy/2` request-response protocol.
+//! The `/degroup/deploy/3` request-response protocol.
 //!
-//! A deploy (or upgrade) carries the tenant's signed [`DeployRequest`] with the package's
-//! signed manifest and component; the host checks the request's signer against the sending
-//! peer, the lease, the package, and its publisher policy before anything runs. The other
+//! A deploy (or upgrade) carries the tenant's signed [`DeployRequest`]: the package's BLAKE3
+//! hash and size, the reference the tenant asked for, and the peers that can serve it (the
+//! tenant's own node for a package deployed from a file). The bytes do not travel in the
+//! request: the host fetches the package from the blob store's providers, verified chunk group
+//! by chunk group, or moves nothing when it already holds it. The host checks the request's
+//! signer against the sending peer, the lease, its publisher policy, then the package (its
+//! signature and manifest) before anything runs. The other
 //! messages (list, get, logs, stop, message) are answered for the sending peer's own
 //! deployments only: libp2p's noise handshake has already authenticated who is asking.
 //!
 //! What travels back is this module's own wire structs ([`Status`], [`Usage`], [`LogPage`]),
 //! versioned with the protocol name, not the views `ps --json` and `logs --json` print: the
 //! tenant builds its view from its own record of the deployment and the host's [`Status`].
-//! Version 2 replaced version 1's view-shaped answers and added [`DeployMsg::Get`].
+//! Version 2 replaced version 1's view-shaped answers and added [`DeployMsg::Get`]; version 3
+//! replaced the package bytes with a reference and a hash (`degroup/deploy/v2` requests).
 
 use std::time::Duration;
 
@@ -17,14 +22,17 @@ use serde::{Deserialize, Serialize};
 
 use super::deployment::{Counters, Record, State};
 use super::logs;
-use super::package::MAX_PACKAGE;
 use crate::error::ErrorCode;
 use crate::net::{Limits, Protocol};
 use crate::resources::{DeploymentId, LeaseId};
 use crate::signed::{Kind, decode_exact};
 
-/// Largest request frame: a package plus the request.
-pub const MAX_MSG_FRAME: usize = MAX_PACKAGE + 128 * 1024;
+/// Largest request frame: a signed request or a message payload, with room to spare.
+pub const MAX_MSG_FRAME: usize = 256 * 1024;
+/// Longest reference in a request.
+pub const MAX_REFERENCE: usize = 256;
+/// Most peers a request names as able to serve the package.
+pub const MAX_HINTS: usize = 4;
 /// Largest reply frame (a page of logs, a list of deployments).
 pub const MAX_REPLY_FRAME: usize = 8 * 1024 * 1024;
 /// Most `--config` entries.
@@ -45,8 +53,16 @@ pub struct DeployRequest {
     pub lease_id: LeaseId,
     pub host: [u8; 32],
     pub tenant: [u8; 32],
-    /// blake3 of the component (as in the manifest).
+    /// BLAKE3 of the package file (the blob the host fetches).
     pub package_hash: [u8; 32],
+    /// Its size in bytes.
+    pub package_size: u64,
+    /// What the tenant asked for (`greeter@^0.1`, `blake3:…`, `greeter@0.1.0 (file)`), for
+    /// `ps`; the hash is what counts.
+    pub reference: String,
+    /// ed25519 keys of peers that can serve the package (at most [`MAX_HINTS`]); the host asks
+    /// them first, then the providers Kademlia knows.
+    pub providers: Vec<[u8; 32]>,
     pub config: Vec<(String, String)>,
     /// Replace the code of an existing deployment, keeping its key-value store.
     pub upgrade: bool,
@@ -54,7 +70,7 @@ pub struct DeployRequest {
 }
 
 impl Kind for DeployRequest {
-    const TAG: &'static str = "degroup/deploy/v1";
+    const TAG: &'static str = "degroup/deploy/v2";
     const MAX_SIZE: usize = 64 * 1024 + 1024;
 }
 
@@ -87,12 +103,8 @@ pub fn check_config(config: &[(String, String)]) -> Result<(), String> {
 /// A message to the host of a deployment.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum DeployMsg {
-    /// Run a package: the signed [`DeployRequest`], the signed manifest, the component.
-    Deploy {
-        request: Vec<u8>,
-        manifest: Vec<u8>,
-        component: Vec<u8>,
-    },
+    /// Run a package: the signed [`DeployRequest`].
+    Deploy { request: Vec<u8> },
     /// The sender's deployments on this host.
     List,
     /// One of the sender's deployments.
@@ -242,14 +254,15 @@ pub enum DeployReply {
 pub struct DeployProtocol;
 
 impl Protocol for DeployProtocol {
-    const NAME: &'static str = "/degroup/deploy/2";
+    const NAME: &'static str = "/degroup/deploy/3";
     const LIMITS: Limits = Limits {
         max_request: MAX_MSG_FRAME,
         max_response: MAX_REPLY_FRAME,
         max_inflight: 256,
         queue: 1024,
-        // A deploy carries a package (up to 8 MiB) and waits for compile + init.
-        timeout: Duration::from_secs(60),
+        // A deploy waits for the host's fetch of the package (up to 64 MiB), its compilation
+        // and `init`.
+        timeout: Duration::from_secs(120),
     };
     type Request = DeployMsg;
     type Response = DeployReply;

@@ -1,8 +1,9 @@
 //! Deploy, end to end: a tenant process deploys a signed package onto its lease on a host
 //! process, timed from the client's side of `POST /v1/deployments` on the tenant (what
-//! `degroup deploy` does): signed request over `/degroup/deploy/1` → the host checks the lease,
-//! the signature and the hash → compiled code from its cache → package and record written in one
-//! flushed batch → worker started → the plugin's `init` ran → answer → the tenant stores its
+//! `degroup deploy` does): the tenant stores the package privately in its blob store → signed
+//! request over `/degroup/deploy/3` → the host checks the lease and the signature, finds the
+//! package in its own blob store (no bytes move) → compiled code from its cache → record written
+//! durably → worker started → the plugin's `init` ran → answer → the tenant stores its
 //! record. The first deploy includes the host's compile; the others find the component cached.
 
 use std::path::Path;
@@ -84,7 +85,8 @@ pub(super) async fn run(bin: &Path, args: &Args) -> anyhow::Result<Section> {
         let lease = l.id;
         let body = DeployBody {
             lease: lease.clone(),
-            package: encoded.clone(),
+            package: Some(encoded.clone()),
+            reference: None,
             config: Vec::new(),
         };
         let t0 = Instant::now();

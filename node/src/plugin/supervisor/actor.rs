@@ -16,6 +16,7 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 use super::super::deployment::{self, Counters, Record, Side, State, View};
+use super::super::distribution::Distribution;
 use super::super::kv::Kv;
 use super::super::logs::Logs;
 use super::super::package::Package;
@@ -50,6 +51,8 @@ struct Retiring {
 pub(crate) struct Actor {
     store: Store,
     runtime: Arc<Runtime>,
+    /// Where packages are kept: a deployment holds its package's blob (`dep:<id>`).
+    distribution: Distribution,
     leases: LeaseHandle,
     meter: Meter,
     records: HashMap<String, Record>,
@@ -65,6 +68,7 @@ impl Actor {
     pub(crate) fn new(
         store: Store,
         runtime: Arc<Runtime>,
+        distribution: Distribution,
         leases: LeaseHandle,
         meter: Meter,
         records: HashMap<String, Record>,
@@ -73,6 +77,7 @@ impl Actor {
         Self {
             store,
             runtime,
+            distribution,
             leases,
             meter,
             records,
@@ -472,23 +477,17 @@ impl Actor {
             }
             Admitted::New { record, existing } => (*record, existing),
         };
-        let mut ops = vec![
-            Op::Put(
-                Domain::Packages,
-                package.manifest.hash.to_vec(),
-                package.to_bytes(),
-            ),
-            Op::Put(
-                Domain::Deployments,
-                record.id.as_bytes().to_vec(),
-                deployment::encode(&record),
-            ),
-        ];
+        // The package is in the blob store, held for this deployment since it was fetched.
+        let _ = &package;
+        let mut ops = vec![Op::Put(
+            Domain::Deployments,
+            record.id.as_bytes().to_vec(),
+            deployment::encode(&record),
+        )];
         if let Some(old) = &existing
-            && old.package.hash != record.package.hash
-            && !self.package_in_use(&old.package.hash, &old.id)
+            && old.package.blob != record.package.blob
         {
-            ops.push(Op::Delete(Domain::Packages, old.package.hash.to_vec()));
+            self.let_go_of_package(old, &mut ops);
         }
         if let Err(e) = self.store.apply_durable(&ops) {
             return Err(Refusal::new(
@@ -531,8 +530,8 @@ impl Actor {
             deployment::encode(&r),
         )];
         let host = r.side == Side::Host;
-        if host && !self.package_in_use(&r.package.hash, &r.id) {
-            ops.push(Op::Delete(Domain::Packages, r.package.hash.to_vec()));
+        if host {
+            self.let_go_of_package(&r, &mut ops);
         }
         self.store.apply_durable(&ops)?;
         self.records.insert(r.id.clone(), r.clone());
@@ -557,6 +556,20 @@ impl Actor {
         }
         tracing::info!(deployment = %r.id, reason = ?r.reason, "deployment stopped");
         Ok(())
+    }
+
+    /// A hosted deployment no longer uses its package: its hold on the blob goes (the blob
+    /// store's garbage collection takes it after the grace period), and a package stored the
+    /// old way (before distribution) is deleted when no other deployment uses it.
+    fn let_go_of_package(&self, r: &Record, ops: &mut Vec<Op>) {
+        if r.package.blob == [0; 32] {
+            if !self.package_in_use(&r.package.hash, &r.id) {
+                ops.push(Op::Delete(Domain::Packages, r.package.hash.to_vec()));
+            }
+        } else {
+            self.distribution
+                .release(&r.package.blob, &format!("dep:{}", r.id));
+        }
     }
 
     /// Whether a live hosted deployment other than `except` runs the package `hash` (then its
@@ -659,12 +672,16 @@ impl Actor {
 
     /// The stored package of a record, compiled (from the cache when it is there).
     async fn load_compiled(&self, r: &Record) -> Result<Compiled, PluginError> {
-        let bytes = self
-            .store
-            .tree(Domain::Packages)?
-            .get(&r.package.hash)?
-            .ok_or_else(|| PluginError::NotFound("package missing from the store".into()))?;
-        let package = Package::open(&bytes)?;
+        let package = if r.package.blob == [0; 32] {
+            let bytes = self
+                .store
+                .tree(Domain::Packages)?
+                .get(&r.package.hash)?
+                .ok_or_else(|| PluginError::NotFound("package missing from the store".into()))?;
+            Package::open(&bytes)?
+        } else {
+            self.distribution.load(&r.package.blob).await?
+        };
         let runtime = self.runtime.clone();
         tokio::task::spawn_blocking(move || runtime.compile(&package.component))
             .await

@@ -13,7 +13,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use super::super::deployment::{PackageRef, Record, Side, State, View};
 use super::super::logs::LogPage;
-use super::super::package::Package;
+use super::super::distribution::{Distribution, Staged};
 use super::super::runtime::Runtime;
 use super::super::wire::{
     DeployMsg, DeployProtocol, DeployReply, DeployRequest, MAX_MESSAGE, RefusalCode, Status,
@@ -32,13 +32,20 @@ use crate::signed::Envelope;
 /// How long `ps` waits for each host.
 const LIST_TIMEOUT: Duration = Duration::from_secs(5);
 
+/// What to deploy: a package file's bytes, or a reference the catalogue resolves
+/// (`greeter`, `greeter@0.1.0`, `5a1f…/greeter@^0.1`, `blake3:HEX`).
+#[derive(Debug, Clone)]
+pub enum Source {
+    File(Vec<u8>),
+    Reference(String),
+}
+
 /// `degroup deploy`.
 #[derive(Debug, Clone)]
 pub struct DeployParams {
     /// Lease id or unique prefix.
     pub lease: String,
-    /// The package file's bytes.
-    pub package: Vec<u8>,
+    pub source: Source,
     pub config: Vec<(String, String)>,
 }
 
@@ -51,6 +58,7 @@ pub struct PluginHandle {
     leases: LeaseHandle,
     adverts: Arc<AdvertBook>,
     runtime: Arc<Runtime>,
+    distribution: Distribution,
 }
 
 impl std::fmt::Debug for PluginHandle {
@@ -95,6 +103,7 @@ impl PluginHandle {
         leases: LeaseHandle,
         adverts: Arc<AdvertBook>,
         runtime: Arc<Runtime>,
+        distribution: Distribution,
     ) -> Self {
         Self {
             tx,
@@ -103,6 +112,25 @@ impl PluginHandle {
             leases,
             adverts,
             runtime,
+            distribution,
+        }
+    }
+
+    /// Package distribution: publish, search, info, fetch, yank.
+    pub fn distribution(&self) -> &Distribution {
+        &self.distribution
+    }
+
+    /// What a source deploys onto `host`.
+    async fn stage(&self, source: Source, host: &[u8; 32]) -> Result<Staged, PluginError> {
+        match source {
+            Source::File(bytes) => {
+                let peer = crate::identity::peer_id_of_bytes(host).ok_or_else(|| {
+                    PluginError::Protocol("host key is not a valid ed25519 key".into())
+                })?;
+                self.distribution.stage_file(bytes, &peer).await
+            }
+            Source::Reference(r) => self.distribution.stage_reference(&r),
         }
     }
 
@@ -170,7 +198,6 @@ impl PluginHandle {
 
     /// Deploys a package onto a lease this node rents.
     pub async fn deploy(&self, p: DeployParams) -> Result<View, PluginError> {
-        let package = Package::open(&p.package)?;
         check_config(&p.config).map_err(PluginError::BadInput)?;
         let lease = self.leases.get(&p.lease).await?;
         if lease.stored.role != Role::Tenant {
@@ -192,7 +219,8 @@ impl PluginHandle {
             lease_id: lease.contract.lease_id,
             host: lease.contract.host,
         };
-        self.send_deploy(target, &package, p.config, false).await
+        let staged = self.stage(p.source, &target.host).await?;
+        self.send_deploy(target, &staged, p.config, false).await
     }
 
     /// Replaces the code of one of this node's deployments, keeping its key-value store.
@@ -200,10 +228,9 @@ impl PluginHandle {
     pub async fn upgrade(
         &self,
         deployment: &str,
-        package: &[u8],
+        source: Source,
         config: Option<Vec<(String, String)>>,
     ) -> Result<View, PluginError> {
-        let package = Package::open(package)?;
         let r = self.record(deployment).await?;
         if r.side != Side::Tenant {
             return Err(PluginError::Conflict(format!(
@@ -227,13 +254,19 @@ impl PluginHandle {
             lease_id: r.lease_id,
             host,
         };
-        self.send_deploy(target, &package, config, true).await
+        let staged = self.stage(source, &target.host).await?;
+        let view = self.send_deploy(target, &staged, config, true).await?;
+        if r.package.blob != staged.hash {
+            self.distribution
+                .release(&r.package.blob, &format!("dep:{}", r.id));
+        }
+        Ok(view)
     }
 
     async fn send_deploy(
         &self,
         target: Target,
-        package: &Package,
+        staged: &Staged,
         config: Vec<(String, String)>,
         upgrade: bool,
     ) -> Result<View, PluginError> {
@@ -242,7 +275,10 @@ impl PluginHandle {
             lease_id: target.lease_id,
             host: target.host,
             tenant: self.identity.verifying_key().to_bytes(),
-            package_hash: package.manifest.hash,
+            package_hash: staged.hash,
+            package_size: staged.size,
+            reference: staged.reference.clone(),
+            providers: staged.hints.clone(),
             config: config.clone(),
             upgrade,
             created_ms: now_ms(),
@@ -255,8 +291,6 @@ impl PluginHandle {
             .to_string();
         let msg = DeployMsg::Deploy {
             request: request.clone(),
-            manifest: package.manifest_bytes.clone(),
-            component: package.component.clone(),
         };
         let status = match self.send(&host_peer, msg).await? {
             DeployReply::Deployment(s) => *s,
@@ -275,10 +309,12 @@ impl PluginHandle {
             host: host_peer,
             tenant: self.identity.peer_id().to_string(),
             package: PackageRef {
-                name: package.manifest.name.clone(),
-                version: package.manifest.version.clone(),
-                hash: package.manifest.hash,
-                publisher: package.manifest.publisher,
+                name: staged.name.clone(),
+                version: staged.version.clone(),
+                hash: status.package_hash,
+                publisher: staged.publisher,
+                blob: staged.hash,
+                reference: staged.reference.clone(),
             },
             config,
             state: status.phase.into(),
@@ -288,7 +324,11 @@ impl PluginHandle {
             generation: status.generation,
             request,
         };
-        let view = reported(&record, &status);
+        let mut view = reported(&record, &status);
+        if view.warning.is_none() {
+            view.warning.clone_from(&staged.warning);
+        }
+        self.distribution.hold(&staged.hash, &format!("dep:{}", record.id));
         self.ask(|reply| Command::SaveTenant {
             record: Box::new(record),
             reply,
@@ -431,6 +471,8 @@ impl PluginHandle {
             Err(PluginError::Refused(refusal)) if refusal.code == RefusalCode::Unknown => None,
             Err(e) => return Err(e),
         };
+        self.distribution
+            .release(&r.package.blob, &format!("dep:{}", r.id));
         let mut record = r.clone();
         record.state = State::Stopped;
         record.reason = status

@@ -1,12 +1,16 @@
-//! The host's side of `/degroup/deploy/2`: every check before anything runs.
+//! The host's side of `/degroup/deploy/3`: every check before anything runs.
 //!
 //! Each inbound request is answered in its own task (the actor runs them in a bounded
 //! `JoinSet`), so a deploy that compiles for a while, or waits for its plugin's first `init`,
 //! holds up nobody else. Everything here asks the actor for what it owns.
 //!
-//! Compiling costs the host CPU and memory, so it comes last: after the signatures, the lease
-//! (the tenant's, active) and admission (one deployment per lease, `plugin.max_deployments`);
-//! one compilation at a time per lease; and its CPU time is charged to the lease.
+//! Fetching and compiling cost the host bandwidth, disk, CPU and memory, so they come last:
+//! after the signatures, the size cap, the publisher allowlist (against the release the
+//! catalogue holds for the hash), the lease (the tenant's, active) and admission (one
+//! deployment per lease, `plugin.max_deployments`). Then the package is fetched (or found in
+//! the blob store), verified (signature, manifest, the allowlist again against the manifest's
+//! publisher), and compiled: one compilation at a time per lease, its CPU time charged to the
+//! lease.
 
 use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
@@ -14,10 +18,9 @@ use std::sync::{Arc, Mutex};
 use libp2p::PeerId;
 
 use super::super::deployment::{PackageRef, Record, Side, State};
-use super::super::package::Package;
 use super::super::wire::{
-    DeployMsg, DeployProtocol, DeployReply, DeployRequest, MAX_MESSAGE, Refusal, RefusalCode,
-    Status, check_config,
+    DeployMsg, DeployProtocol, DeployReply, DeployRequest, MAX_HINTS, MAX_MESSAGE, MAX_REFERENCE,
+    Refusal, RefusalCode, Status, check_config,
 };
 use super::super::worker::Started;
 use super::PluginError;
@@ -29,6 +32,13 @@ use crate::lease::{Meter, Role};
 use crate::net::InboundRequest;
 use crate::resources::{LeaseId, id_hex, now_ms};
 use crate::signed::Envelope;
+
+fn not_allowed(publisher: &[u8; 32]) -> String {
+    format!(
+        "this host runs only packages of the publishers on its allowlist; publisher {} is not on it",
+        hex::encode(publisher)
+    )
+}
 
 /// How far a deploy request's creation time may be from the host's clock.
 const REQUEST_WINDOW_MS: u64 = 5 * 60 * 1000;
@@ -115,11 +125,7 @@ impl HostSide {
         let caller = Caller::Tenant(peer.to_string());
         let h = &self.handle;
         match msg {
-            DeployMsg::Deploy {
-                request,
-                manifest,
-                component,
-            } => self.deploy(peer, &request, manifest, component).await,
+            DeployMsg::Deploy { request } => self.deploy(peer, &request).await,
             DeployMsg::List => match h
                 .ask(|reply| Command::Statuses {
                     tenant: peer.to_string(),
@@ -196,13 +202,7 @@ impl HostSide {
     }
 
     /// Verifies a deploy or upgrade, compiles it, installs it, and waits for the first `init`.
-    async fn deploy(
-        &self,
-        peer: &PeerId,
-        request: &[u8],
-        manifest: Vec<u8>,
-        component: Vec<u8>,
-    ) -> DeployReply {
+    async fn deploy(&self, peer: &PeerId, request: &[u8]) -> DeployReply {
         let h = &self.handle;
         let opened = match Envelope::open::<DeployRequest>(request) {
             Ok(o) => o,
@@ -232,25 +232,31 @@ impl HostSide {
         if let Err(e) = check_config(&req.config) {
             return refuse(RefusalCode::Invalid, e);
         }
-        let package = match Package::from_parts(manifest, component) {
-            Ok(p) => p,
-            Err(e) => return refuse(RefusalCode::Package, format!("package refused: {e}")),
-        };
-        if package.manifest.hash != req.package_hash {
+        if req.reference.len() > MAX_REFERENCE || req.providers.len() > MAX_HINTS {
+            return refuse(
+                RefusalCode::Invalid,
+                "the deploy request's reference or provider list is too long",
+            );
+        }
+        let dist = h.distribution();
+        if req.package_size > dist.max_package() {
             return refuse(
                 RefusalCode::Package,
-                "the package is not the one the request signs for",
+                format!(
+                    "the package is {} bytes; this host takes packages of at most {} bytes (`[blobs] max_package`)",
+                    req.package_size,
+                    dist.max_package()
+                ),
             );
         }
         let publishers = &h.runtime().limits().publishers;
-        if !publishers.is_empty() && !publishers.contains(&package.manifest.publisher) {
-            return refuse(
-                RefusalCode::Policy,
-                format!(
-                    "this host runs only packages of the publishers on its allowlist; publisher {} is not on it",
-                    package.publisher_hex()
-                ),
-            );
+        let allowed = |key: &[u8; 32]| publishers.is_empty() || publishers.contains(key);
+        if let Some(p) = dist
+            .release_publishers(&req.package_hash)
+            .iter()
+            .find(|p| !allowed(p))
+        {
+            return refuse(RefusalCode::Policy, not_allowed(p));
         }
         let lease_hex = hex::encode(req.lease_id);
         let Ok(lease) = h.leases().get(&lease_hex).await else {
@@ -271,17 +277,20 @@ impl HostSide {
                 format!("lease {lease_hex} is not active (ended or expired); lease anew"),
             );
         }
-        let record = Record {
+        let mut record = Record {
             id: hex::encode(req.deployment_id),
             side: Side::Host,
             lease_id: req.lease_id,
             host: h.identity().peer_id().to_string(),
             tenant: peer.to_string(),
+            // Filled from the package's manifest once it is here.
             package: PackageRef {
-                name: package.manifest.name.clone(),
-                version: package.manifest.version.clone(),
-                hash: package.manifest.hash,
-                publisher: package.manifest.publisher,
+                name: String::new(),
+                version: String::new(),
+                hash: [0; 32],
+                publisher: [0; 32],
+                blob: req.package_hash,
+                reference: req.reference.clone(),
             },
             config: req.config.clone(),
             state: State::Starting,
@@ -291,7 +300,7 @@ impl HostSide {
             generation: 0,
             request: request.to_vec(),
         };
-        // Admission before compiling (the actor checks again when it installs).
+        // Admission before fetching and compiling (the actor checks again when it installs).
         match h
             .ask(|reply| Command::Admit {
                 record: Box::new(record.clone()),
@@ -304,6 +313,65 @@ impl HostSide {
             Ok(Err(refusal)) => return DeployReply::Refused(refusal),
             Err(e) => return from_error(e),
         }
+        let holder = format!("dep:{}", record.id);
+        // What the deployment's current generation runs: its hold must survive a refused
+        // upgrade to the same package.
+        let running_blob = h
+            .ask(|reply| Command::Record {
+                id: record.id.clone(),
+                reply,
+            })
+            .await
+            .ok()
+            .and_then(Result::ok)
+            .map(|r| r.package.blob);
+        let package = match dist
+            .host_fetch(
+                req.package_hash,
+                req.package_size,
+                &req.providers,
+                &holder,
+            )
+            .await
+        {
+            Ok(p) => p,
+            Err(e) => {
+                let code = match e.code() {
+                    crate::error::ErrorCode::Unavailable
+                    | crate::error::ErrorCode::HostUnreachable
+                    | crate::error::ErrorCode::NotFound => RefusalCode::Unavailable,
+                    _ => RefusalCode::Package,
+                };
+                return refuse(code, format!("package not obtained: {e}"));
+            }
+        };
+        let m = &package.manifest;
+        record.package.name.clone_from(&m.name);
+        record.package.version.clone_from(&m.version);
+        record.package.hash = m.hash;
+        record.package.publisher = m.publisher;
+        let reply = if allowed(&m.publisher) {
+            self.compile_and_install(record, package, &lease, &req, &lease_hex)
+                .await
+        } else {
+            refuse(RefusalCode::Policy, not_allowed(&m.publisher))
+        };
+        if matches!(reply, DeployReply::Refused(_)) && running_blob != Some(req.package_hash) {
+            dist.release(&req.package_hash, &holder);
+        }
+        reply
+    }
+
+    /// The last steps of a deploy, once its package is here and verified.
+    async fn compile_and_install(
+        &self,
+        record: Record,
+        package: super::super::package::Package,
+        lease: &crate::lease::book::Lease,
+        req: &DeployRequest,
+        lease_hex: &str,
+    ) -> DeployReply {
+        let h = &self.handle;
         let Some(turn) = self.start_compiling(req.lease_id) else {
             return refuse(
                 RefusalCode::Conflict,
@@ -334,7 +402,7 @@ impl HostSide {
             }
             Err(e) => return refuse(RefusalCode::Unavailable, e.to_string()),
         };
-        let info = info_of(&record, &lease);
+        let info = info_of(&record, lease);
         let id = record.id.clone();
         let install = Install {
             record,

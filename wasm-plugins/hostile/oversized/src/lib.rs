@@ -1,6 +1,6 @@
 //! Hostile: a valid plugin that carries ~9 MiB of non-zero static data (written by
-//! `build.rs`), so its `.wasm` is over the host's 8 MiB package cap and must be refused by
-//! `degroup plugin pack` and by `degroup deploy`.
+//! `build.rs`), so its package is over a host's 8 MiB `[blobs] max_package` and must be refused
+//! by that host before anything is parsed.
 
 use core::hint::black_box;
 
