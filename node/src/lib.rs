@@ -10,6 +10,8 @@
 //! - [`identity`] — the node's ed25519 key (`identity.key`, 0600), also its libp2p identity.
 //! - [`signed`] — signed envelopes: domain tag, exact payload bytes, signer, signature.
 //! - [`capacity`] — hardware inventory, signed capacity adverts, the advert book, discovery.
+//! - [`catalogue`] — the federation's package catalogue: signed releases and yanks, gossiped
+//!   and synced; package references (`greeter@^0.1`, `blake3:…`) and their resolution.
 //! - [`store`] — the embedded sled database; the only module that names sled.
 //! - [`lease`] — two-party signed leases: protocol, reservation book, expiry, usage receipts.
 //! - [`config`] — layered configuration: defaults < `config.toml` < `DEGROUP_*` < flags.
@@ -25,6 +27,7 @@
 
 pub mod api;
 pub mod capacity;
+pub mod catalogue;
 pub mod cli;
 pub mod config;
 pub mod error;

@@ -26,6 +26,17 @@ pub struct AdvertLabels {
     pub reason: &'static str,
 }
 
+/// Labels of a catalogue verdict (a release or yank envelope).
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct CatalogueLabels {
+    /// `gossip` or `sync`.
+    pub source: &'static str,
+    /// `accepted`, `ignored` or `rejected`.
+    pub verdict: &'static str,
+    /// Why it was ignored or rejected (empty when accepted).
+    pub reason: &'static str,
+}
+
 /// The node's own metrics. Cloning shares the underlying values.
 #[derive(Debug, Clone, Default)]
 pub struct NodeMetrics {
@@ -34,6 +45,7 @@ pub struct NodeMetrics {
     pub uptime_seconds: Gauge,
     pub adverts: Family<AdvertLabels, Counter>,
     pub adverts_known: Gauge,
+    pub catalogue: Family<CatalogueLabels, Counter>,
 }
 
 impl NodeMetrics {
@@ -65,6 +77,11 @@ impl NodeMetrics {
             "adverts_known",
             "Valid adverts held",
             m.adverts_known.clone(),
+        );
+        r.register(
+            "catalogue",
+            "Releases and yanks received, by source, verdict and reason",
+            m.catalogue.clone(),
         );
         m
     }

@@ -36,6 +36,8 @@ pub enum Domain {
     Deployments,
     /// Plugin packages of hosted deployments, by content hash.
     Packages,
+    /// The catalogue's release and yank envelopes, by publisher, name and version.
+    Releases,
 }
 
 impl Domain {
@@ -49,6 +51,7 @@ impl Domain {
             Domain::Receipts => "receipts",
             Domain::Deployments => "deployments",
             Domain::Packages => "packages",
+            Domain::Releases => "releases",
         }
     }
 }

@@ -97,38 +97,17 @@ pub fn check_component(bytes: &[u8]) -> Result<(), PackageError> {
     }
 }
 
-/// Checks a package name: 1–64 of `a-z 0-9 - _`, starting with a letter.
+/// Checks a package name: 1–64 of `a-z 0-9 - _`, starting with a letter. The rule is the
+/// catalogue's ([`crate::catalogue::check_name`]), so every package can be published.
 pub fn check_name(name: &str) -> Result<(), PackageError> {
-    let ok = !name.is_empty()
-        && name.len() <= 64
-        && name.starts_with(|c: char| c.is_ascii_lowercase())
-        && name
-            .chars()
-            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '_');
-    if ok {
-        Ok(())
-    } else {
-        Err(PackageError::Invalid(format!(
-            "bad package name {name:?}: use 1 to 64 of a-z, 0-9, - and _, starting with a letter"
-        )))
-    }
+    crate::catalogue::check_name(name).map_err(PackageError::Invalid)
 }
 
-/// Checks a version: 1–32 of `0-9 a-z A-Z . - +`, starting with a digit (e.g. `1.2.0`).
+/// Checks a version: 1–32 of `0-9 a-z A-Z . - +`, starting with a digit (e.g. `1.2.0`). The
+/// rule is the catalogue's ([`crate::catalogue::check_version_syntax`]); publishing a release
+/// further needs a semantic version ([`crate::catalogue::check_version`]).
 pub fn check_version(version: &str) -> Result<(), PackageError> {
-    let ok = !version.is_empty()
-        && version.len() <= 32
-        && version.starts_with(|c: char| c.is_ascii_digit())
-        && version
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '+'));
-    if ok {
-        Ok(())
-    } else {
-        Err(PackageError::Invalid(format!(
-            "bad version {version:?}: use something like 1.2.0 (digits, letters, '.', '-', '+'; at most 32)"
-        )))
-    }
+    crate::catalogue::check_version_syntax(version).map_err(PackageError::Invalid)
 }
 
 impl Package {
