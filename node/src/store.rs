@@ -38,6 +38,8 @@ pub enum Domain {
     Packages,
     /// The catalogue's release and yank envelopes, by publisher, name and version.
     Releases,
+    /// Metadata of the content-addressed blobs (size, visibility, holds), by BLAKE3 hash.
+    Blobs,
 }
 
 impl Domain {
@@ -52,6 +54,7 @@ impl Domain {
             Domain::Deployments => "deployments",
             Domain::Packages => "packages",
             Domain::Releases => "releases",
+            Domain::Blobs => "blobs",
         }
     }
 }

@@ -133,7 +133,16 @@ fn set_capacity(dir: &Path) {
     let set = degroup(
         dir,
         &[
-            "capacity", "set", "--cpu", "2", "--mem", "4GiB", "--disk", "10GiB", "--country", "FR",
+            "capacity",
+            "set",
+            "--cpu",
+            "2",
+            "--mem",
+            "4GiB",
+            "--disk",
+            "10GiB",
+            "--country",
+            "FR",
         ],
     );
     assert!(set.status.success(), "{}", stderr(&set));
@@ -185,17 +194,25 @@ fn publish_find_mirror_and_deploy_by_name_after_the_publisher_dies() {
     let published = publish(&a_dir, &v1);
     let hash = published["hash"].as_str().unwrap().to_owned();
     assert_eq!(published["publisher"], a_key.as_str());
-    let human = stdout(&degroup(&a_dir, &["plugin", "publish", v1.to_str().unwrap()]));
+    let human = stdout(&degroup(
+        &a_dir,
+        &["plugin", "publish", v1.to_str().unwrap()],
+    ));
     assert!(human.contains(&hash), "publish prints the hash: {human}");
     let start_search = Instant::now();
     assert!(
-        eventually(Duration::from_secs(5), || finds(&c_dir, "greet", "greeter", "0.1.0")),
+        eventually(Duration::from_secs(5), || finds(
+            &c_dir, "greet", "greeter", "0.1.0"
+        )),
         "C finds the release within 5 s: {}",
         c.log()
     );
     eprintln!("search found it after {:?}", start_search.elapsed());
     publish(&a_dir, &v2);
-    let yank = degroup(&a_dir, &["plugin", "yank", "greeter@0.2.0", "--reason", "broken"]);
+    let yank = degroup(
+        &a_dir,
+        &["plugin", "yank", "greeter@0.2.0", "--reason", "broken"],
+    );
     assert!(yank.status.success(), "yank: {}", stderr(&yank));
     assert!(
         eventually(Duration::from_secs(10), || {
@@ -210,7 +227,10 @@ fn publish_find_mirror_and_deploy_by_name_after_the_publisher_dies() {
     assert_eq!(fetched["package"]["hash"], hash.as_str(), "{fetched}");
     assert!(fetched["bytes_moved"].as_u64().unwrap() > 0);
     let again = json(&d_dir, &["plugin", "fetch", "greeter@0.1.0"]);
-    assert_eq!(again["bytes_moved"], 0, "a second fetch moves nothing: {again}");
+    assert_eq!(
+        again["bytes_moved"], 0,
+        "a second fetch moves nothing: {again}"
+    );
 
     // A dies; C deploys by name onto its lease on B, which fetches from D.
     a.signal(nix::sys::signal::Signal::SIGKILL);
@@ -244,14 +264,21 @@ fn publish_find_mirror_and_deploy_by_name_after_the_publisher_dies() {
     );
 
     // Refusals, each with its error.
-    let o = degroup(&c_dir, &["deploy", "--lease", &lease_id[..12], "greeter@0.2.0"]);
+    let o = degroup(
+        &c_dir,
+        &["deploy", "--lease", &lease_id[..12], "greeter@0.2.0"],
+    );
     assert_clean_failure(&o, "yanked");
     let o = degroup(&b_dir, &["plugin", "info", "greeter"]);
     assert_clean_failure(&o, "trust");
     publish(&d_dir, &pack(&d_dir, &counter, "greeter", "0.3.0"));
     let o = degroup(&d_dir, &["plugin", "info", "greeter"]);
     assert_clean_failure(&o, &a_key[..8]);
-    assert!(stderr(&o).contains(&d_key[..8]), "lists both: {}", stderr(&o));
+    assert!(
+        stderr(&o).contains(&d_key[..8]),
+        "lists both: {}",
+        stderr(&o)
+    );
     let o = degroup(&c_dir, &["plugin", "info", "no-such-plugin"]);
     assert_clean_failure(&o, "no-such-plugin");
     let o = degroup(&c_dir, &["deploy", "--lease", &lease_id[..12], "Bad Name!"]);
@@ -266,7 +293,10 @@ fn publish_find_mirror_and_deploy_by_name_after_the_publisher_dies() {
         .find(|p| p["version"] == "0.2.0")
         .map(|p| p["hash"].as_str().unwrap().to_owned())
         .unwrap();
-    let info = json(&c_dir, &["plugin", "info", &format!("blake3:{yanked_hash}")]);
+    let info = json(
+        &c_dir,
+        &["plugin", "info", &format!("blake3:{yanked_hash}")],
+    );
     assert!(info["warning"].as_str().is_some(), "{info}");
 
     // A private package: C deploys from a file onto B. D, which has no lease with C, is
@@ -276,7 +306,12 @@ fn publish_find_mirror_and_deploy_by_name_after_the_publisher_dies() {
     assert!(c_dep.status.success(), "{}", stderr(&c_dep));
     let file_dep = json(
         &c_dir,
-        &["deploy", "--lease", &lease_id[..12], private.to_str().unwrap()],
+        &[
+            "deploy",
+            "--lease",
+            &lease_id[..12],
+            private.to_str().unwrap(),
+        ],
     );
     assert_eq!(file_dep["state"], "running", "{file_dep}");
     let secret = file_dep["package"].as_str().unwrap().to_owned();
@@ -284,7 +319,13 @@ fn publish_find_mirror_and_deploy_by_name_after_the_publisher_dies() {
     let c_id = c.peer_id();
     let o = degroup(
         &d_dir,
-        &["plugin", "fetch", &format!("blake3:{secret}"), "--from", &c_id],
+        &[
+            "plugin",
+            "fetch",
+            &format!("blake3:{secret}"),
+            "--from",
+            &c_id,
+        ],
     );
     assert!(
         !o.status.success(),
@@ -302,7 +343,10 @@ fn publish_find_mirror_and_deploy_by_name_after_the_publisher_dies() {
     let b = start(&b_dir, None, &b_listen, &[]);
     let c = start(&c_dir, Some(&boot), &c_listen, &[]);
     let d = start(&d_dir, Some(&boot), &d_listen, &[]);
-    assert!(finds(&c_dir, "greet", "greeter", "0.1.0"), "C's catalogue is back");
+    assert!(
+        finds(&c_dir, "greet", "greeter", "0.1.0"),
+        "C's catalogue is back"
+    );
     assert!(
         json_api(&d_dir, "/v1/blobs").to_string().contains(&hash),
         "D's blob is back"
@@ -376,14 +420,18 @@ fn a_corrupting_provider_is_dropped_and_the_fetch_completes() {
     let pkg = pack(&p_dir, &wasm, "bulky", "1.0.0");
     publish(&p_dir, &pkg);
     assert!(
-        eventually(Duration::from_secs(10), || finds(&bad_dir, "bulky", "bulky", "1.0.0")),
+        eventually(Duration::from_secs(10), || finds(
+            &bad_dir, "bulky", "bulky", "1.0.0"
+        )),
         "the mirror hears of it"
     );
     // The corrupting node fetches honestly (it only corrupts what it serves).
     json(&bad_dir, &["plugin", "fetch", "bulky@1.0.0"]);
     let f = start(&f_dir, Some(&boot), &listen(), &[]);
     assert!(
-        eventually(Duration::from_secs(10), || finds(&f_dir, "bulky", "bulky", "1.0.0")),
+        eventually(Duration::from_secs(10), || finds(
+            &f_dir, "bulky", "bulky", "1.0.0"
+        )),
         "the fetcher hears of it"
     );
     assert!(
@@ -436,7 +484,9 @@ fn a_provider_killed_mid_transfer_of_32_mib_does_not_stop_the_fetch() {
     let pkg = pack(&p_dir, &wasm, "huge", "1.0.0");
     publish(&p_dir, &pkg);
     assert!(
-        eventually(Duration::from_secs(10), || finds(&m_dir, "huge", "huge", "1.0.0")),
+        eventually(Duration::from_secs(10), || finds(
+            &m_dir, "huge", "huge", "1.0.0"
+        )),
         "the mirror hears of it"
     );
     json(&m_dir, &["plugin", "fetch", "huge@1.0.0"]);
@@ -444,7 +494,9 @@ fn a_provider_killed_mid_transfer_of_32_mib_does_not_stop_the_fetch() {
     let f_listen = listen();
     let f = start(&f_dir, Some(&boot), &f_listen, &[]);
     assert!(
-        eventually(Duration::from_secs(10), || finds(&f_dir, "huge", "huge", "1.0.0")),
+        eventually(Duration::from_secs(10), || finds(
+            &f_dir, "huge", "huge", "1.0.0"
+        )),
         "the fetcher hears of it"
     );
     let o = degroup(&f_dir, &["plugin", "fetch", "huge@1.0.0"]);
@@ -488,8 +540,7 @@ fn a_provider_killed_mid_transfer_of_32_mib_does_not_stop_the_fetch() {
         );
         code == 200 && {
             let v: serde_json::Value = serde_json::from_str(&body).unwrap_or_default();
-            v["done"].as_u64().unwrap_or(0) > 0
-                && v["done"].as_u64() < v["total"].as_u64()
+            v["done"].as_u64().unwrap_or(0) > 0 && v["done"].as_u64() < v["total"].as_u64()
         }
     });
     assert!(under_way, "the transfer starts: {}", f.log());
@@ -504,6 +555,9 @@ fn a_provider_killed_mid_transfer_of_32_mib_does_not_stop_the_fetch() {
     );
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(v["package"]["hash"], hash.as_str());
-    assert!(v["bytes_moved"].as_u64().unwrap() >= 32 * 1024 * 1024, "{v}");
+    assert!(
+        v["bytes_moved"].as_u64().unwrap() >= 32 * 1024 * 1024,
+        "{v}"
+    );
     drop((m, f));
 }

@@ -128,11 +128,7 @@ async fn publish(
         let b = body(b)?;
         let package = unbase64("package", &b.package)?;
         let release = unbase64("release", &b.release)?;
-        state
-            .plugins
-            .distribution()
-            .publish(package, release)
-            .await
+        state.plugins.distribution().publish(package, release).await
     };
     respond(r.await)
 }
@@ -152,7 +148,11 @@ async fn fetch(
                     .map_err(|_| PluginError::BadInput(format!("{p:?} is not a peer id")))
             })
             .collect::<Result<Vec<_>, _>>()?;
-        state.plugins.distribution().fetch(&b.reference, &from).await
+        state
+            .plugins
+            .distribution()
+            .fetch(&b.reference, &from)
+            .await
     };
     respond(r.await)
 }

@@ -186,11 +186,7 @@ async fn publish(
     if json {
         return super::print_json(&view);
     }
-    println!(
-        "published {}@{}",
-        escape(&view.name),
-        escape(&view.version)
-    );
+    println!("published {}@{}", escape(&view.name), escape(&view.version));
     println!("ref         {}", escape(&view.reference));
     println!("hash        blake3:{}", escape(&view.hash));
     println!("publisher   {}", escape(&view.publisher));
@@ -209,12 +205,7 @@ fn publisher_text(v: &PackageView) -> String {
 async fn search(dir: &Path, text: &str, json: bool) -> anyhow::Result<()> {
     let client = ApiClient::from_data_dir(dir)?;
     let views: Vec<PackageView> = client
-        .get_query(
-            "/v1/packages",
-            &SearchQuery {
-                q: text.to_owned(),
-            },
-        )
+        .get_query("/v1/packages", &SearchQuery { q: text.to_owned() })
         .await?;
     if json {
         return super::print_json(&views);
@@ -397,7 +388,10 @@ async fn fetch(dir: &Path, reference: &str, from: Vec<String>, json: bool) -> an
             escape(bad)
         );
     }
-    println!("this node now keeps and provides blake3:{}", escape(&p.hash));
+    println!(
+        "this node now keeps and provides blake3:{}",
+        escape(&p.hash)
+    );
     Ok(())
 }
 

@@ -26,8 +26,7 @@ use super::error::PluginError;
 use super::package::Package;
 use crate::blobs::{Blobs, Hash, Visibility};
 use crate::catalogue::{
-    CATALOGUE_TOPIC, Catalogue, Entry, Reference, Release, TrustedPublisher, Verdict, Yank,
-    resolve,
+    CATALOGUE_TOPIC, Catalogue, Entry, Reference, Release, TrustedPublisher, Verdict, Yank, resolve,
 };
 use crate::identity::Identity;
 use crate::net::Network;
@@ -199,7 +198,11 @@ impl Distribution {
         if self.blobs.has(hash) {
             out.push(self.net.local_peer_id().to_string());
         }
-        if let Ok(found) = self.net.providers(hash.to_vec(), wait).await {
+        if let Ok(found) = self
+            .net
+            .providers(crate::blobs::provider_key(hash), wait)
+            .await
+        {
             out.extend(found.iter().map(ToString::to_string));
         }
         out.dedup();
@@ -250,7 +253,9 @@ impl Distribution {
             .by_hash(&hash)
             .into_iter()
             .find(|e| e.release.publisher == pkg.manifest.publisher)
-            .ok_or_else(|| PluginError::NotFound("the release vanished from the catalogue".into()))?;
+            .ok_or_else(|| {
+                PluginError::NotFound("the release vanished from the catalogue".into())
+            })?;
         tracing::info!(name = %entry.release.name, version = %entry.release.version, hash = %entry.hash_hex, "published");
         Ok(self.view(&entry, None))
     }
@@ -292,9 +297,10 @@ impl Distribution {
     /// first few).
     pub async fn search(&self, text: &str) -> Vec<PackageView> {
         let entries = self.catalogue.search(text, SEARCH_LIMIT);
-        let lookups = entries.iter().take(SEARCH_LOOKUPS).map(|e| async move {
-            Some(self.providers(&e.release.hash, SEARCH_PROVIDERS).await)
-        });
+        let lookups = entries
+            .iter()
+            .take(SEARCH_LOOKUPS)
+            .map(|e| async move { Some(self.providers(&e.release.hash, SEARCH_PROVIDERS).await) });
         let mut providers = futures::future::join_all(lookups).await;
         providers.resize(entries.len(), None);
         entries

@@ -206,7 +206,15 @@ pub(super) async fn run(bin: &Path, args: &Args) -> anyhow::Result<Section> {
                 .cli(
                     bin,
                     &[
-                        "plugin", "pack", &w, "--name", &name, "--version", "1.0.0", "--out", &p,
+                        "plugin",
+                        "pack",
+                        &w,
+                        "--name",
+                        &name,
+                        "--version",
+                        "1.0.0",
+                        "--out",
+                        &p,
                     ],
                 )
                 .await?;
@@ -282,7 +290,14 @@ pub(super) async fn run(bin: &Path, args: &Args) -> anyhow::Result<Section> {
             .cli(
                 bin,
                 &[
-                    "plugin", "pack", &w, "--name", "bench-app", "--version", &version, "--out",
+                    "plugin",
+                    "pack",
+                    &w,
+                    "--name",
+                    "bench-app",
+                    "--version",
+                    &version,
+                    "--out",
                     &p,
                 ],
             )
@@ -338,9 +353,8 @@ pub(super) async fn run(bin: &Path, args: &Args) -> anyhow::Result<Section> {
     };
     let tcp = median(&tcp_rates);
     let one = median(&fetch_rates[0]);
-    let mut table = String::from(
-        "| source | MiB/s (median) | vs plain TCP | vs sendme |\n|---|---|---|---|\n",
-    );
+    let mut table =
+        String::from("| source | MiB/s (median) | vs plain TCP | vs sendme |\n|---|---|---|---|\n");
     let sm = (!sendme_rates.is_empty()).then(|| median(&sendme_rates));
     for (i, rates) in fetch_rates.iter().enumerate() {
         let r = median(rates);
@@ -352,9 +366,14 @@ pub(super) async fn run(bin: &Path, args: &Args) -> anyhow::Result<Section> {
             sm.map_or_else(|| "–".into(), |s| format!("{:.2}×", r / s)),
         ));
     }
-    table.push_str(&format!("| plain TCP copy (anchor) | {tcp:.0} | 1.00× | |\n"));
+    table.push_str(&format!(
+        "| plain TCP copy (anchor) | {tcp:.0} | 1.00× | |\n"
+    ));
     match sm {
-        Some(s) => table.push_str(&format!("| sendme (anchor) | {s:.0} | {:.2}× | 1.00× |\n", s / tcp)),
+        Some(s) => table.push_str(&format!(
+            "| sendme (anchor) | {s:.0} | {:.2}× | 1.00× |\n",
+            s / tcp
+        )),
         None => table.push_str(&format!(
             "| sendme (anchor) | not run: {} | | |\n",
             sendme_note.unwrap_or_default()

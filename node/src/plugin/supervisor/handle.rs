@@ -12,8 +12,8 @@ use libp2p::PeerId;
 use tokio::sync::{mpsc, oneshot};
 
 use super::super::deployment::{PackageRef, Record, Side, State, View};
-use super::super::logs::LogPage;
 use super::super::distribution::{Distribution, Staged};
+use super::super::logs::LogPage;
 use super::super::runtime::Runtime;
 use super::super::wire::{
     DeployMsg, DeployProtocol, DeployReply, DeployRequest, MAX_MESSAGE, RefusalCode, Status,
@@ -328,7 +328,8 @@ impl PluginHandle {
         if view.warning.is_none() {
             view.warning.clone_from(&staged.warning);
         }
-        self.distribution.hold(&staged.hash, &format!("dep:{}", record.id));
+        self.distribution
+            .hold(&staged.hash, &format!("dep:{}", record.id));
         self.ask(|reply| Command::SaveTenant {
             record: Box::new(record),
             reply,

@@ -27,6 +27,7 @@ use super::PluginError;
 use super::command::{Caller, Command, Install};
 use super::handle::PluginHandle;
 use super::{info_of, lease_active};
+use crate::error::Coded as _;
 use crate::identity::key_of_peer;
 use crate::lease::{Meter, Role};
 use crate::net::InboundRequest;
@@ -326,12 +327,7 @@ impl HostSide {
             .and_then(Result::ok)
             .map(|r| r.package.blob);
         let package = match dist
-            .host_fetch(
-                req.package_hash,
-                req.package_size,
-                &req.providers,
-                &holder,
-            )
+            .host_fetch(req.package_hash, req.package_size, &req.providers, &holder)
             .await
         {
             Ok(p) => p,
