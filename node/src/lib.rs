@@ -12,6 +12,8 @@
 //! - [`capacity`] — hardware inventory, signed capacity adverts, the advert book, discovery.
 //! - [`store`] — the embedded sled database; the only module that names sled.
 //! - [`lease`] — two-party signed leases: protocol, reservation book, expiry, usage receipts.
+//! - [`blobs`] — content-addressed blobs: files verified by BLAKE3 (bao-tree), served to
+//!   peers and fetched from several providers at once, found through Kademlia.
 //! - [`config`] — layered configuration: defaults < `config.toml` < `DEGROUP_*` < flags.
 //! - [`net`] — the libp2p swarm, owned by one task, driven through a cloneable handle;
 //!   protocol-agnostic: each application protocol is a type implementing [`net::Protocol`]
@@ -24,6 +26,7 @@
 //! `docs/architecture.md` for the event-loop shape.
 
 pub mod api;
+pub mod blobs;
 pub mod capacity;
 pub mod cli;
 pub mod config;

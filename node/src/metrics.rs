@@ -26,6 +26,14 @@ pub struct AdvertLabels {
     pub reason: &'static str,
 }
 
+/// Labels of a finished blob fetch.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct BlobFetchLabels {
+    /// `fetched`, `cached`, or the error kind (`no_provider`, `corrupt`, `too_large`,
+    /// `quota`, `error`).
+    pub outcome: &'static str,
+}
+
 /// The node's own metrics. Cloning shares the underlying values.
 #[derive(Debug, Clone, Default)]
 pub struct NodeMetrics {
@@ -34,6 +42,15 @@ pub struct NodeMetrics {
     pub uptime_seconds: Gauge,
     pub adverts: Family<AdvertLabels, Counter>,
     pub adverts_known: Gauge,
+    /// Verified blob bytes received from providers.
+    pub blob_bytes_fetched: Counter,
+    /// Blob bytes sent to peers (encoded responses).
+    pub blob_bytes_served: Counter,
+    pub blob_fetches: Family<BlobFetchLabels, Counter>,
+    /// Chunk groups received that failed BLAKE3 verification.
+    pub blob_bad_chunks: Counter,
+    /// Providers dropped from a fetch and sorted last for a while for sending bad data.
+    pub blob_providers_penalised: Counter,
 }
 
 impl NodeMetrics {
@@ -65,6 +82,31 @@ impl NodeMetrics {
             "adverts_known",
             "Valid adverts held",
             m.adverts_known.clone(),
+        );
+        r.register(
+            "blob_bytes_fetched",
+            "Verified blob bytes received from providers",
+            m.blob_bytes_fetched.clone(),
+        );
+        r.register(
+            "blob_bytes_served",
+            "Blob bytes sent to peers",
+            m.blob_bytes_served.clone(),
+        );
+        r.register(
+            "blob_fetches",
+            "Blob fetches by outcome",
+            m.blob_fetches.clone(),
+        );
+        r.register(
+            "blob_bad_chunks",
+            "Chunk groups received that failed verification",
+            m.blob_bad_chunks.clone(),
+        );
+        r.register(
+            "blob_providers_penalised",
+            "Providers penalised for sending data that failed verification",
+            m.blob_providers_penalised.clone(),
         );
         m
     }

@@ -19,6 +19,12 @@
 //! [`Validator`] ([`NetworkBuilder::topic`]), and published with [`Network::publish`].
 //! Connection events reach the domains that care through [`NetworkBuilder::events`].
 //!
+//! Content discovery: [`Network::provide`] announces in Kademlia that this node holds the
+//! value of a key (plain bytes; the domain chooses and namespaces its keys), and
+//! [`Network::providers`] asks the DHT who does. Kademlia re-announces the local provider
+//! records every [`PROVIDER_REPUBLISH`], well before they expire at the peers that store them
+//! ([`PROVIDER_TTL`]); [`Network::unprovide`] stops that (records elsewhere then lapse).
+//!
 //! Adding a protocol: a type implementing [`Protocol`] in its domain's module, and one
 //! `builder.serve::<ThatType>()` line in `node.rs`. Nothing here changes.
 
@@ -44,6 +50,7 @@ use crate::identity::Identity;
 use crate::metrics::NodeMetrics;
 
 pub use addrs::{dialable, split_peer_id};
+pub use behaviour::{PROVIDER_REPUBLISH, PROVIDER_TTL};
 pub use config::NetConfig;
 pub use gossip::{GossipError, Topic, Validation, Validator};
 pub use protocol::{BUSY, Inbound, InboundRequest, Limits, Protocol, RequestError, Responder};
@@ -111,7 +118,20 @@ pub(crate) enum Command {
         addrs: Vec<Multiaddr>,
         open: streams::Open,
     },
+    /// Announce (and keep re-announcing) that this node provides a key.
+    Provide(Vec<u8>),
+    /// Stop announcing a key.
+    Unprovide(Vec<u8>),
+    /// Look up the providers of a key; each one found (never the local peer) is sent on
+    /// `found`, which closes when the query ends.
+    Providers {
+        key: Vec<u8>,
+        found: mpsc::Sender<PeerId>,
+    },
 }
+
+/// Most providers one [`Network::providers`] lookup returns.
+pub const MAX_PROVIDERS: usize = 64;
 
 /// Collects the protocols and topics a node runs, then starts the swarm.
 pub struct NetworkBuilder {
@@ -250,6 +270,65 @@ impl Network {
     pub async fn publish(&self, topic: &str, data: Vec<u8>) {
         let topic = gossipsub::IdentTopic::new(topic).hash();
         let _ = self.tx.send(Command::Publish { topic, data }).await;
+    }
+
+    /// Announces in the DHT that this node provides `key` (fire and forget; Kademlia
+    /// re-announces it every [`PROVIDER_REPUBLISH`] until [`Network::unprovide`]). Callable
+    /// outside async code.
+    pub fn provide(&self, key: Vec<u8>) {
+        self.fire(Command::Provide(key));
+    }
+
+    /// Stops announcing `key` (the records already stored at peers lapse after
+    /// [`PROVIDER_TTL`]).
+    pub fn unprovide(&self, key: Vec<u8>) {
+        self.fire(Command::Unprovide(key));
+    }
+
+    /// Sends a command without waiting: at once when the queue has room, else from a task.
+    fn fire(&self, command: Command) {
+        match self.tx.try_send(command) {
+            Ok(()) | Err(mpsc::error::TrySendError::Closed(_)) => {}
+            Err(mpsc::error::TrySendError::Full(command)) => {
+                match tokio::runtime::Handle::try_current() {
+                    Ok(rt) => {
+                        let tx = self.tx.clone();
+                        rt.spawn(async move {
+                            let _ = tx.send(command).await;
+                        });
+                    }
+                    Err(_) => tracing::warn!("network command dropped: queue full, no runtime"),
+                }
+            }
+        }
+    }
+
+    /// The peers that announce `key`, other than this node: those found until the DHT query
+    /// ends or `timeout` passes, at most [`MAX_PROVIDERS`].
+    pub async fn providers(
+        &self,
+        key: Vec<u8>,
+        timeout: std::time::Duration,
+    ) -> Result<Vec<PeerId>, NetError> {
+        let (found, mut rx) = mpsc::channel(MAX_PROVIDERS);
+        self.tx
+            .send(Command::Providers { key, found })
+            .await
+            .map_err(|_| NetError::Stopped)?;
+        let mut peers = Vec::new();
+        let collect = async {
+            while let Some(peer) = rx.recv().await {
+                if peer != self.local_peer_id && !peers.contains(&peer) {
+                    peers.push(peer);
+                    if peers.len() >= MAX_PROVIDERS {
+                        break;
+                    }
+                }
+            }
+        };
+        // On timeout the receiver is dropped, which tells the task to finish the query.
+        let _ = tokio::time::timeout(timeout, collect).await;
+        Ok(peers)
     }
 
     /// Sends a request of protocol `P` to `peer` and waits for its answer, within the

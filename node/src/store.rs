@@ -36,6 +36,8 @@ pub enum Domain {
     Deployments,
     /// Plugin packages of hosted deployments, by content hash.
     Packages,
+    /// Metadata of the content-addressed blobs (size, visibility, holds), by BLAKE3 hash.
+    Blobs,
 }
 
 impl Domain {
@@ -49,6 +51,7 @@ impl Domain {
             Domain::Receipts => "receipts",
             Domain::Deployments => "deployments",
             Domain::Packages => "packages",
+            Domain::Blobs => "blobs",
         }
     }
 }

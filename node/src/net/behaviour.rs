@@ -14,6 +14,15 @@ use super::streams::{InboundQueues, Streams};
 pub(crate) const KAD_PROTOCOL: StreamProtocol = StreamProtocol::new("/degroup/kad/1.0.0");
 /// Identify protocol version string.
 pub(crate) const IDENTIFY_PROTOCOL: &str = "/degroup/id/1.0.0";
+/// How often Kademlia re-announces the provider records of this node
+/// ([`super::Network::provide`]); well inside [`PROVIDER_TTL`], so a provider that stays up
+/// never lapses.
+pub const PROVIDER_REPUBLISH: Duration = Duration::from_secs(3600);
+/// How long a peer keeps a provider record it was sent: a provider gone for longer is
+/// forgotten.
+pub const PROVIDER_TTL: Duration = Duration::from_secs(3 * 3600);
+/// Most keys this node provides at once (Kademlia refuses more).
+const MAX_PROVIDED_KEYS: usize = 16 * 1024;
 
 #[derive(NetworkBehaviour)]
 pub(crate) struct Behaviour {
@@ -47,12 +56,20 @@ impl Behaviour {
         let mut kad_config = kad::Config::new(KAD_PROTOCOL);
         kad_config
             .set_query_timeout(Duration::from_secs(20))
-            .set_periodic_bootstrap_interval(Some(Duration::from_secs(60)));
+            .set_periodic_bootstrap_interval(Some(Duration::from_secs(60)))
+            .set_provider_publication_interval(Some(PROVIDER_REPUBLISH))
+            .set_provider_record_ttl(Some(PROVIDER_TTL));
         if let Some(p) = NonZeroUsize::new(3) {
             kad_config.set_parallelism(p);
         }
-        let mut kad =
-            kad::Behaviour::with_config(peer_id, kad::store::MemoryStore::new(peer_id), kad_config);
+        let store = kad::store::MemoryStore::with_config(
+            peer_id,
+            kad::store::MemoryStoreConfig {
+                max_provided_keys: MAX_PROVIDED_KEYS,
+                ..Default::default()
+            },
+        );
+        let mut kad = kad::Behaviour::with_config(peer_id, store, kad_config);
         // Every degroup node serves the DHT; on loopback and private networks there is no
         // confirmed external address for the automatic mode to go by.
         kad.set_mode(Some(kad::Mode::Server));

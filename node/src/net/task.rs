@@ -23,6 +23,9 @@ use super::{Command, NetError, NetEvent, NetParams, NetStatus};
 use crate::identity::Identity;
 use crate::metrics::NodeMetrics;
 
+/// Most provider lookups running at once; more are answered empty at once.
+const MAX_PROVIDER_QUERIES: usize = 256;
+
 /// Connections stay open while idle: a federation node keeps its peers.
 const IDLE_CONNECTION_TIMEOUT: Duration = Duration::from_secs(3600);
 
@@ -55,6 +58,8 @@ pub(crate) struct SwarmTask {
     /// published again when a peer subscribes to the topic.
     unsent: HashMap<gossipsub::TopicHash, Vec<u8>>,
     events: broadcast::Sender<NetEvent>,
+    /// Running provider lookups, and where their findings go.
+    provider_queries: HashMap<kad::QueryId, mpsc::Sender<PeerId>>,
 }
 
 impl SwarmTask {
@@ -137,6 +142,7 @@ impl SwarmTask {
             topics,
             unsent: HashMap::new(),
             events,
+            provider_queries: HashMap::new(),
         })
     }
 
@@ -151,7 +157,10 @@ impl SwarmTask {
                     Some(c) => self.on_command(c),
                     None => break,
                 },
-                _ = tick.tick() => self.redial_bootstrap(),
+                _ = tick.tick() => {
+                    self.redial_bootstrap();
+                    self.drop_abandoned_provider_queries();
+                }
             }
         }
         tracing::debug!("network task stopped");
@@ -178,6 +187,25 @@ impl SwarmTask {
                 self.swarm.behaviour_mut().streams.open(peer, addrs, open);
             }
             Command::Publish { topic, data } => self.publish(topic, data),
+            Command::Provide(key) => {
+                let kad = &mut self.swarm.behaviour_mut().kad;
+                if let Err(e) = kad.start_providing(kad::RecordKey::new(&key)) {
+                    tracing::warn!(error = %e, "cannot announce a provider record");
+                }
+            }
+            Command::Unprovide(key) => {
+                let kad = &mut self.swarm.behaviour_mut().kad;
+                kad.stop_providing(&kad::RecordKey::new(&key));
+            }
+            Command::Providers { key, found } => {
+                if self.provider_queries.len() >= MAX_PROVIDER_QUERIES {
+                    tracing::debug!("provider lookup refused: too many running");
+                    return;
+                }
+                let kad = &mut self.swarm.behaviour_mut().kad;
+                let id = kad.get_providers(kad::RecordKey::new(&key));
+                self.provider_queries.insert(id, found);
+            }
             Command::WaitListening(reply) => {
                 if self.swarm.listeners().next().is_some() {
                     let _ = reply.send(());
@@ -340,11 +368,21 @@ impl SwarmTask {
             }
             BehaviourEvent::Kad(event) => {
                 self.libp2p_metrics.record(&event);
-                if let kad::Event::RoutingUpdated {
-                    peer, addresses, ..
-                } = event
-                {
-                    self.maybe_dial(peer, &addresses.into_vec());
+                match event {
+                    kad::Event::RoutingUpdated {
+                        peer, addresses, ..
+                    } => self.maybe_dial(peer, &addresses.into_vec()),
+                    kad::Event::OutboundQueryProgressed {
+                        id,
+                        result: kad::QueryResult::GetProviders(result),
+                        step,
+                        ..
+                    } => self.on_providers(id, result, step.last),
+                    kad::Event::OutboundQueryProgressed {
+                        result: kad::QueryResult::StartProviding(Err(e)),
+                        ..
+                    } => tracing::debug!(error = %e, "provider record not announced to peers"),
+                    _ => {}
                 }
             }
             BehaviourEvent::Ping(event) => self.libp2p_metrics.record(&event),
@@ -366,6 +404,50 @@ impl SwarmTask {
             }
             BehaviourEvent::Streams(never) => match never {},
             BehaviourEvent::Limits(never) => match never {},
+        }
+    }
+
+    /// Passes on the providers a lookup found; ends the lookup when it is done or its asker
+    /// has gone.
+    fn on_providers(&mut self, id: kad::QueryId, result: kad::GetProvidersResult, last: bool) {
+        let Some(found) = self.provider_queries.get(&id) else {
+            return;
+        };
+        let local = *self.swarm.local_peer_id();
+        let mut done = last;
+        match result {
+            Ok(kad::GetProvidersOk::FoundProviders { providers, .. }) => {
+                for peer in providers.into_iter().filter(|p| *p != local) {
+                    if found.try_send(peer).is_err() {
+                        // Closed (the asker timed out) or full (it has enough).
+                        done = true;
+                        break;
+                    }
+                }
+            }
+            Ok(kad::GetProvidersOk::FinishedWithNoAdditionalRecord { .. }) | Err(_) => done = true,
+        }
+        if done {
+            self.provider_queries.remove(&id);
+            if let Some(mut query) = self.swarm.behaviour_mut().kad.query_mut(&id) {
+                query.finish();
+            }
+        }
+    }
+
+    /// Finishes the lookups whose askers stopped waiting.
+    fn drop_abandoned_provider_queries(&mut self) {
+        let gone: Vec<kad::QueryId> = self
+            .provider_queries
+            .iter()
+            .filter(|(_, found)| found.is_closed())
+            .map(|(id, _)| *id)
+            .collect();
+        for id in gone {
+            self.provider_queries.remove(&id);
+            if let Some(mut query) = self.swarm.behaviour_mut().kad.query_mut(&id) {
+                query.finish();
+            }
         }
     }
 
