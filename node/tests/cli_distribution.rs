@@ -28,7 +28,9 @@ const NODE_ENV: &[(&str, &str)] = &[
 /// A fresh data dir with a config whose `[trust] publishers` are `trusted` (name, key).
 fn init(dir: &Path, trusted: &[(&str, &str)], extra: &str) {
     std::fs::create_dir_all(dir).unwrap();
-    assert!(degroup(dir, &["init"]).status.success());
+    if !dir.join("identity.key").exists() {
+        assert!(degroup(dir, &["init"]).status.success());
+    }
     if trusted.is_empty() && extra.is_empty() {
         return;
     }

@@ -280,10 +280,8 @@ impl Distribution {
             return Err(e);
         }
         self.store.flush()?;
+        // The publisher keeps serving it: a yanked version still deploys by its exact hash.
         self.net.publish(CATALOGUE_TOPIC, yank).await;
-        if self.blobs.has(&entry.release.hash) {
-            let _ = self.blobs.release(&entry.release.hash, "release");
-        }
         let fresh = self
             .catalogue
             .by_hash(&entry.release.hash)
