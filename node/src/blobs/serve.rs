@@ -98,9 +98,11 @@ pub(super) async fn answer(
         return;
     };
     if !meta.visibility.allows(&peer) {
+        // The same answer as for a blob this node does not hold: a peer not allowed to fetch
+        // a private blob does not learn that it is here.
         reply.send(BlobReply::refused(
-            BlobRefusal::Forbidden,
-            "the blob is private and this peer is not allowed to fetch it",
+            BlobRefusal::NotFound,
+            "this node does not hold the blob",
         ));
         return;
     }

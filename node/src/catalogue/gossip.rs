@@ -29,6 +29,17 @@ pub fn topic(catalogue: Arc<Catalogue>, metrics: NodeMetrics) -> Topic {
             match verdict {
                 Verdict::Accepted => Validation::Accept,
                 Verdict::Ignored(_) => Validation::Ignore,
+                // Refusals that depend on what this node saw first (a version republished
+                // with other content, a yank that names another hash, a full catalogue, a
+                // clock ahead of ours) are not the relaying peer's fault: not relayed, no
+                // penalty. Only a malformed or badly signed item costs its sender.
+                Verdict::Rejected(
+                    reason @ ("republished" | "yank_mismatch" | "publisher_full" | "catalogue_full"
+                    | "future"),
+                ) => {
+                    tracing::debug!(%peer, %reason, "catalogue message not taken");
+                    Validation::Ignore
+                }
                 Verdict::Rejected(reason) => {
                     tracing::debug!(%peer, %reason, "catalogue message rejected");
                     Validation::Reject

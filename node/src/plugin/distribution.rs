@@ -237,6 +237,12 @@ impl Distribution {
                 "the release's hash or size is not the package's".into(),
             ));
         }
+        if r.capabilities != pkg.manifest.capabilities {
+            return Err(PluginError::BadInput(
+                "the release's capabilities are not the ones the package's manifest requests"
+                    .into(),
+            ));
+        }
         let hash = self.blobs.add(package, Visibility::Public).await?;
         self.blobs.hold(&hash, "release")?;
         if let Some(e) = release_error(&self.catalogue.offer(&release, now_ms())) {
@@ -245,7 +251,7 @@ impl Distribution {
             }
             return Err(e);
         }
-        self.store.flush()?;
+        self.store.flush_async().await?;
         self.blobs.publicize(&hash)?;
         self.net.publish(CATALOGUE_TOPIC, release).await;
         let entry = self
@@ -279,7 +285,7 @@ impl Distribution {
         if let Some(e) = release_error(&self.catalogue.offer(&yank, now_ms())) {
             return Err(e);
         }
-        self.store.flush()?;
+        self.store.flush_async().await?;
         // The publisher keeps serving it: a yanked version still deploys by its exact hash.
         self.net.publish(CATALOGUE_TOPIC, yank).await;
         let fresh = self
@@ -354,9 +360,11 @@ impl Distribution {
                 Reference::Named { .. } => return Err(e.into()),
             },
         };
-        let (hash, size, visibility) = match (&entry, &parsed) {
-            (Some(e), _) => (e.release.hash, Some(e.release.size), Visibility::Public),
-            (None, Reference::Hash(h)) => (*h, None, Visibility::Private { peers: Vec::new() }),
+        // Fetched private: it becomes public (served, announced) only once verified as the
+        // package its release names.
+        let (hash, size) = match (&entry, &parsed) {
+            (Some(e), _) => (e.release.hash, Some(e.release.size)),
+            (None, Reference::Hash(h)) => (*h, None),
             (None, Reference::Named { .. }) => {
                 return Err(PluginError::NotFound(format!("no package {reference}")));
             }
@@ -371,13 +379,26 @@ impl Distribution {
         }
         let fetched = self
             .blobs
-            .fetch(hash, size, from.to_vec(), visibility, None)
+            .fetch(
+                hash,
+                size,
+                from.to_vec(),
+                Visibility::Private { peers: Vec::new() },
+                None,
+            )
             .await?;
-        let pkg = match &entry {
-            Some(e) => self.check_blob(&hash, &e.release.publisher).await?,
-            None => self.load(&hash).await?,
-        };
         self.blobs.hold(&hash, "pin")?;
+        let checked = match &entry {
+            Some(_) => self.check_released(&hash).await,
+            None => self.load(&hash).await,
+        };
+        let pkg = match checked {
+            Ok(p) => p,
+            Err(e) => {
+                let _ = self.blobs.release(&hash, "pin");
+                return Err(e);
+            }
+        };
         if entry.is_some() {
             self.blobs.publicize(&hash)?;
         }
@@ -408,16 +429,30 @@ impl Distribution {
         })
     }
 
-    /// Reads a held blob and verifies it is a package signed by `publisher`.
-    async fn check_blob(&self, hash: &Hash, publisher: &[u8; 32]) -> Result<Package, PluginError> {
+    /// Reads a held blob and verifies it is a package signed by a publisher of one of the
+    /// releases of its hash.
+    async fn check_released(&self, hash: &Hash) -> Result<Package, PluginError> {
         let bytes = self.blobs.read(hash).await?;
         let pkg = Package::open_capped(&bytes, self.max_package)?;
-        if &pkg.manifest.publisher != publisher {
+        if !self
+            .release_publishers(hash)
+            .contains(&pkg.manifest.publisher)
+        {
             return Err(PluginError::BadInput(
-                "the package is signed by another publisher than its release names".into(),
+                "the package is signed by another publisher than its releases name".into(),
             ));
         }
         Ok(pkg)
+    }
+
+    /// Host side: a package it runs that its publisher released is public — served and
+    /// announced as a provider record.
+    pub(crate) fn provide_if_released(&self, hash: &Hash, publisher: &[u8; 32]) {
+        if self.release_publishers(hash).contains(publisher)
+            && let Err(e) = self.blobs.publicize(hash)
+        {
+            tracing::debug!(error = %e, "cannot provide a package");
+        }
     }
 
     /// Tenant side: what a reference (or `blake3:` hash) deploys.
@@ -509,24 +544,26 @@ impl Distribution {
             .filter_map(crate::identity::peer_id_of_bytes)
             .filter(|p| *p != self.net.local_peer_id())
             .collect();
-        let public = !self.catalogue.by_hash(&hash).is_empty();
-        let visibility = if public {
-            Visibility::Public
-        } else {
-            Visibility::Private { peers: Vec::new() }
-        };
+        // Private until the deploy succeeds and the package is known to be released
+        // ([`Distribution::provide_if_released`]).
         self.blobs
-            .fetch(hash, Some(size), peers, visibility, None)
+            .fetch(
+                hash,
+                Some(size),
+                peers,
+                Visibility::Private { peers: Vec::new() },
+                None,
+            )
             .await?;
         self.blobs.hold(&hash, holder)?;
-        let bytes = self.blobs.read(&hash).await?;
-        match Package::open_capped(&bytes, self.max_package) {
-            Ok(p) => Ok(p),
-            Err(e) => {
-                let _ = self.blobs.release(&hash, holder);
-                Err(e.into())
-            }
+        let opened = match self.blobs.read(&hash).await {
+            Ok(bytes) => Package::open_capped(&bytes, self.max_package).map_err(PluginError::from),
+            Err(e) => Err(e.into()),
+        };
+        if opened.is_err() {
+            let _ = self.blobs.release(&hash, holder);
         }
+        opened
     }
 
     /// Host side, at start-up: a stored deployment's package.

@@ -220,7 +220,8 @@ impl PluginHandle {
             host: lease.contract.host,
         };
         let staged = self.stage(p.source, &target.host).await?;
-        self.send_deploy(target, &staged, p.config, false).await
+        self.send_deploy(target, &staged, p.config, false, false)
+            .await
     }
 
     /// Replaces the code of one of this node's deployments, keeping its key-value store.
@@ -255,7 +256,10 @@ impl PluginHandle {
             host,
         };
         let staged = self.stage(source, &target.host).await?;
-        let view = self.send_deploy(target, &staged, config, true).await?;
+        let same = r.package.blob == staged.hash;
+        let view = self
+            .send_deploy(target, &staged, config, true, same)
+            .await?;
         if r.package.blob != staged.hash {
             self.distribution
                 .release(&r.package.blob, &format!("dep:{}", r.id));
@@ -269,6 +273,7 @@ impl PluginHandle {
         staged: &Staged,
         config: Vec<(String, String)>,
         upgrade: bool,
+        keep_hold: bool,
     ) -> Result<View, PluginError> {
         let req = DeployRequest {
             deployment_id: target.id,
@@ -292,9 +297,23 @@ impl PluginHandle {
         let msg = DeployMsg::Deploy {
             request: request.clone(),
         };
-        let status = match self.send(&host_peer, msg).await? {
-            DeployReply::Deployment(s) => *s,
-            other => return Err(unexpected("a deploy", &other)),
+        // Held before the host asks for it: garbage collection must not take it meanwhile.
+        let holder = format!("dep:{}", hex::encode(target.id));
+        self.distribution.hold(&staged.hash, &holder);
+        let answer = match self.send(&host_peer, msg).await {
+            Ok(DeployReply::Deployment(s)) => Ok(*s),
+            Ok(other) => Err(unexpected("a deploy", &other)),
+            Err(e) => Err(e),
+        };
+        let status = match answer {
+            Ok(s) => s,
+            Err(e) => {
+                // An upgrade to the package the deployment already runs keeps its hold.
+                if !keep_hold {
+                    self.distribution.release(&staged.hash, &holder);
+                }
+                return Err(e);
+            }
         };
         if status.id != target.id {
             return Err(PluginError::Protocol(

@@ -252,10 +252,12 @@ impl HostSide {
         }
         let publishers = &h.runtime().limits().publishers;
         let allowed = |key: &[u8; 32]| publishers.is_empty() || publishers.contains(key);
-        if let Some(p) = dist
-            .release_publishers(&req.package_hash)
-            .iter()
-            .find(|p| !allowed(p))
+        // Anyone may sign a release naming any hash: refuse early only when releases exist and
+        // none is by an allowed publisher. The manifest's publisher, checked after the fetch,
+        // is what counts.
+        let release_publishers = dist.release_publishers(&req.package_hash);
+        if let Some(p) = release_publishers.first()
+            && !release_publishers.iter().any(allowed)
         {
             return refuse(RefusalCode::Policy, not_allowed(p));
         }
@@ -314,18 +316,12 @@ impl HostSide {
             Ok(Err(refusal)) => return DeployReply::Refused(refusal),
             Err(e) => return from_error(e),
         }
-        let holder = format!("dep:{}", record.id);
-        // What the deployment's current generation runs: its hold must survive a refused
-        // upgrade to the same package.
-        let running_blob = h
-            .ask(|reply| Command::Record {
-                id: record.id.clone(),
-                reply,
-            })
-            .await
-            .ok()
-            .and_then(Result::ok)
-            .map(|r| r.package.blob);
+        // The package is held for this request while it is fetched and compiled, and for the
+        // deployment (`dep:<id>`) once installed: a retry of the same deploy, or a refused
+        // upgrade, never takes away the hold of what runs.
+        let mut nonce = [0u8; 8];
+        let _ = getrandom::fill(&mut nonce);
+        let holder = format!("deploying:{}:{}", record.id, hex::encode(nonce));
         let package = match dist
             .host_fetch(req.package_hash, req.package_size, &req.providers, &holder)
             .await
@@ -346,15 +342,20 @@ impl HostSide {
         record.package.version.clone_from(&m.version);
         record.package.hash = m.hash;
         record.package.publisher = m.publisher;
-        let reply = if allowed(&m.publisher) {
+        let publisher = m.publisher;
+        let id = record.id.clone();
+        let reply = if allowed(&publisher) {
             self.compile_and_install(record, package, &lease, &req, &lease_hex)
                 .await
         } else {
-            refuse(RefusalCode::Policy, not_allowed(&m.publisher))
+            refuse(RefusalCode::Policy, not_allowed(&publisher))
         };
-        if matches!(reply, DeployReply::Refused(_)) && running_blob != Some(req.package_hash) {
-            dist.release(&req.package_hash, &holder);
+        if !matches!(reply, DeployReply::Refused(_)) {
+            dist.hold(&req.package_hash, &format!("dep:{id}"));
+            // A public package a host runs is one it provides.
+            dist.provide_if_released(&req.package_hash, &publisher);
         }
+        dist.release(&req.package_hash, &holder);
         reply
     }
 
