@@ -587,18 +587,45 @@ impl Blobs {
 
     /// Changes a stored blob's metadata under the lock, durably.
     fn update(&self, hash: &Hash, change: impl FnOnce(&mut Meta)) -> Result<Meta, BlobError> {
+        self.update_with(hash, true, change)
+    }
+
+    /// As [`Blobs::update`]; `durable: false` leaves the write to the store's next periodic
+    /// flush (within half a second) instead of flushing now.
+    fn update_with(
+        &self,
+        hash: &Hash,
+        durable: bool,
+        change: impl FnOnce(&mut Meta),
+    ) -> Result<Meta, BlobError> {
         let _state = lock(&self.inner.state);
         let mut meta = self.meta(hash).ok_or_else(|| not_found(hash))?;
         let before = meta.clone();
         change(&mut meta);
         if meta != before {
-            self.put_meta(hash, &meta)?;
+            if durable {
+                self.put_meta(hash, &meta)?;
+            } else {
+                self.inner.tree.insert(hash, &meta.encode())?;
+            }
         }
         Ok(meta)
     }
 
     /// Adds a GC root (e.g. `pin`, `dep:<deployment id>`), durably. Idempotent.
     pub fn hold(&self, hash: &Hash, holder: &str) -> Result<(), BlobError> {
+        self.hold_with(hash, holder, true)
+    }
+
+    /// Adds a GC root written with the store's next periodic flush, not flushed now: for
+    /// holders that are restored at start-up anyway (a deployment's, from its record) or that
+    /// do not outlive the process (a deploy under way). A crash loses at most the last half
+    /// second of them, and the grace period covers that.
+    pub fn hold_soon(&self, hash: &Hash, holder: &str) -> Result<(), BlobError> {
+        self.hold_with(hash, holder, false)
+    }
+
+    fn hold_with(&self, hash: &Hash, holder: &str, durable: bool) -> Result<(), BlobError> {
         if holder.is_empty() || holder.len() > store::MAX_HOLDER_LEN {
             return Err(BlobError::BadInput(format!(
                 "a holder name is 1 to {} bytes",
@@ -606,7 +633,7 @@ impl Blobs {
             )));
         }
         let mut full = false;
-        self.update(hash, |m| {
+        self.update_with(hash, durable, |m| {
             if !m.holds.iter().any(|h| h == holder) {
                 if m.holds.len() >= store::MAX_HOLDS {
                     full = true;
@@ -625,9 +652,11 @@ impl Blobs {
         Ok(())
     }
 
-    /// Removes a GC root, durably; the grace period starts when the last one goes. Idempotent.
+    /// Removes a GC root; the grace period starts when the last one goes. Idempotent. Not
+    /// flushed at once (the store's periodic flush writes it): a release lost in a crash only
+    /// keeps the blob longer.
     pub fn release(&self, hash: &Hash, holder: &str) -> Result<(), BlobError> {
-        self.update(hash, |m| {
+        self.update_with(hash, false, |m| {
             let before = m.holds.len();
             m.holds.retain(|h| h != holder);
             if m.holds.is_empty() && before > 0 {

@@ -13,7 +13,9 @@
 //!   decoded (trailing bytes refused); anything else closes the stream unanswered;
 //! - decoded requests wait in a queue of [`Limits::queue`] for the application; when it is full
 //!   the peer is answered [`Protocol::unavailable`] at once (back-pressure, never a hang);
-//! - the application answers through the request's [`Responder`], within [`Limits::timeout`].
+//! - the application answers through the request's [`Responder`], within [`Limits::timeout`], and
+//!   the answer must be read by the peer within [`Limits::timeout`] too (a peer that stops
+//!   reading gives its permit back then).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -221,7 +223,7 @@ async fn answer<P: Protocol>(
     };
     if requests.try_send(inbound).is_err() {
         // The application is saturated (or gone): say so at once.
-        let _ = frame::write(&mut stream, busy).await;
+        let _ = tokio::time::timeout(timeout, frame::write(&mut stream, busy)).await;
         return;
     }
     // Dropped unanswered, or too slow: the stream closes without an answer.
@@ -230,8 +232,15 @@ async fn answer<P: Protocol>(
     };
     match frame::encode(&response) {
         Ok(bytes) if bytes.len() <= P::LIMITS.max_response => {
-            if let Err(e) = frame::write(&mut stream, &bytes).await {
-                tracing::debug!(%peer, protocol = P::NAME, error = %e, "answer not sent");
+            // A peer that stops reading holds its in-flight permit only until the timeout.
+            match tokio::time::timeout(timeout, frame::write(&mut stream, &bytes)).await {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => {
+                    tracing::debug!(%peer, protocol = P::NAME, error = %e, "answer not sent");
+                }
+                Err(_) => {
+                    tracing::debug!(%peer, protocol = P::NAME, "answer not read in time; dropped");
+                }
             }
         }
         Ok(bytes) => tracing::warn!(

@@ -555,7 +555,7 @@ impl Distribution {
                 None,
             )
             .await?;
-        self.blobs.hold(&hash, holder)?;
+        self.blobs.hold_soon(&hash, holder)?;
         let opened = match self.blobs.read(&hash).await {
             Ok(bytes) => Package::open_capped(&bytes, self.max_package).map_err(PluginError::from),
             Err(e) => Err(e.into()),
@@ -572,9 +572,10 @@ impl Distribution {
         Ok(Package::open_capped(&bytes, self.max_package)?)
     }
 
-    /// Marks a package as used (or no longer used) by a deployment.
+    /// Marks a package as used (or no longer used) by a deployment. Not flushed at once: a
+    /// deployment's hold is restored from its record at every start.
     pub(crate) fn hold(&self, hash: &Hash, holder: &str) {
-        if let Err(e) = self.blobs.hold(hash, holder) {
+        if let Err(e) = self.blobs.hold_soon(hash, holder) {
             tracing::warn!(error = %e, "cannot record a package hold");
         }
     }

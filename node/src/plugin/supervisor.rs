@@ -76,6 +76,14 @@ pub(crate) async fn start(
             }
         }
     }
+    // Every deployment that is not stopped holds its package, on either side (the holds are
+    // written lazily, so they are restored here).
+    for r in records.values() {
+        if r.state != deployment::State::Stopped && r.package.blob != [0; 32] {
+            deps.distribution
+                .hold(&r.package.blob, &format!("dep:{}", r.id));
+        }
+    }
     // Subscribed before the deployments are resumed: a lease that ends meanwhile is heard of.
     let lease_events = deps.leases.subscribe();
     let handle = PluginHandle::new(

@@ -199,7 +199,8 @@ pub(super) async fn run(bin: &Path, args: &Args) -> anyhow::Result<Section> {
             seed += 1;
             let name = format!("blob-{round}-{providers}");
             let wasm = cluster.root.join(format!("{name}.wasm"));
-            std::fs::write(&wasm, filler_component(size, seed))?;
+            // Room for the manifest: the package file is just under `size`.
+            std::fs::write(&wasm, filler_component(size - 64 * 1024, seed))?;
             let pkg = cluster.root.join(format!("{name}.dgp"));
             let (w, p) = (wasm.display().to_string(), pkg.display().to_string());
             publisher
@@ -254,7 +255,7 @@ pub(super) async fn run(bin: &Path, args: &Args) -> anyhow::Result<Section> {
                 f.bytes_moved / 1_000_000
             );
             fetch_rates[providers - 1].push(rate);
-            let tcp = tcp_copy(&cluster.root, size).await?;
+            let tcp = tcp_copy(&cluster.root, std::fs::metadata(&pkg)?.len() as usize).await?;
             eprintln!("plain TCP copy: {tcp:.0} MiB/s");
             tcp_rates.push(tcp);
         }
