@@ -591,6 +591,17 @@ async fn probe(
             Err(e) => return Err(request_failed(&e)),
         },
     };
+    if size > blobs.inner.limits.max_package {
+        // Checked before anything is asked of it: a provider's size is not trusted, but one
+        // over the cap ends this provider's turn at once.
+        return Err(Outcome::Failed {
+            reason: format!(
+                "says the blob is {size} bytes, over this node's cap of {} bytes",
+                blobs.inner.limits.max_package
+            ),
+            fatal: true,
+        });
+    }
     if size == 0 {
         // Only the empty blob has size 0, and it is never asked for.
         return Err(Outcome::Bad {

@@ -1,7 +1,8 @@
 //! The serving side of `/degroup/blob/1`, with per-peer limits.
 //!
 //! Who may fetch: a public blob anyone, a private one only the peers listed in its
-//! [`super::Visibility`] (others are answered `Forbidden`); a blob not held is `NotFound`.
+//! [`super::Visibility`]; others are answered `NotFound`, as for a blob not held, so that they
+//! do not learn it is here (`Forbidden` stays in the wire format, unused).
 //!
 //! Per peer, at most `per_peer_transfers` requests are answered at once (more are answered
 //! `Busy` at once), and the bytes sent pass a token bucket of `per_peer_rate` bytes per second

@@ -545,7 +545,8 @@ async fn private_blobs_are_served_to_allowed_peers_and_public_ones_found_in_the_
         .fetch(hash, None, vec![provider.peer()], Visibility::Public, None)
         .await
         .unwrap_err();
-    assert!(err.to_string().contains("Forbidden"), "{err}");
+    // Refused as if it were not there: a peer not allowed does not learn that it is.
+    assert!(err.to_string().contains("NotFound"), "{err}");
     provider.blobs.allow(&hash, &client.peer()).unwrap();
     // Kept private by the client too: not announced, so the stranger finds nobody else.
     let got = client

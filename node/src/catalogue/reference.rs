@@ -299,11 +299,12 @@ pub fn resolve(
     match reference {
         Reference::Hash(hash) => {
             let mut entries = catalogue.by_hash(hash);
-            // Prefer a live release, then one of a trusted publisher.
+            // Prefer a trusted publisher's release (anyone may sign a release naming any
+            // hash), then a live one.
             entries.sort_by_key(|e| {
                 (
-                    e.yanked.is_some(),
                     !trusted_keys.iter().any(|(k, _)| *k == e.release.publisher),
+                    e.yanked.is_some(),
                 )
             });
             let entry = entries
