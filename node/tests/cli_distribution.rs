@@ -76,21 +76,7 @@ fn listen() -> String {
 /// Packs `wasm` as NAME@VERSION with the data dir's own key.
 fn pack(dir: &Path, wasm: &Path, name: &str, version: &str) -> PathBuf {
     let out = dir.with_extension(format!("{name}-{version}.dgp"));
-    let o = degroup(
-        dir,
-        &[
-            "plugin",
-            "pack",
-            wasm.to_str().unwrap(),
-            "--name",
-            name,
-            "--version",
-            version,
-            "--out",
-            out.to_str().unwrap(),
-        ],
-    );
-    assert!(o.status.success(), "pack: {}", stderr(&o));
+    pack_as(dir, wasm, name, version, &out);
     out
 }
 
@@ -151,14 +137,7 @@ fn set_capacity(dir: &Path) {
 }
 
 fn lease(tenant: &Path, host_id: &str) -> String {
-    let l = json(
-        tenant,
-        &[
-            "lease", "create", "--host", host_id, "--cpu", "0.5", "--mem", "256MiB", "--disk",
-            "16MiB", "--for", "1h",
-        ],
-    );
-    l["id"].as_str().unwrap().to_owned()
+    lease_on(tenant, host_id, "0.5", "256MiB", "16MiB")
 }
 
 #[test]

@@ -25,32 +25,11 @@ const HOST_ENV: &[(&str, &str)] = &[
 ];
 
 fn pack(dir: &Path, wasm: &Path, name: &str, out: &Path) {
-    let o = degroup(
-        dir,
-        &[
-            "plugin",
-            "pack",
-            wasm.to_str().unwrap(),
-            "--name",
-            name,
-            "--version",
-            "0.1.0",
-            "--out",
-            out.to_str().unwrap(),
-        ],
-    );
-    assert!(o.status.success(), "pack: {}", stderr(&o));
+    pack_as(dir, wasm, name, "0.1.0", out);
 }
 
 fn lease(tenant: &Path, host_id: &str) -> String {
-    let l = json(
-        tenant,
-        &[
-            "lease", "create", "--host", host_id, "--cpu", "0.25", "--mem", "128MiB", "--disk",
-            "8MiB", "--for", "1h",
-        ],
-    );
-    l["id"].as_str().unwrap().to_owned()
+    lease_on(tenant, host_id, "0.25", "128MiB", "8MiB")
 }
 
 /// The highest `count = N` the counter logged.

@@ -206,3 +206,35 @@ pub fn http_get(addr: &str, path: &str, token: Option<&str>) -> (u16, String) {
     let body = resp.split("\r\n\r\n").nth(1).unwrap_or_default().to_owned();
     (code, body)
 }
+
+/// `degroup plugin pack WASM --name NAME --version VERSION --out OUT` with the data dir's own
+/// key, which must succeed.
+pub fn pack_as(dir: &Path, wasm: &Path, name: &str, version: &str, out: &Path) {
+    let o = degroup(
+        dir,
+        &[
+            "plugin",
+            "pack",
+            wasm.to_str().unwrap(),
+            "--name",
+            name,
+            "--version",
+            version,
+            "--out",
+            out.to_str().unwrap(),
+        ],
+    );
+    assert!(o.status.success(), "pack: {}", stderr(&o));
+}
+
+/// A one-hour lease of `cpu`, `mem`, `disk` on `host_id`, which must succeed; its id.
+pub fn lease_on(tenant: &Path, host_id: &str, cpu: &str, mem: &str, disk: &str) -> String {
+    let l = json(
+        tenant,
+        &[
+            "lease", "create", "--host", host_id, "--cpu", cpu, "--mem", mem, "--disk", disk,
+            "--for", "1h",
+        ],
+    );
+    l["id"].as_str().unwrap().to_owned()
+}
