@@ -16,6 +16,8 @@
 //! - [`lease`] — two-party signed leases: protocol, reservation book, expiry, usage receipts.
 //! - [`blobs`] — content-addressed blobs: files verified by BLAKE3 (bao-tree), served to
 //!   peers and fetched from several providers at once, found through Kademlia.
+//! - [`ingress`] — the HTTP ingress: a hyper server routing requests by `Host` to the
+//!   endpoints of hosted deployments (claimed routes, then `<deployment-id>.<domain>`).
 //! - [`config`] — layered configuration: defaults < `config.toml` < `DEGROUP_*` < flags.
 //! - [`net`] — the libp2p swarm, owned by one task, driven through a cloneable handle;
 //!   protocol-agnostic: each application protocol is a type implementing [`net::Protocol`]
@@ -35,6 +37,7 @@ pub mod cli;
 pub mod config;
 pub mod error;
 pub mod identity;
+pub mod ingress;
 pub mod lease;
 pub mod metrics;
 pub mod net;

@@ -40,6 +40,8 @@ pub enum Domain {
     Releases,
     /// Metadata of the content-addressed blobs (size, visibility, holds), by BLAKE3 hash.
     Blobs,
+    /// Host names claimed by hosted deployments on this host's HTTP ingress, by name.
+    Routes,
 }
 
 impl Domain {
@@ -55,6 +57,7 @@ impl Domain {
             Domain::Packages => "packages",
             Domain::Releases => "releases",
             Domain::Blobs => "blobs",
+            Domain::Routes => "routes",
         }
     }
 }
