@@ -171,6 +171,7 @@ pub async fn run(
             ttl_ms: config.capacity.ttl_ms(),
             debounce_ms: config.capacity.debounce_ms(),
         },
+        service::plugin_apis(false),
         shutdown.clone(),
     )?;
     let sync_task = tokio::spawn(crate::capacity::sync::run(

@@ -49,6 +49,10 @@ pub struct DeployBody {
     /// `key=value` pairs handed to the plugin's `init`.
     #[serde(default)]
     pub config: Vec<(String, String)>,
+    /// Host names to claim on the host's HTTP ingress (`api.example.fr`); the deployment
+    /// must serve HTTP (export `wasi:http/incoming-handler`).
+    #[serde(default)]
+    pub routes: Vec<String>,
 }
 
 /// Body of `POST /v1/deployments/{id}/upgrade`.
@@ -64,6 +68,9 @@ pub struct UpgradeBody {
     /// New configuration; absent keeps the current one.
     #[serde(default)]
     pub config: Option<Vec<(String, String)>>,
+    /// More host names to claim (the ones held stay).
+    #[serde(default)]
+    pub routes: Vec<String>,
 }
 
 /// Body of `POST /v1/deployments/{id}/message`.
@@ -140,6 +147,7 @@ async fn deploy(
                 lease: b.lease,
                 source,
                 config: b.config,
+                routes: b.routes,
             })
             .await
     };
@@ -154,7 +162,7 @@ async fn upgrade(
     let r = async {
         let b = body(b)?;
         let source = source(b.package, b.reference)?;
-        state.plugins.upgrade(&id, source, b.config).await
+        state.plugins.upgrade(&id, source, b.config, b.routes).await
     };
     respond(r.await)
 }

@@ -40,10 +40,16 @@ pub enum Field {
     PriceGpu,
     Bandwidth,
     Age,
+    /// Whether the host runs an HTTP ingress (`true`/`false`): its advert lists
+    /// [`HTTP_API`] among its plugin APIs.
+    Ingress,
 }
 
+/// The plugin API a host with an HTTP ingress announces.
+pub const HTTP_API: &str = "wasi:http/incoming-handler@0.2.12";
+
 /// Every field with its name, for parsing and for error messages.
-pub const FIELDS: [(&str, Field); 16] = [
+pub const FIELDS: [(&str, Field); 17] = [
     ("cpu", Field::Cpu),
     ("mem", Field::Mem),
     ("disk", Field::Disk),
@@ -60,6 +66,7 @@ pub const FIELDS: [(&str, Field); 16] = [
     ("price.gpu", Field::PriceGpu),
     ("bandwidth", Field::Bandwidth),
     ("age", Field::Age),
+    ("ingress", Field::Ingress),
 ];
 
 impl Field {

@@ -34,6 +34,16 @@ const LEASED_DEBOUNCE: Duration = Duration::from_millis(200);
 /// Plugin API versions this build runs (announced in adverts).
 pub(crate) const PLUGIN_APIS: &[&str] = &["degroup:plugin@0.1.0"];
 
+/// The plugin APIs a host announces: [`PLUGIN_APIS`], plus `wasi:http/incoming-handler` when
+/// it runs an HTTP ingress (what `find 'ingress=true'` looks for).
+pub(crate) fn plugin_apis(ingress: bool) -> Vec<String> {
+    let mut apis: Vec<String> = PLUGIN_APIS.iter().map(|s| (*s).to_owned()).collect();
+    if ingress {
+        apis.push(super::query::HTTP_API.to_owned());
+    }
+    apis
+}
+
 /// Capacity failures that reach users.
 #[derive(Debug, thiserror::Error)]
 pub enum CapacityError {
@@ -154,6 +164,8 @@ struct Service {
     config: OfferSettings,
     settings: OfferSettings,
     timing: Timing,
+    /// What the adverts announce in `plugin_apis`.
+    plugin_apis: Vec<String>,
     current: Option<Advert>,
     data_dir: std::path::PathBuf,
     leased: Resources,
@@ -170,6 +182,7 @@ pub(crate) fn start(
     net: Network,
     config: OfferSettings,
     timing: Timing,
+    plugin_apis: Vec<String>,
     shutdown: CancellationToken,
 ) -> Result<(CapacityHandle, tokio::task::JoinHandle<()>), CapacityError> {
     let tree = store.tree(Domain::Capacity)?;
@@ -192,6 +205,7 @@ pub(crate) fn start(
         config,
         settings,
         timing,
+        plugin_apis,
         current: None,
         data_dir: data_dir.to_owned(),
         leased: Resources::default(),
@@ -330,7 +344,7 @@ impl Service {
             operator: offered.operator,
             certs: offered.certs,
             prices: offered.prices,
-            plugin_apis: PLUGIN_APIS.iter().map(|s| (*s).to_owned()).collect(),
+            plugin_apis: self.plugin_apis.clone(),
         };
         let envelope = match Envelope::seal_kind(self.identity.signing_key(), &advert) {
             Ok(e) => e.to_bytes(),

@@ -39,6 +39,10 @@ pub(super) struct DeployArgs {
     /// key=value handed to the plugin's init; repeat (on --upgrade, replaces the old config)
     #[arg(long = "config", value_name = "KEY=VALUE")]
     config: Vec<String>,
+    /// Claim this host name on the host's HTTP ingress (`curl -H 'Host: NAME' http://HOST/`);
+    /// repeat for several. The plugin must serve HTTP (export wasi:http/incoming-handler)
+    #[arg(long = "route", value_name = "HOST_NAME")]
+    routes: Vec<String>,
     /// Print one JSON document
     #[arg(long)]
     json: bool,
@@ -131,6 +135,9 @@ fn print_view(v: &View) {
             format_size(c.kv_quota)
         );
     }
+    for u in &v.urls {
+        println!("url         {}", escape(u));
+    }
     if let Some(w) = &v.warning {
         println!("warning     {}", escape(w));
     }
@@ -187,6 +194,7 @@ pub(super) async fn deploy(dir: &Path, a: &DeployArgs) -> anyhow::Result<()> {
             package,
             reference,
             config: (!config.is_empty()).then_some(config),
+            routes: a.routes.clone(),
         };
         client
             .post(&format!("/v1/deployments/{id}/upgrade"), &body)
@@ -200,6 +208,7 @@ pub(super) async fn deploy(dir: &Path, a: &DeployArgs) -> anyhow::Result<()> {
             package,
             reference,
             config,
+            routes: a.routes.clone(),
         };
         client
             .post("/v1/deployments", &body)
@@ -252,6 +261,9 @@ pub(super) async fn ps(dir: &Path, a: &PsArgs) -> anyhow::Result<()> {
             mem,
             state_text(v)
         );
+        for u in &v.urls {
+            println!("  url: {}", escape(u));
+        }
         if let Some(w) = &v.warning {
             println!("  warning: {}", escape(w));
         }

@@ -132,6 +132,10 @@ pub struct View {
     pub counters: Option<Counters>,
     /// Tenant side: set when the host could not be asked (the view is what is stored).
     pub warning: Option<String>,
+    /// Where it answers HTTP on its host's ingress: `http://<id>.<domain>:<port>/` and one
+    /// URL per claimed route; empty when it serves no HTTP.
+    #[serde(default)]
+    pub urls: Vec<String>,
 }
 
 impl View {
@@ -159,6 +163,7 @@ impl View {
             updated_ms: r.updated_ms,
             counters,
             warning: None,
+            urls: Vec::new(),
         }
     }
 }

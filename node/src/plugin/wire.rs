@@ -1,4 +1,4 @@
-//! The `/degroup/deploy/3` request-response protocol.
+//! The `/degroup/deploy/4` request-response protocol.
 //!
 //! A deploy (or upgrade) carries the tenant's signed [`DeployRequest`]: the package's BLAKE3
 //! hash and size, the reference the tenant asked for, and the peers that can serve it (the
@@ -14,7 +14,9 @@
 //! versioned with the protocol name, not the views `ps --json` and `logs --json` print: the
 //! tenant builds its view from its own record of the deployment and the host's [`Status`].
 //! Version 2 replaced version 1's view-shaped answers and added [`DeployMsg::Get`]; version 3
-//! replaced the package bytes with a reference and a hash (`degroup/deploy/v2` requests).
+//! replaced the package bytes with a reference and a hash (`degroup/deploy/v2` requests);
+//! version 4 added the host names a deployment claims on the host's HTTP ingress (`routes`,
+//! `degroup/deploy/v3` requests) and the URLs it answers on ([`Status::urls`]).
 
 use std::time::Duration;
 
@@ -44,6 +46,10 @@ pub const MAX_CONFIG_VALUE: usize = 4096;
 pub const MAX_CONFIG_TOTAL: usize = 32 * 1024;
 /// Largest `message` payload.
 pub const MAX_MESSAGE: usize = 64 * 1024;
+/// Most host names one deployment claims on the host's ingress (`--route`).
+pub const MAX_ROUTES: usize = 8;
+/// Longest host name (DNS: 253).
+pub const MAX_ROUTE: usize = 253;
 
 /// A tenant's signed request to run (or upgrade) a package on its lease.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -67,11 +73,28 @@ pub struct DeployRequest {
     /// Replace the code of an existing deployment, keeping its key-value store.
     pub upgrade: bool,
     pub created_ms: u64,
+    /// Host names the deployment claims on the host's HTTP ingress (at most [`MAX_ROUTES`]);
+    /// on an upgrade, added to the ones it holds.
+    pub routes: Vec<String>,
 }
 
 impl Kind for DeployRequest {
-    const TAG: &'static str = "degroup/deploy/v2";
+    const TAG: &'static str = "degroup/deploy/v3";
     const MAX_SIZE: usize = 64 * 1024 + 1024;
+}
+
+/// Checks `--route` names against the wire's bounds (the host checks them as DNS names).
+pub fn check_routes(routes: &[String]) -> Result<(), String> {
+    if routes.len() > MAX_ROUTES {
+        return Err(format!("at most {MAX_ROUTES} routes per deployment"));
+    }
+    if let Some(r) = routes.iter().find(|r| r.is_empty() || r.len() > MAX_ROUTE) {
+        return Err(format!(
+            "route {:?} must be a host name of 1 to {MAX_ROUTE} characters",
+            r.chars().take(64).collect::<String>()
+        ));
+    }
+    Ok(())
 }
 
 /// Checks `--config` entries against the limits.
@@ -218,6 +241,8 @@ pub struct Status {
     pub created_ms: u64,
     pub updated_ms: u64,
     pub usage: Usage,
+    /// Where the deployment answers HTTP on the host's ingress (empty when it does not).
+    pub urls: Vec<String>,
 }
 
 /// One log line.
@@ -254,7 +279,7 @@ pub enum DeployReply {
 pub struct DeployProtocol;
 
 impl Protocol for DeployProtocol {
-    const NAME: &'static str = "/degroup/deploy/3";
+    const NAME: &'static str = "/degroup/deploy/4";
     const LIMITS: Limits = Limits {
         max_request: MAX_MSG_FRAME,
         max_response: MAX_REPLY_FRAME,
@@ -347,6 +372,7 @@ impl Status {
             created_ms: r.created_ms,
             updated_ms: r.updated_ms,
             usage: counters.into(),
+            urls: Vec::new(),
         }
     }
 }

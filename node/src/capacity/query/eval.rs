@@ -149,6 +149,7 @@ impl Clause {
             Field::Bandwidth if a.bandwidth_bps == 0 => "unset".to_owned(),
             Field::Bandwidth => format!("{} bit/s", format_bps(a.bandwidth_bps)),
             Field::Age => format_duration(now_ms.saturating_sub(a.issued_at_ms)),
+            Field::Ingress => (number(Field::Ingress, a, now_ms) == 1.0).to_string(),
         }
     }
 }
@@ -166,6 +167,13 @@ fn number(field: Field, a: &Advert, now_ms: u64) -> f64 {
         Field::PriceGpu => a.prices.gpu as f64,
         Field::Bandwidth => a.bandwidth_bps as f64,
         Field::Age => now_ms.saturating_sub(a.issued_at_ms) as f64,
+        Field::Ingress => {
+            if a.plugin_apis.iter().any(|p| p == super::HTTP_API) {
+                1.0
+            } else {
+                0.0
+            }
+        }
         _ => f64::NAN,
     }
 }

@@ -177,6 +177,21 @@ fn clause(input: &str, pos: usize, tok: &str) -> Result<Clause, QueryError> {
         Field::PriceCpu | Field::PriceMem | Field::PriceDisk | Field::PriceGpu => {
             Value::Num(parse_price_eur(unquoted).map_err(|e| bad(e.to_string()))? as f64)
         }
+        Field::Ingress => {
+            if !matches!(op, Op::Eq | Op::Ne) {
+                return Err(error(
+                    input,
+                    format!("`{name}` is true or false: compare it with = or !="),
+                    value_pos,
+                    raw.len(),
+                ));
+            }
+            match unquoted.to_ascii_lowercase().as_str() {
+                "true" | "yes" | "1" => Value::Num(1.0),
+                "false" | "no" | "0" => Value::Num(0.0),
+                _ => return Err(bad("expected true or false".into())),
+            }
+        }
         _ => Value::Num(parse_duration(unquoted).map_err(|e| bad(e.to_string()))? as f64),
     };
     Ok(Clause {

@@ -110,6 +110,20 @@ fn text_lists_and_gpus() {
 }
 
 #[test]
+fn ingress_matches_hosts_announcing_the_http_api() {
+    let mut a = host(1, "FR", 8, 32, 20_000);
+    assert!(q("ingress=false").matches(&a, NOW));
+    assert!(!q("ingress=true").matches(&a, NOW));
+    a.plugin_apis.push(crate::capacity::query::HTTP_API.to_owned());
+    assert!(q("ingress=true").matches(&a, NOW));
+    assert!(q("ingress!=false cpu>=4").matches(&a, NOW));
+    assert!(!q("ingress=no").matches(&a, NOW));
+    for bad in ["ingress=maybe", "ingress>0", "ingress~t"] {
+        assert!(parse(bad).is_err(), "{bad} must not parse");
+    }
+}
+
+#[test]
 fn errors_point_at_the_token() {
     let cases = [
         ("cpus>=8 mem>=32GiB", 0, "unknown field"),

@@ -17,7 +17,7 @@ use super::super::logs::LogPage;
 use super::super::runtime::Runtime;
 use super::super::wire::{
     DeployMsg, DeployProtocol, DeployReply, DeployRequest, MAX_MESSAGE, RefusalCode, Status,
-    check_config,
+    check_config, check_routes,
 };
 use super::PluginError;
 use super::command::{Caller, Command};
@@ -47,6 +47,8 @@ pub struct DeployParams {
     pub lease: String,
     pub source: Source,
     pub config: Vec<(String, String)>,
+    /// Host names to claim on the host's ingress (`--route`).
+    pub routes: Vec<String>,
 }
 
 /// Cloneable handle to the plugin supervisor.
@@ -75,6 +77,7 @@ fn refresh(v: &mut View, s: &Status) {
     v.updated_ms = s.updated_ms;
     v.counters = Some((&s.usage).into());
     v.warning = None;
+    v.urls.clone_from(&s.urls);
 }
 
 /// A tenant's view of its deployment: its own record, refreshed with what the host reported.
@@ -199,6 +202,7 @@ impl PluginHandle {
     /// Deploys a package onto a lease this node rents.
     pub async fn deploy(&self, p: DeployParams) -> Result<View, PluginError> {
         check_config(&p.config).map_err(PluginError::BadInput)?;
+        check_routes(&p.routes).map_err(PluginError::BadInput)?;
         let lease = self.leases.get(&p.lease).await?;
         if lease.stored.role != Role::Tenant {
             return Err(PluginError::Conflict(format!(
@@ -220,7 +224,7 @@ impl PluginHandle {
             host: lease.contract.host,
         };
         let staged = self.stage(p.source, &target.host).await?;
-        self.send_deploy(target, &staged, p.config, false, false)
+        self.send_deploy(target, &staged, p.config, p.routes, false, false)
             .await
     }
 
@@ -231,7 +235,9 @@ impl PluginHandle {
         deployment: &str,
         source: Source,
         config: Option<Vec<(String, String)>>,
+        routes: Vec<String>,
     ) -> Result<View, PluginError> {
+        check_routes(&routes).map_err(PluginError::BadInput)?;
         let r = self.record(deployment).await?;
         if r.side != Side::Tenant {
             return Err(PluginError::Conflict(format!(
@@ -258,7 +264,7 @@ impl PluginHandle {
         let staged = self.stage(source, &target.host).await?;
         let same = r.package.blob == staged.hash;
         let view = self
-            .send_deploy(target, &staged, config, true, same)
+            .send_deploy(target, &staged, config, routes, true, same)
             .await?;
         if r.package.blob != staged.hash {
             self.distribution
@@ -272,6 +278,7 @@ impl PluginHandle {
         target: Target,
         staged: &Staged,
         config: Vec<(String, String)>,
+        routes: Vec<String>,
         upgrade: bool,
         keep_hold: bool,
     ) -> Result<View, PluginError> {
@@ -287,6 +294,7 @@ impl PluginHandle {
             config: config.clone(),
             upgrade,
             created_ms: now_ms(),
+            routes,
         };
         let request = Envelope::seal_kind(self.identity.signing_key(), &req)
             .map_err(|e| PluginError::internal("signing the deploy request", e))?
