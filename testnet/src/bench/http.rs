@@ -13,6 +13,7 @@
 //! install it and runs degroup's side alone. A warm-up run per side precedes the rounds.
 
 mod anchor;
+mod table;
 
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
@@ -23,10 +24,10 @@ use degroup_node::api::lease::CreateBody;
 use degroup_node::lease::view::LeaseView;
 use degroup_node::plugin::deployment::{State, View};
 
-use super::quantile;
 use super::report::Section;
-use super::wrk::{self, Load, WrkResult};
+use super::wrk::{self, Load};
 use crate::cluster::{Cluster, Node, Options, fresh_root};
+use table::{Runs, section};
 
 /// The route the anchor is deployed under.
 const BENCH_ROUTE: &str = "bench.test";
@@ -186,10 +187,84 @@ async fn start_wasmtime(
     Ok(child)
 }
 
-/// The side-by-side runs: (degroup, wasmtime) per round.
-struct Runs {
-    rounds: Vec<(WrkResult, Option<WrkResult>)>,
-    kv: WrkResult,
+/// A host with its ingress on 127.0.0.1:`port` and a tenant, converged; the host offers
+/// plenty, so that every lease of the bench fits.
+async fn start_nodes(bin: &Path, port: u16) -> anyhow::Result<Cluster> {
+    let mut options = Options::numbered(2);
+    options.node_args = vec![vec!["--ingress".into(), format!("127.0.0.1:{port}")]];
+    eprintln!("starting a host (ingress on 127.0.0.1:{port}) and a tenant node …");
+    let cluster = Cluster::start_with(bin, fresh_root(), &options).await?;
+    let host: &Node = &cluster.nodes[0];
+    host.cli(
+        bin,
+        &[
+            "capacity", "set", "--cpu", "64", "--mem", "64GiB", "--disk", "64GiB", "--force",
+        ],
+    )
+    .await?;
+    cluster.wait_converged(Duration::from_secs(60)).await?;
+    Ok(cluster)
+}
+
+/// Deploys `kv-api` with `--route kv.test`, stores one key and loads `GET /kv/KEY`.
+async fn kv_throughput(
+    bin: &Path,
+    cluster: &Cluster,
+    args: &Args,
+    kv_wasm: &Path,
+    port: u16,
+    wrk_bin: &Path,
+    load: &Load,
+) -> anyhow::Result<wrk::WrkResult> {
+    eprintln!("kv-api: deploying and loading GET /kv/{KV_KEY} …");
+    deploy(bin, cluster, args.cpu_millis, kv_wasm, "kv-api", KV_ROUTE).await?;
+    let ingress = format!("http://127.0.0.1:{port}/");
+    wait_ok(
+        &format!("{ingress}kv"),
+        Some(KV_ROUTE),
+        Duration::from_secs(60),
+    )
+    .await?;
+    put_key(port).await?;
+    wrk::run(
+        wrk_bin,
+        load,
+        &format!("{ingress}kv/{KV_KEY}"),
+        Some(KV_ROUTE),
+    )
+    .await
+}
+
+/// A 1 s warm-up of each side, then `rounds` × (degroup, wasmtime when it runs).
+async fn alternate(
+    wrk_bin: &Path,
+    load: &Load,
+    rounds: usize,
+    ingress: &str,
+    anchor: Option<&str>,
+) -> anyhow::Result<Vec<(wrk::WrkResult, Option<wrk::WrkResult>)>> {
+    let warm = Load {
+        duration: Duration::from_secs(1),
+        ..load.clone()
+    };
+    wrk::run(wrk_bin, &warm, ingress, Some(BENCH_ROUTE)).await?;
+    if let Some(url) = anchor {
+        wrk::run(wrk_bin, &warm, url, None).await?;
+    }
+    let mut out = Vec::with_capacity(rounds);
+    for round in 1..=rounds {
+        eprintln!("round {round}/{rounds}: degroup …");
+        let d = wrk::run(wrk_bin, load, ingress, Some(BENCH_ROUTE)).await?;
+        let w = match anchor {
+            Some(url) => {
+                eprintln!("round {round}/{rounds}: wasmtime serve …");
+                Some(wrk::run(wrk_bin, load, url, None).await?)
+            }
+            None => None,
+        };
+        out.push((d, w));
+    }
+    Ok(out)
 }
 
 pub(super) async fn run(bin: &Path, args: &Args) -> anyhow::Result<Section> {
@@ -211,19 +286,7 @@ pub(super) async fn run(bin: &Path, args: &Args) -> anyhow::Result<Section> {
         eprintln!("skipping the wasmtime side: {why}");
     }
     let (port, anchor_port) = (free_port()?, free_port()?);
-    let mut options = Options::numbered(2);
-    options.node_args = vec![vec!["--ingress".into(), format!("127.0.0.1:{port}")]];
-    eprintln!("starting a host (ingress on 127.0.0.1:{port}) and a tenant node …");
-    let cluster = Cluster::start_with(bin, fresh_root(), &options).await?;
-    let host: &Node = &cluster.nodes[0];
-    host.cli(
-        bin,
-        &[
-            "capacity", "set", "--cpu", "64", "--mem", "64GiB", "--disk", "64GiB", "--force",
-        ],
-    )
-    .await?;
-    cluster.wait_converged(Duration::from_secs(60)).await?;
+    let cluster = start_nodes(bin, port).await?;
     deploy(
         bin,
         &cluster,
@@ -248,40 +311,12 @@ pub(super) async fn run(bin: &Path, args: &Args) -> anyhow::Result<Section> {
         connections: args.connections,
         duration: Duration::from_secs(args.seconds),
     };
-    let warm = Load {
-        duration: Duration::from_secs(1),
-        ..load.clone()
-    };
-    wrk::run(&wrk_bin, &warm, &ingress, Some(BENCH_ROUTE)).await?;
-    if serve.is_some() {
-        wrk::run(&wrk_bin, &warm, &anchor_url, None).await?;
-    }
-    let mut rounds = Vec::with_capacity(args.rounds);
-    for round in 1..=args.rounds {
-        eprintln!("round {round}/{}: degroup …", args.rounds);
-        let d = wrk::run(&wrk_bin, &load, &ingress, Some(BENCH_ROUTE)).await?;
-        let w = if serve.is_some() {
-            eprintln!("round {round}/{}: wasmtime serve …", args.rounds);
-            Some(wrk::run(&wrk_bin, &load, &anchor_url, None).await?)
-        } else {
-            None
-        };
-        rounds.push((d, w));
-    }
+    let anchor = serve.as_ref().map(|_| anchor_url.as_str());
+    let rounds = alternate(&wrk_bin, &load, args.rounds, &ingress, anchor).await?;
     if let Some(child) = serve.as_mut() {
         let _ = child.kill().await;
     }
-    eprintln!("kv-api: deploying and loading GET /kv/{KV_KEY} …");
-    deploy(bin, &cluster, args.cpu_millis, &kv_wasm, "kv-api", KV_ROUTE).await?;
-    wait_ok(
-        &format!("{ingress}kv"),
-        Some(KV_ROUTE),
-        Duration::from_secs(60),
-    )
-    .await?;
-    put_key(port).await?;
-    let kv_url = format!("{ingress}kv/{KV_KEY}");
-    let kv = wrk::run(&wrk_bin, &load, &kv_url, Some(KV_ROUTE)).await?;
+    let kv = kv_throughput(bin, &cluster, args, &kv_wasm, port, &wrk_bin, &load).await?;
     for problem in cluster.stop().await {
         eprintln!("warning: {problem}");
     }
@@ -291,195 +326,4 @@ pub(super) async fn run(bin: &Path, args: &Args) -> anyhow::Result<Section> {
         &runs,
         wasmtime.as_ref().err().map(String::as_str),
     ))
-}
-
-/// Nearest-rank median.
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(f64::total_cmp);
-    quantile(&v, 0.5)
-}
-
-fn cells(r: &WrkResult) -> String {
-    format!("{:.0} | {:.2} ms | {:.2} ms", r.rps, r.p50_ms, r.p99_ms)
-}
-
-/// The markdown: a row per round, the medians, the targets, and any run with errors.
-fn section(args: &Args, runs: &Runs, skipped: Option<&str>) -> Section {
-    use std::fmt::Write as _;
-    let mut t = String::from(
-        "| round | degroup req/s | p50 | p99 | wasmtime serve req/s | p50 | p99 | req/s ratio | p99 ratio |\n\
-         |---|---|---|---|---|---|---|---|---|\n",
-    );
-    let mut ratios = Vec::new();
-    let mut p99_ratios = Vec::new();
-    let mut suspect = Vec::new();
-    for (i, (d, w)) in runs.rounds.iter().enumerate() {
-        let anchor = match w {
-            Some(w) => {
-                ratios.push(d.rps / w.rps);
-                p99_ratios.push(d.p99_ms / w.p99_ms);
-                format!(
-                    "{} | {:.2}× | {:.2}×",
-                    cells(w),
-                    d.rps / w.rps,
-                    d.p99_ms / w.p99_ms
-                )
-            }
-            None => "– | – | – | – | –".to_owned(),
-        };
-        let _ = writeln!(t, "| {} | {} | {anchor} |", i + 1, cells(d));
-        for (side, r) in [("degroup", Some(d)), ("wasmtime", w.as_ref())] {
-            if let Some(r) = r.filter(|r| r.non_2xx > 0 || r.errors > 0) {
-                suspect.push(format!(
-                    "round {} {side}: {} non-2xx answers, {} socket errors",
-                    i + 1,
-                    r.non_2xx,
-                    r.errors
-                ));
-            }
-        }
-    }
-    let med = |f: fn(&WrkResult) -> f64, anchor: bool| {
-        median(
-            runs.rounds
-                .iter()
-                .filter_map(|(d, w)| if anchor { w.as_ref() } else { Some(d) })
-                .map(f)
-                .collect(),
-        )
-    };
-    let (rps_ratio, p99_ratio) = (median(ratios.clone()), median(p99_ratios));
-    let anchor_med = if ratios.is_empty() {
-        "– | – | – | – | –".to_owned()
-    } else {
-        format!(
-            "**{:.0}** | {:.2} ms | **{:.2} ms** | **{rps_ratio:.2}×** | **{p99_ratio:.2}×**",
-            med(|r| r.rps, true),
-            med(|r| r.p50_ms, true),
-            med(|r| r.p99_ms, true)
-        )
-    };
-    let _ = writeln!(
-        t,
-        "| median | **{:.0}** | {:.2} ms | **{:.2} ms** | {anchor_med} |",
-        med(|r| r.rps, false),
-        med(|r| r.p50_ms, false),
-        med(|r| r.p99_ms, false)
-    );
-    let kv = &runs.kv;
-    let targets = match skipped {
-        Some(why) => format!("The wasmtime side was skipped: {why}.\n"),
-        None => format!(
-            "Targets: ≥ 1.5× `wasmtime serve`'s requests/s ({rps_ratio:.2}×: {}), p99 ≤ \
-             `wasmtime serve`'s ({p99_ratio:.2}×: {}).\n",
-            if rps_ratio >= 1.5 { "met" } else { "not met" },
-            if p99_ratio <= 1.0 { "met" } else { "not met" }
-        ),
-    };
-    let mut body = format!(
-        "A host `degroup node --ingress` and a tenant process on 127.0.0.1. The tenant deploys \
-         the anchor `http-hello` component (`wasi:http/proxy`) onto a lease of {cpu} millicores \
-         with `--route {BENCH_ROUTE}`; `wasmtime serve -O pooling-allocator` \
-         (wasmtime {wv}, the node's version) serves the same `.wasm` file. `wrk -t{th} -c{c} \
-         -d{s}s --latency`, alternating degroup and wasmtime in each round, after a 1 s warm-up \
-         of each.\n\n{t}\n{targets}\n\
-         `kv-api` (`GET /kv/{KV_KEY}`, a 256-byte value, `--route {KV_ROUTE}`): **{kv_rps:.0} \
-         req/s**, p50 {kv50:.2} ms, p99 {kv99:.2} ms.\n",
-        cpu = args.cpu_millis,
-        wv = anchor::node_wasmtime_version(),
-        th = args.threads,
-        c = args.connections,
-        s = args.seconds,
-        kv_rps = kv.rps,
-        kv50 = kv.p50_ms,
-        kv99 = kv.p99_ms,
-    );
-    if kv.non_2xx > 0 || kv.errors > 0 {
-        suspect.push(format!(
-            "kv-api: {} non-2xx answers, {} socket errors",
-            kv.non_2xx, kv.errors
-        ));
-    }
-    if !suspect.is_empty() {
-        let _ = write!(
-            body,
-            "\nRuns with failed requests (their numbers are suspect): {}.\n",
-            suspect.join("; ")
-        );
-    }
-    Section {
-        name: "http",
-        title: "HTTP ingress vs `wasmtime serve`".to_owned(),
-        command: format!(
-            "./target/release/degroup-testnet bench http --rounds {} --seconds {} --threads {} \
-             --connections {} --cpu-millis {}",
-            args.rounds, args.seconds, args.threads, args.connections, args.cpu_millis
-        ),
-        body,
-        plots: Vec::new(),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn result(rps: f64, p99_ms: f64) -> WrkResult {
-        WrkResult {
-            rps,
-            p50_ms: p99_ms / 4.0,
-            p99_ms,
-            requests: 1000,
-            non_2xx: 0,
-            errors: 0,
-        }
-    }
-
-    fn args() -> Args {
-        Args {
-            seconds: 10,
-            rounds: 2,
-            threads: 2,
-            connections: 32,
-            cpu_millis: 2000,
-            anchor: None,
-        }
-    }
-
-    #[test]
-    fn the_table_has_ratios_per_round_and_their_median() {
-        let runs = Runs {
-            rounds: vec![
-                (result(30_000.0, 2.0), Some(result(20_000.0, 4.0))),
-                (result(40_000.0, 1.0), Some(result(20_000.0, 4.0))),
-            ],
-            kv: WrkResult {
-                non_2xx: 3,
-                ..result(10_000.0, 3.0)
-            },
-        };
-        let s = section(&args(), &runs, None);
-        assert!(s.body.contains(
-            "| 1 | 30000 | 0.50 ms | 2.00 ms | 20000 | 1.00 ms | 4.00 ms | 1.50× | 0.50× |"
-        ));
-        assert!(s.body.contains("**1.50×** | **0.25×**"), "{}", s.body);
-        assert!(s.body.contains("(1.50×: met)"));
-        assert!(s.body.contains("kv-api: 3 non-2xx answers"));
-        assert!(s.command.contains("bench http --rounds 2"));
-    }
-
-    #[test]
-    fn a_skipped_anchor_says_why() {
-        let runs = Runs {
-            rounds: vec![(result(30_000.0, 2.0), None)],
-            kv: result(10_000.0, 3.0),
-        };
-        let s = section(&args(), &runs, Some("wasmtime is not installed"));
-        assert!(
-            s.body
-                .contains("| 1 | 30000 | 0.50 ms | 2.00 ms | – | – | – | – | – |")
-        );
-        assert!(s.body.contains("skipped: wasmtime is not installed"));
-        assert!(!s.body.contains("Targets"));
-    }
 }
