@@ -5,10 +5,12 @@
 
 mod deploy;
 mod fetch;
+mod http;
 mod lease;
 mod plot;
 mod propagation;
 mod report;
+mod wrk;
 
 use std::path::Path;
 
@@ -46,7 +48,15 @@ pub(crate) enum BenchCommand {
         #[command(flatten)]
         output: Output,
     },
-    /// All of the above with their defaults (propagation with -n 20)
+    /// Requests/s and p50/p99 of the HTTP ingress against `wasmtime serve` on the same
+    /// component (wrk, alternating), and the kv-api example's GET throughput
+    Http {
+        #[command(flatten)]
+        args: http::Args,
+        #[command(flatten)]
+        output: Output,
+    },
+    /// All of the above but http, with their defaults (propagation with -n 20)
     All {
         #[command(flatten)]
         output: Output,
@@ -61,6 +71,7 @@ pub(crate) async fn run(bin: &Path, command: BenchCommand) -> anyhow::Result<()>
         BenchCommand::Lease { args, output } => emit(&output, &lease::run(bin, &args).await?),
         BenchCommand::Deploy { args, output } => emit(&output, &deploy::run(bin, &args).await?),
         BenchCommand::Fetch { args, output } => emit(&output, &fetch::run(bin, &args).await?),
+        BenchCommand::Http { args, output } => emit(&output, &http::run(bin, &args).await?),
         BenchCommand::All { output } => {
             let p: propagation::Args = defaults()?;
             emit(&output, &propagation::run(bin, &p).await?)?;

@@ -128,6 +128,7 @@ async fn chaos(bin: &Path, args: &Args, seed: u64, root: PathBuf) -> anyhow::Res
         env: vec![("DEGROUP_PLUGIN__TICK_INTERVAL".into(), "200ms".into())],
         netns: partitions,
         keep: args.data.keep,
+        ..Options::default()
     };
     let mut cluster = Cluster::start_with(bin, root, &options).await?;
     let result = cycles(bin, args, seed, &wasm, &mut cluster, partitions).await;

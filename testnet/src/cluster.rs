@@ -95,6 +95,9 @@ pub(crate) struct Options {
     pub netns: bool,
     /// Keep the data directories after stopping.
     pub keep: bool,
+    /// Extra `degroup node` arguments per node, by index (missing: none), e.g. node 0's
+    /// `--ingress 127.0.0.1:8080`.
+    pub node_args: Vec<Vec<String>>,
 }
 
 impl Options {
@@ -171,6 +174,9 @@ impl Cluster {
         for (i, name) in options.names.iter().enumerate() {
             let mut spec = Spec::local(name, &cluster.root);
             spec.env.clone_from(&options.env);
+            if let Some(args) = options.node_args.get(i) {
+                spec.args.clone_from(args);
+            }
             if i > 0 {
                 spec.bootstrap.push(cluster.nodes[0].dial_addr.clone());
                 let parent = (i - 1) / 2;

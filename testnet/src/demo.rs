@@ -85,6 +85,7 @@ pub(crate) async fn run(bin: &Path, args: &Args) -> anyhow::Result<()> {
         env: vec![("DEGROUP_PLUGIN__TICK_INTERVAL".into(), "250ms".into())],
         netns: false,
         keep: args.data.keep,
+        ..Options::default()
     };
     let cluster = Cluster::start_with(bin, root.clone(), &options)
         .await

@@ -7,8 +7,8 @@
 //! - `demo` tells the whole story step by step, checking every step ([`demo`]);
 //! - `chaos` injects `kill -9`, `SIGSTOP` and real network partitions under tenant load and
 //!   checks the invariants after each fault ([`chaos`]);
-//! - `bench` measures propagation, leases and deploys, side by side with the anchors installed
-//!   on the machine (Serf), and writes `docs/benchmarks.md`'s testnet section and SVG plots.
+//! - `bench` measures propagation, leases, deploys, package fetches and the HTTP ingress, side
+//!   by side with the anchors installed on the machine (Serf, `wasmtime serve`), and writes `docs/benchmarks.md`'s testnet section and SVG plots.
 //!
 //! Nodes are separate processes started the way an operator starts them, and everything the
 //! testnet learns it learns through the admin API or the CLI — nothing is in-process.

@@ -31,6 +31,8 @@ pub(crate) struct Spec {
     pub env: Vec<(String, String)>,
     /// Network namespace to run in (chaos partitions).
     pub netns: Option<String>,
+    /// Extra `degroup node` arguments, e.g. `--ingress 127.0.0.1:8080`.
+    pub args: Vec<String>,
 }
 
 impl Spec {
@@ -43,6 +45,7 @@ impl Spec {
             bootstrap: Vec::new(),
             env: Vec::new(),
             netns: None,
+            args: Vec::new(),
         }
     }
 }
@@ -120,6 +123,7 @@ impl Node {
         cmd.arg("--data-dir")
             .arg(&dir)
             .args(["node", "--listen", &self.spec.listen])
+            .args(&self.spec.args)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(log)
