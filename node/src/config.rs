@@ -110,6 +110,15 @@ pub struct FlagOverrides {
     pub api: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub metrics: Option<String>,
+    /// `--ingress IP:PORT`: the `[ingress]` table's `listen`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ingress: Option<IngressFlags>,
+}
+
+/// The `[ingress]` keys a flag sets.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct IngressFlags {
+    pub listen: String,
 }
 
 /// The validated configuration the node runs with.
@@ -352,6 +361,31 @@ pub fn default_file() -> String {
 # gc_grace = "1h"               # an unused blob (no deployment, publication or pin) goes after this
 # per_peer_transfers = 8        # requests of one peer answered at once
 # per_peer_rate = "256MiB"      # bytes per second served to one peer
+
+[ingress]
+# The HTTP ingress: tenants' HTTP plugins (wasi:http/incoming-handler) served to their users,
+# routed by Host: names claimed with `degroup deploy --route NAME`, then <deployment-id>.<domain>
+# (docs/operator-guide.md, "HTTP ingress"). Off unless `listen` is set (or --ingress).
+# listen = "0.0.0.0:8080"
+# domain = "localhost"          # <deployment-id>.localhost works with curl on the host itself
+# tls_cert = "/etc/degroup/ingress.crt"   # PEM; both or neither (then plain HTTP)
+# tls_key = "/etc/degroup/ingress.key"
+# Hostile clients: caps on what a request may send, and for how long.
+# max_header_count = 64         # more: 431
+# max_header_bytes = "16KiB"    # more: 431
+# header_timeout = "10s"        # a request head not complete by then closes the connection
+# idle_timeout = "60s"          # keep-alive connections idle this long are closed
+# max_connections = 4096        # more are closed at once
+# max_request_body = "10MiB"    # more: 413
+# threads = 0                   # worker threads of the ingress (0: one per core)
+# Hostile plugins: what one request may take.
+# request_timeout = "30s"       # a handler that has not answered by then: 504
+# max_response_body = "64MiB"   # a longer body is cut
+# requests_per_core = 32        # requests in flight per leased core (at least 2): more get 503
+# max_instances = 256           # HTTP instances alive at once on this host
+# instance_reuse = 10000        # requests one instance serves before a fresh one (1: always fresh)
+# Outgoing HTTP from plugins is denied unless a rule allows the tenant and the host name:
+# outgoing = [{{ tenant = "12D3KooW...", hosts = ["api.example.org", "*.example.net", "127.0.0.1:*"] }}]
 
 [trust]
 # Publishers whose packages a bare name (`greeter`, `greeter@^0.1`) resolves to. A name that

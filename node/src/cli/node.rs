@@ -21,6 +21,10 @@ pub(super) struct Args {
     /// Also serve /metrics without a token on this address
     #[arg(long, value_name = "IP:PORT")]
     metrics: Option<String>,
+    /// Serve the HTTP plugins of this host's leases on this address (`[ingress] listen`;
+    /// off unless set), e.g. 0.0.0.0:8080
+    #[arg(long, value_name = "IP:PORT")]
+    ingress: Option<String>,
 }
 
 pub(super) fn run(dir: &Path, args: Args) -> anyhow::Result<()> {
@@ -35,6 +39,9 @@ pub(super) fn run(dir: &Path, args: Args) -> anyhow::Result<()> {
         bootstrap: args.bootstrap,
         api: args.api,
         metrics: args.metrics,
+        ingress: args
+            .ingress
+            .map(|listen| crate::config::IngressFlags { listen }),
     };
     let (config, identity) = crate::node::prepare(dir, &flags)?;
     let runtime = super::runtime()?;

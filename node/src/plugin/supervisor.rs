@@ -10,7 +10,9 @@
 //!   [`crate::lease::LeaseEvent`]s) and at start-up restarts the deployments of active leases
 //!   with their key-value stores. It never waits on a plugin: workers are told to stop and let
 //!   go, and report when their thread ends.
-//! - [`inbound`]: the host's side of `/degroup/deploy/3`, every check before anything runs
+//! - [`http`]: the host's HTTP ingress as the actor sees it: endpoints attached as workers
+//!   start, host names claimed with the install and released with the stop.
+//! - [`inbound`]: the host's side of `/degroup/deploy/4`, every check before anything runs
 //!   (the package is fetched by hash, from the blob store's providers, after the cheap checks);
 //!   each request is answered in its own task, in a bounded set the actor keeps ("unavailable"
 //!   when it is full).
@@ -22,6 +24,7 @@ mod actor;
 mod admit;
 mod command;
 mod handle;
+mod http;
 mod inbound;
 
 use std::collections::HashMap;
@@ -41,6 +44,7 @@ use crate::lease::{LeaseHandle, Meter};
 use crate::net::{Inbound, Network};
 use crate::store::{Domain, Store};
 
+pub(crate) use self::http::HttpSide;
 pub(crate) use super::error::PluginError;
 pub(crate) use handle::{DeployParams, PluginHandle, Source};
 
@@ -55,6 +59,8 @@ pub(crate) struct Deps {
     pub adverts: Arc<AdvertBook>,
     pub meter: Meter,
     pub distribution: Distribution,
+    /// The HTTP ingress, when the host runs one.
+    pub http: Option<HttpSide>,
 }
 
 /// Loads the records, restarts the deployments of active leases, and spawns the actor.
@@ -95,7 +101,7 @@ pub(crate) async fn start(
         deps.runtime.clone(),
         deps.distribution.clone(),
     );
-    let host = inbound::HostSide::new(handle.clone(), deps.meter.clone());
+    let host = inbound::HostSide::new(handle.clone(), deps.meter.clone(), deps.http.clone());
     let mut actor = actor::Actor::new(
         deps.store,
         deps.runtime,
@@ -103,6 +109,7 @@ pub(crate) async fn start(
         deps.leases,
         deps.meter,
         records,
+        deps.http,
     );
     actor.resume().await;
     let task = tokio::spawn(actor.run(rx, inbound, lease_events, host, shutdown));

@@ -25,6 +25,7 @@ use super::super::wire::{DeployProtocol, Refusal, RefusalCode, Status};
 use super::super::worker::{self, Started, Worker, WorkerEvent};
 use super::PluginError;
 use super::admit::{Admitted, admit};
+use super::http::HttpSide;
 use super::command::{Caller, Command, Install};
 use super::inbound::HostSide;
 use super::{info_of, lease_active};
@@ -59,6 +60,8 @@ pub(crate) struct Actor {
     workers: HashMap<String, Worker>,
     retiring: HashMap<u64, Retiring>,
     logs: HashMap<String, Logs>,
+    /// The HTTP ingress, when this host runs one.
+    http: Option<HttpSide>,
     events_tx: mpsc::UnboundedSender<WorkerEvent>,
     events: mpsc::UnboundedReceiver<WorkerEvent>,
 }
@@ -72,6 +75,7 @@ impl Actor {
         leases: LeaseHandle,
         meter: Meter,
         records: HashMap<String, Record>,
+        http: Option<HttpSide>,
     ) -> Self {
         let (events_tx, events) = mpsc::unbounded_channel();
         Self {
@@ -84,6 +88,7 @@ impl Actor {
             workers: HashMap::new(),
             retiring: HashMap::new(),
             logs: HashMap::new(),
+            http,
             events_tx,
             events,
         }
@@ -213,12 +218,23 @@ impl Actor {
         let mut v = View::of(r, counters);
         v.state = state;
         v.reason = reason;
+        v.urls = self.urls(r);
         v
     }
 
     fn status(&self, r: &Record) -> Status {
         let (state, reason, counters) = self.live(r);
-        Status::of(r, state, reason, &counters.unwrap_or_default())
+        let mut s = Status::of(r, state, reason, &counters.unwrap_or_default());
+        s.urls = self.urls(r);
+        s
+    }
+
+    /// Where a hosted deployment answers HTTP (nothing once it is stopped).
+    fn urls(&self, r: &Record) -> Vec<String> {
+        match &self.http {
+            Some(side) if r.side == Side::Host && r.state != State::Stopped => side.urls(&r.id),
+            _ => Vec::new(),
+        }
     }
 
     fn save(&self, r: &Record) -> Result<(), StoreError> {
@@ -380,6 +396,9 @@ impl Actor {
                 tracing::error!(error = %e, "cannot record a deployment failure");
             }
         }
+        if let Some(side) = &self.http {
+            side.detach(id);
+        }
         self.retire_worker(id, false);
     }
 
@@ -437,6 +456,7 @@ impl Actor {
         compiled: Compiled,
         info: LeaseInfo,
     ) -> Result<oneshot::Receiver<Started>, PluginError> {
+        let (compiled_http, info_http) = (compiled.clone(), info.clone());
         let env = self.env_for(r, info)?;
         let (started, rx) = oneshot::channel();
         let w = worker::spawn(
@@ -454,7 +474,34 @@ impl Actor {
         )
         .map_err(|e| PluginError::internal("starting a worker thread", e))?;
         self.workers.insert(r.id.clone(), w);
+        self.serve_http(r, &compiled_http, &info_http);
         Ok(rx)
+    }
+
+    /// Attaches (or replaces) the deployment's HTTP endpoint, when the host runs an ingress.
+    fn serve_http(&mut self, r: &Record, compiled: &Compiled, info: &LeaseInfo) {
+        let Some(side) = self.http.clone() else {
+            return;
+        };
+        if !compiled.serves_http() {
+            side.detach(&r.id);
+            return;
+        }
+        let kv = match Kv::open(&self.store, &r.id, info.slice.disk_bytes) {
+            Ok(kv) => kv,
+            Err(e) => {
+                tracing::error!(deployment = %r.id, error = %e, "cannot open the key-value store for HTTP; not serving");
+                side.detach(&r.id);
+                return;
+            }
+        };
+        let limits = self.runtime.limits();
+        let logs = self
+            .logs
+            .entry(r.id.clone())
+            .or_insert_with(|| Logs::new(limits.log_lines, limits.log_rate))
+            .clone();
+        side.attach(&self.runtime, r, compiled, info, kv, logs, &self.meter);
     }
 
     fn install(&mut self, install: Install) -> Result<oneshot::Receiver<Started>, Refusal> {
@@ -464,6 +511,7 @@ impl Actor {
             compiled,
             info,
             upgrade,
+            routes,
         } = install;
         let max = self.runtime.limits().max_deployments as usize;
         let (record, existing) = match admit(&self.records, max, record, upgrade)? {
@@ -479,6 +527,13 @@ impl Actor {
         };
         // The package is in the blob store, held for this deployment since it was fetched.
         let _ = &package;
+        // Its host names, claimed durably before it is: a refusal leaves nothing behind.
+        if !routes.is_empty() {
+            let Some(side) = &self.http else {
+                return Err(super::http::no_ingress());
+            };
+            side.claim(&routes, &record.id)?;
+        }
         let mut ops = vec![Op::Put(
             Domain::Deployments,
             record.id.as_bytes().to_vec(),
@@ -490,6 +545,12 @@ impl Actor {
             self.let_go_of_package(old, &mut ops);
         }
         if let Err(e) = self.store.apply_durable(&ops) {
+            if !routes.is_empty()
+                && existing.is_none()
+                && let Some(side) = &self.http
+            {
+                side.release(&record.id);
+            }
             return Err(Refusal::new(
                 RefusalCode::Unavailable,
                 format!("the host cannot store the deployment: {e}"),
@@ -504,6 +565,7 @@ impl Actor {
                 record.config.clone(),
                 started,
             ) {
+                self.serve_http(&record, &compiled, &info);
                 return Ok(rx);
             }
             // The thread is gone: a new one takes over with the same key-value store.
@@ -547,6 +609,9 @@ impl Actor {
                 self.drop_kv(&r.id);
             }
             self.meter.stopped(r.lease_id, &r.id);
+            if let Some(side) = &self.http {
+                side.release(&r.id);
+            }
             if let Some(l) = self.logs.get(&r.id) {
                 l.host(
                     "info",
@@ -633,6 +698,10 @@ impl Actor {
             .collect();
         for id in stopped {
             self.drop_kv(&id);
+            // A stop whose release of routes did not reach the disk before a crash.
+            if let Some(side) = &self.http {
+                side.release(&id);
+            }
         }
         let live: Vec<Record> = self
             .records

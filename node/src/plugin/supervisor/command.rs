@@ -17,6 +17,8 @@ pub(crate) struct Install {
     pub compiled: Compiled,
     pub info: LeaseInfo,
     pub upgrade: bool,
+    /// Host names to claim on the ingress (checked, lower case).
+    pub routes: Vec<String>,
 }
 
 /// Who a request acts for: the host's operator (any deployment) or a tenant (its own only).

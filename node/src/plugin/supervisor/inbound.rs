@@ -20,6 +20,7 @@ use libp2p::PeerId;
 use super::super::deployment::{PackageRef, Record, Side, State};
 use super::super::wire::{
     DeployMsg, DeployProtocol, DeployReply, DeployRequest, MAX_HINTS, MAX_MESSAGE, MAX_REFERENCE,
+    check_routes,
     Refusal, RefusalCode, Status, check_config,
 };
 use super::super::worker::Started;
@@ -70,6 +71,8 @@ pub(crate) struct HostSide {
     handle: PluginHandle,
     /// Compile CPU is charged here.
     meter: Meter,
+    /// The HTTP ingress, when the host runs one: routes are checked against it.
+    http: Option<super::HttpSide>,
     /// Leases with a compilation under way.
     compiling: Arc<Mutex<HashSet<LeaseId>>>,
 }
@@ -90,10 +93,11 @@ impl Drop for Compiling<'_> {
 }
 
 impl HostSide {
-    pub(crate) fn new(handle: PluginHandle, meter: Meter) -> Self {
+    pub(crate) fn new(handle: PluginHandle, meter: Meter, http: Option<super::HttpSide>) -> Self {
         Self {
             handle,
             meter,
+            http,
             compiling: Arc::default(),
         }
     }
@@ -239,6 +243,20 @@ impl HostSide {
                 "the deploy request's reference or provider list is too long",
             );
         }
+        if let Err(e) = check_routes(&req.routes) {
+            return refuse(RefusalCode::Invalid, e);
+        }
+        // Routes are checked before anything is fetched: a name taken is a quick 409.
+        let routes = match (&self.http, req.routes.is_empty()) {
+            (_, true) => Vec::new(),
+            (None, false) => return DeployReply::Refused(super::http::no_ingress()),
+            (Some(side), false) => {
+                match side.check(&req.routes, &hex::encode(req.deployment_id)) {
+                    Ok(r) => r,
+                    Err(refusal) => return DeployReply::Refused(refusal),
+                }
+            }
+        };
         let dist = h.distribution();
         if req.package_size > dist.max_package() {
             return refuse(
@@ -345,7 +363,7 @@ impl HostSide {
         let publisher = m.publisher;
         let id = record.id.clone();
         let reply = if allowed(&publisher) {
-            self.compile_and_install(record, package, &lease, &req, &lease_hex)
+            self.compile_and_install(record, package, &lease, &req, routes, &lease_hex)
                 .await
         } else {
             refuse(RefusalCode::Policy, not_allowed(&publisher))
@@ -366,6 +384,7 @@ impl HostSide {
         package: super::super::package::Package,
         lease: &crate::lease::book::Lease,
         req: &DeployRequest,
+        routes: Vec<String>,
         lease_hex: &str,
     ) -> DeployReply {
         let h = &self.handle;
@@ -399,6 +418,9 @@ impl HostSide {
             }
             Err(e) => return refuse(RefusalCode::Unavailable, e.to_string()),
         };
+        if !routes.is_empty() && !compiled.serves_http() {
+            return DeployReply::Refused(super::http::not_http());
+        }
         let info = info_of(&record, lease);
         let id = record.id.clone();
         let install = Install {
@@ -407,6 +429,7 @@ impl HostSide {
             compiled,
             info,
             upgrade: req.upgrade,
+            routes,
         };
         let started = match h
             .ask(|reply| Command::Install {
