@@ -173,34 +173,34 @@ impl WasiHttpHooks for Hooks {
 mod tests {
     use super::*;
 
-    fn allows(patterns: &[&str], scheme: Scheme, authority: &str) -> bool {
+    fn allows(patterns: &[&str], scheme: &Scheme, authority: &str) -> bool {
         let patterns: Vec<String> = patterns.iter().map(|p| (*p).to_owned()).collect();
         let (hooks, bad) = Hooks::allowing(&patterns);
         assert!(bad.is_empty(), "{bad:?}");
         let authority: Authority = authority
             .parse()
             .unwrap_or_else(|_| Authority::from_static("x"));
-        hooks.allows(Some(&scheme), &authority)
+        hooks.allows(Some(scheme), &authority)
     }
 
     #[test]
     fn patterns_match_hosts_and_ports() {
-        assert!(!allows(&[], Scheme::HTTP, "example.com"));
-        assert!(allows(&["example.com"], Scheme::HTTP, "example.com"));
-        assert!(allows(&["example.com"], Scheme::HTTPS, "EXAMPLE.com"));
-        assert!(!allows(&["example.com"], Scheme::HTTP, "example.com:8080"));
+        assert!(!allows(&[], &Scheme::HTTP, "example.com"));
+        assert!(allows(&["example.com"], &Scheme::HTTP, "example.com"));
+        assert!(allows(&["example.com"], &Scheme::HTTPS, "EXAMPLE.com"));
+        assert!(!allows(&["example.com"], &Scheme::HTTP, "example.com:8080"));
         assert!(allows(
             &["example.com:8080"],
-            Scheme::HTTP,
+            &Scheme::HTTP,
             "example.com:8080"
         ));
-        assert!(allows(&["127.0.0.1:*"], Scheme::HTTP, "127.0.0.1:4321"));
-        assert!(!allows(&["127.0.0.1:*"], Scheme::HTTP, "127.0.0.2:4321"));
-        assert!(allows(&["*.example.com"], Scheme::HTTPS, "api.example.com"));
-        assert!(!allows(&["*.example.com"], Scheme::HTTPS, "example.com"));
-        assert!(!allows(&["*.example.com"], Scheme::HTTPS, "badexample.com"));
-        assert!(allows(&["[::1]:*"], Scheme::HTTP, "[::1]:99"));
-        assert!(allows(&["[::1]"], Scheme::HTTP, "[::1]"));
+        assert!(allows(&["127.0.0.1:*"], &Scheme::HTTP, "127.0.0.1:4321"));
+        assert!(!allows(&["127.0.0.1:*"], &Scheme::HTTP, "127.0.0.2:4321"));
+        assert!(allows(&["*.example.com"], &Scheme::HTTPS, "api.example.com"));
+        assert!(!allows(&["*.example.com"], &Scheme::HTTPS, "example.com"));
+        assert!(!allows(&["*.example.com"], &Scheme::HTTPS, "badexample.com"));
+        assert!(allows(&["[::1]:*"], &Scheme::HTTP, "[::1]:99"));
+        assert!(allows(&["[::1]"], &Scheme::HTTP, "[::1]"));
     }
 
     #[test]
