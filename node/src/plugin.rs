@@ -9,6 +9,8 @@
 //! - [`distribution`]: publish, search, info, fetch and yank, and what a deploy needs: a
 //!   reference resolved in the [`crate::catalogue`], a package file staged privately in the
 //!   [`crate::blobs`] store for its host, a package fetched (verified) by the host.
+//! - [`http`]: `wasi:http` requests routed by the ingress to a deployment, served by a pool
+//!   of instances of its component under the lease's limits.
 //! - [`kv`], [`logs`]: a deployment's key-value store (a redb file, capped by the lease's disk)
 //!   and its rate-limited ring buffer of logs.
 //! - [`worker`]: one thread per running deployment: ticks, restarts with backoff, gives up.
@@ -21,6 +23,7 @@ pub mod config;
 pub mod deployment;
 pub mod distribution;
 mod error;
+pub mod http;
 pub mod kv;
 pub(crate) mod local;
 pub mod logs;

@@ -5,6 +5,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 use crate::capacity::units::{format_size, parse_duration, parse_size};
+pub use crate::plugin::http::HttpLimits;
 
 /// The `[plugin]` table.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -117,6 +118,8 @@ pub struct Limits {
     pub compile_cache_bytes: u64,
     /// Memory compile cache bound, bytes.
     pub compile_memory_cache_bytes: u64,
+    /// Bounds of HTTP requests to plugins: filled from `[ingress]`, not from `[plugin]`.
+    pub http: HttpLimits,
 }
 
 impl Default for Limits {
@@ -143,6 +146,7 @@ impl Default for Limits {
             compile_timeout: Duration::from_secs(30),
             compile_cache_bytes: 1 << 30,
             compile_memory_cache_bytes: 256 << 20,
+            http: HttpLimits::default(),
         }
     }
 }
@@ -196,6 +200,7 @@ impl PluginConfig {
                 "compile_memory_cache_bytes",
                 &self.compile_memory_cache_bytes,
             )?,
+            http: HttpLimits::default(),
         };
         if limits.fuel_per_call < 1_000_000 {
             return Err("plugin.fuel_per_call must be at least 1000000".into());

@@ -312,6 +312,14 @@ impl Kv {
         Ok(removed)
     }
 
+    /// A second handle on the same store (state, quota and write budget shared): what a
+    /// deployment's HTTP instances use beside its worker's.
+    pub fn share(&self) -> Kv {
+        Self {
+            inner: Arc::clone(&self.inner),
+        }
+    }
+
     /// Bytes used (keys + values).
     pub fn used(&self) -> u64 {
         lock(&self.inner).used

@@ -23,7 +23,8 @@ pub struct LogLine {
     pub at_ms: u64,
     /// `trace`, `debug`, `info`, `warn`, `error`.
     pub level: String,
-    /// `plugin` for lines the plugin wrote, `host` for the supervisor's own (starts, traps).
+    /// `plugin` for lines the plugin wrote, `host` for the supervisor's own (starts, traps),
+    /// `http` for the access log of the requests it served.
     pub source: String,
     pub message: String,
 }
@@ -98,6 +99,16 @@ impl Logs {
 
     /// A line from the plugin, subject to the rate limit. Returns whether it was kept.
     pub fn plugin(&self, level: &str, message: String) -> bool {
+        self.limited(level, "plugin", message)
+    }
+
+    /// An access-log line (`GET /items 200 1.3 ms`, source `http`), under the same rate limit
+    /// as the plugin's own lines: a flood of requests costs the log what a flood of lines does.
+    pub fn access(&self, message: String) -> bool {
+        self.limited("info", "http", message)
+    }
+
+    fn limited(&self, level: &str, source: &str, message: String) -> bool {
         let mut ring = self.lock();
         let now = Instant::now();
         let elapsed = now.duration_since(ring.last_refill).as_secs_f64();
@@ -118,7 +129,7 @@ impl Logs {
                 format!("{n} log lines dropped (rate limit)"),
             );
         }
-        push(&mut ring, level, "plugin", cut(message));
+        push(&mut ring, level, source, cut(message));
         true
     }
 

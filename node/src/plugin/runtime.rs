@@ -39,9 +39,11 @@ use wasmtime::{
 use self::cache::{DiskCache, MemoryCache};
 use self::host::{HostState, Limiter};
 use super::config::Limits;
+use super::http::Hooks;
 use super::kv::Kv;
 use super::logs::Logs;
 use crate::resources::Resources;
+use wasmtime_wasi_http::p2::bindings::ProxyPre;
 
 wasmtime::component::bindgen!({
     world: "plugin",
@@ -157,10 +159,12 @@ pub struct Call<T> {
     pub elapsed: Duration,
 }
 
-/// A compiled component, ready to instantiate.
+/// A compiled component, ready to instantiate: a plugin (`init`, `tick`, `message`), an HTTP
+/// handler (`wasi:http/incoming-handler`), or both.
 #[derive(Clone)]
 pub struct Compiled {
-    pre: PluginPre<HostState>,
+    pre: Option<PluginPre<HostState>>,
+    proxy: Option<ProxyPre<HostState>>,
     /// blake3 of the component bytes.
     pub hash: [u8; 32],
     /// Whether this came from a cache (memory or disk) rather than a fresh compile.
@@ -207,7 +211,26 @@ impl std::fmt::Debug for Compiled {
         f.debug_struct("Compiled")
             .field("hash", &hex::encode(self.hash))
             .field("cached", &self.cached)
+            .field("plugin", &self.has_plugin())
+            .field("http", &self.serves_http())
             .finish_non_exhaustive()
+    }
+}
+
+impl Compiled {
+    /// Whether the component exports `wasi:http/incoming-handler` (it can serve requests).
+    pub fn serves_http(&self) -> bool {
+        self.proxy.is_some()
+    }
+
+    /// Whether the component exports the `degroup:plugin` functions (`init`, `tick`,
+    /// `message`): whether a worker can run it.
+    pub fn has_plugin(&self) -> bool {
+        self.pre.is_some()
+    }
+
+    pub(crate) fn proxy(&self) -> Option<&ProxyPre<HostState>> {
+        self.proxy.as_ref()
     }
 }
 
@@ -231,6 +254,8 @@ pub struct Runtime {
     compiling: (Mutex<usize>, Condvar),
     /// Fuel and epoch deadlines on (always, except to measure what they cost).
     guards: bool,
+    /// One permit per HTTP instance alive ([`crate::plugin::http`]).
+    http_slots: Arc<tokio::sync::Semaphore>,
 }
 
 impl std::fmt::Debug for Runtime {
@@ -318,6 +343,13 @@ impl Runtime {
             .and_then(|()| degroup::plugin::kv::add_to_linker::<_, HasSelf<_>>(&mut linker, |s| s))
             .and_then(|()| degroup::plugin::log::add_to_linker::<_, HasSelf<_>>(&mut linker, |s| s))
             .map_err(|e| SandboxError::Engine(werr(&e)))?;
+        // `wasi:http/types` and `wasi:http/outgoing-handler`: outgoing requests go through
+        // `Hooks::send_request`, which denies what the deployment's policy does not allow.
+        wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut linker)
+            .map_err(|e| SandboxError::Engine(werr(&e)))?;
+        let http_slots = Arc::new(tokio::sync::Semaphore::new(
+            usize::try_from(limits.http.max_instances).unwrap_or(usize::MAX),
+        ));
         let disk = cache_dir
             .map(|dir| DiskCache::open(dir, limits.compile_cache_bytes))
             .transpose()?;
@@ -331,6 +363,7 @@ impl Runtime {
             compiler,
             compiling: (Mutex::new(0), Condvar::new()),
             guards,
+            http_slots,
         }))
     }
 
@@ -433,8 +466,25 @@ impl Runtime {
             .linker
             .instantiate_pre(component)
             .map_err(|e| SandboxError::Link(werr(&e)))?;
-        let pre = PluginPre::new(pre).map_err(|e| SandboxError::Link(werr(&e)))?;
-        let compiled = Compiled { pre, hash, cached };
+        let proxy = ProxyPre::new(pre.clone()).ok();
+        let plugin = PluginPre::new(pre);
+        let pre = match (plugin, &proxy) {
+            (Ok(p), _) => Some(p),
+            (Err(_), Some(_)) => None,
+            (Err(e), None) => {
+                return Err(SandboxError::Link(format!(
+                    "exports neither the degroup:plugin world (init, tick, message) nor \
+                     wasi:http/incoming-handler ({})",
+                    werr(&e)
+                )));
+            }
+        };
+        let compiled = Compiled {
+            pre,
+            proxy,
+            hash,
+            cached,
+        };
         lock(&self.compiled).insert(hash, compiled.clone(), len);
         Ok(compiled)
     }
@@ -461,20 +511,15 @@ impl Runtime {
         )
     }
 
-    /// Starts an instance (no plugin code runs but the component's own start functions, under
-    /// the init deadline). On failure the environment is handed back.
-    pub async fn instantiate(
-        &self,
-        compiled: &Compiled,
-        env: Env,
-    ) -> Result<Instance, (SandboxError, Box<Env>)> {
+    /// A store for an instance under the lease's memory and the epoch deadline callback.
+    pub(crate) fn store(&self, env: Env, hooks: Hooks) -> Store<HostState> {
         let mem_cap = usize::try_from(env.info.slice.mem_bytes).unwrap_or(usize::MAX);
-        let state = HostState::new(env, Limiter::new(mem_cap, self.limits.max_table_elements));
-        let mut store = Store::new(&self.engine, state);
+        let limiter = Limiter::new(mem_cap, self.limits.max_table_elements);
+        let mut store = Store::new(&self.engine, HostState::new(env, limiter, hooks));
         store.limiter(|s| &mut s.limiter);
         if self.guards {
             // Every epoch tick, a call past its deadline traps; one still within it yields to
-            // the worker's executor, so the call's timeout is looked at even while wasm runs.
+            // the executor, so the call's timeout is looked at even while wasm runs.
             store.epoch_deadline_callback(|ctx| {
                 if Instant::now() >= ctx.data().deadline {
                     Err(Trap::Interrupt.into())
@@ -483,6 +528,37 @@ impl Runtime {
                 }
             });
         }
+        store
+    }
+
+    /// Whether fuel and epoch deadlines are on.
+    pub(crate) fn guards(&self) -> bool {
+        self.guards
+    }
+
+    /// HTTP instances alive on this host: at most `limits.http.max_instances`.
+    pub(crate) fn http_slots(&self) -> &Arc<tokio::sync::Semaphore> {
+        &self.http_slots
+    }
+
+    /// Starts an instance (no plugin code runs but the component's own start functions, under
+    /// the init deadline). On failure the environment is handed back.
+    pub async fn instantiate(
+        &self,
+        compiled: &Compiled,
+        env: Env,
+    ) -> Result<Instance, (SandboxError, Box<Env>)> {
+        let Some(pre) = compiled.pre.as_ref() else {
+            return Err((
+                SandboxError::Link(
+                    "the component serves HTTP only: it does not export the degroup:plugin \
+                     world (init, tick, message)"
+                        .into(),
+                ),
+                Box::new(env),
+            ));
+        };
+        let store = self.store(env, Hooks::deny_all());
         let mut instance = Instance {
             store,
             plugin: None,
@@ -495,7 +571,7 @@ impl Runtime {
         if let Err(e) = instance.arm(timeout) {
             return Err((e, Box::new(instance.into_env())));
         }
-        let started = compiled.pre.instantiate_async(&mut instance.store);
+        let started = pre.instantiate_async(&mut instance.store);
         let result = match tokio::time::timeout(timeout, started).await {
             Ok(r) => r,
             Err(_) => Err(Trap::Interrupt.into()),
@@ -530,7 +606,12 @@ pub const MAX_TABLES_PER_COMPONENT: u32 = 32;
 /// therefore never take another's slots, whatever its component holds.
 pub(crate) fn pooled_config(limits: &Limits, guards: bool) -> Config {
     let mut pool = PoolingAllocationConfig::new();
-    let slots = limits.max_deployments.saturating_add(4);
+    // Plus the HTTP instances (`limits.http.max_instances`, host-wide, each with a memory, a
+    // table set and, while it serves a request, a stack).
+    let slots = limits
+        .max_deployments
+        .saturating_add(4)
+        .saturating_add(limits.http.max_instances);
     pool.total_component_instances(slots)
         .total_core_instances(slots.saturating_mul(MAX_CORE_INSTANCES_PER_COMPONENT))
         .max_core_instances_per_component(MAX_CORE_INSTANCES_PER_COMPONENT)
@@ -566,7 +647,7 @@ fn start_epoch_ticker(engine: &Engine, tick: Duration) {
     }
 }
 
-fn classify(e: &wasmtime::Error, store: &Store<HostState>, timeout: Duration) -> Fault {
+pub(crate) fn classify(e: &wasmtime::Error, store: &Store<HostState>, timeout: Duration) -> Fault {
     if store.data().limiter.denied_memory() {
         return Fault::MemoryLimit(store.data().limiter.mem_cap() as u64);
     }

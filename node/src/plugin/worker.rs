@@ -10,6 +10,11 @@
 //! it tells it to stop and lets it go, and its watchdog abandons a thread whose call has not
 //! returned long past its deadline ([`Shared::overdue`]).
 //!
+//! A component that only serves HTTP (it exports `wasi:http/incoming-handler` but not `init`,
+//! `tick` and `message`) has no instance here: its worker marks it running, drops its messages
+//! with a log line and waits for a stop or an upgrade; its requests are served by
+//! [`super::http::HttpService`].
+//!
 //! Queues are bounded: messages wait in a queue of [`MESSAGE_QUEUE`] (a full one refuses the
 //! sender), upgrades in one of [`CONTROL_QUEUE`]. Failures are counted over a sliding window
 //! (`plugin.failure_window`), so a plugin that traps every other tick still ends `failed`.
@@ -349,6 +354,11 @@ impl Loop {
         }
     }
 
+    /// Whether the code serves HTTP only: nothing to run here.
+    fn http_only(&self) -> bool {
+        !self.compiled.has_plugin()
+    }
+
     fn stopping(&self) -> bool {
         self.queues.stop.is_cancelled()
     }
@@ -358,7 +368,7 @@ impl Loop {
         let _ = started.send(first);
         while !self.stopping() {
             let now = Instant::now();
-            let wait = if self.failed {
+            let wait = if self.failed || self.http_only() {
                 Duration::from_secs(3600)
             } else if self.instance.is_some() {
                 self.next_tick.saturating_duration_since(now)
@@ -390,7 +400,7 @@ impl Loop {
                     Some(Message { from, payload }) => self.deliver(&from, &payload).await,
                 },
                 () = tokio::time::sleep(wait) => {
-                    if self.failed {
+                    if self.failed || self.http_only() {
                         continue;
                     }
                     if self.instance.is_none() {
@@ -446,6 +456,15 @@ impl Loop {
         };
         self.shared.set_state(State::Starting, None);
         self.shared.update(|c| c.starts += 1);
+        if self.http_only() {
+            env.logs.host(
+                "info",
+                "started: the component serves HTTP only (no init, tick or message)",
+            );
+            self.env = Some(env);
+            self.shared.set_state(State::Running, None);
+            return Started::Running;
+        }
         let limits = self.runtime.limits().clone();
         self.shared.call_begins(limits.init_timeout);
         let stop = self.queues.stop.clone();
@@ -529,10 +548,12 @@ impl Loop {
 
     async fn deliver(&mut self, from: &str, payload: &[u8]) {
         if self.instance.is_none() {
-            self.host_log(
-                "warn",
-                format!("a message from {from} was dropped: the plugin is not running"),
-            );
+            let why = if self.http_only() {
+                "the component serves HTTP only"
+            } else {
+                "the plugin is not running"
+            };
+            self.host_log("warn", format!("a message from {from} was dropped: {why}"));
             return;
         }
         let deadline = self.runtime.limits().call_timeout;

@@ -1,13 +1,17 @@
 //! The host side of the `degroup:plugin` world: the store's data, the memory limiter, and the
-//! functions a plugin imports (lease info, key-value store, logging).
+//! functions a plugin imports (lease info, key-value store, logging). `wasi:http` is served
+//! from the same state ([`WasiHttpView`]): its context, and the deployment's outgoing policy
+//! ([`Hooks`]).
 
 use wasmtime::ResourceLimiter;
 use wasmtime::component::ResourceTable;
 use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
 use wasmtime_wasi::{WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
+use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpView};
 
 use super::Env;
 use super::degroup::plugin::{kv, lease, log};
+use crate::plugin::http::Hooks;
 use crate::plugin::kv::KvError;
 
 /// Caps linear memory at the lease's memory and tables at a fixed number of elements, and
@@ -76,10 +80,12 @@ impl ResourceLimiter for Limiter {
 /// A store's data.
 pub(crate) struct HostState {
     wasi: WasiCtx,
+    http: WasiHttpCtx,
+    pub(crate) hooks: Hooks,
     table: ResourceTable,
-    pub(super) limiter: Limiter,
+    pub(crate) limiter: Limiter,
     /// When the call in progress must end (see `Instance::arm`).
-    pub(super) deadline: std::time::Instant,
+    pub(crate) deadline: std::time::Instant,
     env: Env,
     /// The guest's stdout and stderr (a panic message goes there), turned into log lines
     /// after every call; `seen` is how much of each was already logged.
@@ -102,7 +108,7 @@ impl std::fmt::Debug for HostState {
 }
 
 impl HostState {
-    pub(super) fn new(env: Env, limiter: Limiter) -> Self {
+    pub(super) fn new(env: Env, limiter: Limiter, hooks: Hooks) -> Self {
         // No arguments, no environment, no stdio, no preopened directories, and the default
         // socket policy, which refuses every address: a plugin reaches nothing but the host
         // functions of its world.
@@ -122,6 +128,8 @@ impl HostState {
         table.set_max_capacity(MAX_HANDLES);
         Self {
             wasi,
+            http: WasiHttpCtx::new(),
+            hooks,
             table,
             limiter,
             deadline: std::time::Instant::now(),
@@ -132,7 +140,7 @@ impl HostState {
 
     /// Logs what the guest wrote to stdout and stderr since the last call, a line at a time;
     /// with `all`, an unfinished last line too (after a trap nothing more will come).
-    pub(super) fn drain_stdio(&mut self, all: bool) {
+    pub(crate) fn drain_stdio(&mut self, all: bool) {
         for (pipe, seen, level) in &mut self.stdio {
             let bytes = pipe.contents();
             let Some(fresh) = bytes.get(*seen..).filter(|f| !f.is_empty()) else {
@@ -154,11 +162,11 @@ impl HostState {
         }
     }
 
-    pub(super) fn kv_used(&self) -> u64 {
+    pub(crate) fn kv_used(&self) -> u64 {
         self.env.kv.used()
     }
 
-    pub(super) fn logs(&self) -> &crate::plugin::logs::Logs {
+    pub(crate) fn logs(&self) -> &crate::plugin::logs::Logs {
         &self.env.logs
     }
 
@@ -172,6 +180,16 @@ impl WasiView for HostState {
         WasiCtxView {
             ctx: &mut self.wasi,
             table: &mut self.table,
+        }
+    }
+}
+
+impl WasiHttpView for HostState {
+    fn http(&mut self) -> WasiHttpCtxView<'_> {
+        WasiHttpCtxView {
+            ctx: &mut self.http,
+            table: &mut self.table,
+            hooks: &mut self.hooks,
         }
     }
 }
