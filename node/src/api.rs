@@ -62,6 +62,9 @@ pub struct StatusResponse {
     /// Live deployments this node made as a tenant, on other hosts.
     #[serde(default)]
     pub deployments_rented: usize,
+    /// The HTTP ingress's counters, when the node runs one.
+    #[serde(default)]
+    pub ingress: Option<crate::ingress::IngressStats>,
 }
 
 /// An API error body.
@@ -106,6 +109,7 @@ pub(crate) struct ApiState {
     pub plugins: PluginHandle,
     pub registry: Arc<Registry>,
     pub metrics: NodeMetrics,
+    pub ingress: Option<Arc<crate::ingress::IngressHandle>>,
 }
 
 /// API start-up failures.
@@ -141,6 +145,8 @@ pub struct ApiConfig {
     pub metrics_bind: Option<SocketAddr>,
     pub data_dir: PathBuf,
     pub started: Instant,
+    /// The HTTP ingress, when the node runs one (its counters are in `status`).
+    pub ingress: Option<Arc<crate::ingress::IngressHandle>>,
 }
 
 impl Api {
@@ -190,6 +196,7 @@ impl Api {
             plugins,
             registry: registry.clone(),
             metrics,
+            ingress: config.ingress.clone(),
         });
         let mut tasks = Vec::new();
         tasks.push(serve(

@@ -22,7 +22,8 @@ use crate::capacity::offer::{CapacityConfig, OfferSettings};
 use crate::catalogue::TrustConfig;
 use crate::lease::{LeaseConfig, Policy};
 pub use crate::net::NetConfig;
-use crate::plugin::config::{Limits, PluginConfig};
+use crate::ingress::{IngressConfig, IngressSettings};
+use crate::plugin::config::{HttpLimits, Limits, PluginConfig};
 
 /// Name of the configuration file inside a data directory.
 pub const CONFIG_FILE: &str = "config.toml";
@@ -40,6 +41,7 @@ const ENV_KEYS: &[&str] = &[
     "plugin",
     "blobs",
     "trust",
+    "ingress",
 ];
 
 /// Configuration as written by a user, before validation.
@@ -58,6 +60,7 @@ pub struct RawConfig {
     pub plugin: PluginConfig,
     pub blobs: BlobConfig,
     pub trust: TrustConfig,
+    pub ingress: IngressConfig,
 }
 
 impl Default for RawConfig {
@@ -76,6 +79,7 @@ impl Default for RawConfig {
             plugin: PluginConfig::default(),
             blobs: BlobConfig::default(),
             trust: TrustConfig::default(),
+            ingress: IngressConfig::default(),
         }
     }
 }
@@ -142,6 +146,9 @@ pub struct NodeConfig {
     pub blobs: BlobLimits,
     /// The `[trust]` table: the publishers names resolve among.
     pub trust: TrustConfig,
+    /// The `[ingress]` table: the HTTP ingress (off unless `listen` is set). Its request
+    /// limits are also in `plugin.http`.
+    pub ingress: IngressSettings,
 }
 
 /// A configuration problem, with enough context to fix it.
@@ -211,7 +218,16 @@ fn validate(data_dir: &Path, raw: RawConfig) -> Result<NodeConfig, ConfigError> 
     }
     let offer = raw.capacity.to_settings().map_err(ConfigError::Invalid)?;
     let lease = raw.lease.to_policy().map_err(ConfigError::Invalid)?;
-    let plugin = raw.plugin.to_limits().map_err(ConfigError::Invalid)?;
+    let mut plugin = raw.plugin.to_limits().map_err(ConfigError::Invalid)?;
+    let ingress = raw.ingress.to_settings().map_err(ConfigError::Invalid)?;
+    plugin.http = HttpLimits {
+        deadline: ingress.request_timeout,
+        max_request_body: ingress.max_request_body,
+        max_response_body: ingress.max_response_body,
+        requests_per_core: ingress.requests_per_core,
+        max_instances: ingress.max_instances,
+        reuse: u64::from(ingress.instance_reuse),
+    };
     let blobs = raw.blobs.limits().map_err(ConfigError::Invalid)?;
     raw.trust.validate().map_err(ConfigError::Invalid)?;
     Ok(NodeConfig {
@@ -227,6 +243,7 @@ fn validate(data_dir: &Path, raw: RawConfig) -> Result<NodeConfig, ConfigError> 
         plugin,
         blobs,
         trust: raw.trust,
+        ingress,
     })
 }
 

@@ -20,11 +20,13 @@ use crate::capacity::{AdvertBook, CapacityError, gossip};
 use crate::catalogue::{self, Catalogue, CatalogueError, CatalogueSyncProtocol};
 use crate::config::{self, ConfigError, FlagOverrides, NodeConfig};
 use crate::identity::{Identity, IdentityError, KEY_FILE};
+use crate::ingress::{Ingress, RouteTable};
 use crate::lease::{LeaseProtocol, Meter};
 use crate::metrics::NodeMetrics;
 use crate::net::{NetError, NetParams, Network};
 use crate::plugin::distribution::Distribution;
 use crate::plugin::runtime::{Compiler, Runtime, SandboxError};
+use crate::plugin::supervisor::HttpSide;
 use crate::plugin::{DeployProtocol, PluginError};
 use crate::resources::now_ms;
 use crate::store::{Store, StoreError};
@@ -64,6 +66,8 @@ pub enum NodeError {
     Sandbox(#[from] SandboxError),
     #[error("cannot install signal handlers: {0}")]
     Signals(std::io::Error),
+    #[error(transparent)]
+    Ingress(#[from] crate::ingress::IngressError),
 }
 
 /// Creates a data directory with an identity and a commented config file, unless they exist
@@ -132,6 +136,24 @@ pub async fn run(
     let mut registry = Registry::default();
     let metrics = NodeMetrics::register(&mut registry);
     let book = Arc::new(AdvertBook::open(&store, now_ms())?);
+    // The HTTP ingress, when configured: its route table now (its metrics join the registry),
+    // its listener on a runtime of its own; deployments are attached as the supervisor starts
+    // them.
+    let ingress = match config.ingress.listen {
+        None => None,
+        Some(_) => {
+            let routes = RouteTable::open(&store, &config.ingress.domain)?;
+            routes.metrics().register(&mut registry);
+            let handle = Ingress::start(config.ingress.clone(), routes.clone(), shutdown.clone())?;
+            let side = HttpSide {
+                routes,
+                settings: Arc::new(config.ingress.clone()),
+                tls: config.ingress.tls.is_some(),
+                port: handle.local_addr().port(),
+            };
+            Some((side, Arc::new(handle)))
+        }
+    };
 
     // The network, and what it carries: one line per gossip topic and per protocol.
     let mut net = Network::builder(
@@ -171,7 +193,7 @@ pub async fn run(
             ttl_ms: config.capacity.ttl_ms(),
             debounce_ms: config.capacity.debounce_ms(),
         },
-        service::plugin_apis(false),
+        service::plugin_apis(ingress.is_some()),
         shutdown.clone(),
     )?;
     let sync_task = tokio::spawn(crate::capacity::sync::run(
@@ -236,6 +258,7 @@ pub async fn run(
             adverts: book,
             meter,
             distribution,
+            http: ingress.as_ref().map(|(side, _)| side.clone()),
         },
         deploy_inbound,
         shutdown.clone(),
@@ -247,6 +270,7 @@ pub async fn run(
             metrics_bind: config.metrics,
             data_dir: config.data_dir.clone(),
             started,
+            ingress: ingress.as_ref().map(|(_, handle)| handle.clone()),
         },
         net.clone(),
         capacity,
@@ -276,6 +300,9 @@ pub async fn run(
         let _ = blob_task.await;
         let _ = gc_task.await;
         let _ = net_task.await;
+        if let Some((_, handle)) = &ingress {
+            handle.stopped().await;
+        }
         if let Err(e) = store.flush_async().await {
             tracing::error!(error = %e, "final store flush failed");
         }

@@ -118,6 +118,7 @@ async fn status(State(state): State<Arc<ApiState>>) -> Response {
             uptime_s: state.started.elapsed().as_secs(),
             api_addr: state.api_addr.to_string(),
             adverts_known: state.capacity.book().len(),
+            ingress: state.ingress.as_ref().map(|i| i.stats()),
         })
         .into_response(),
         Err(e) => error(ErrorCode::Unavailable, &e.to_string()),

@@ -40,6 +40,19 @@ pub(super) async fn run(dir: &Path, args: &Args) -> anyhow::Result<()> {
         "deployments  {} running here, {} deployed elsewhere",
         s.deployments_hosted, s.deployments_rented
     );
+    if let Some(i) = &s.ingress {
+        println!(
+            "ingress      {}://{} (*.{}): {} requests, {} in flight, {} 404, {} 5xx, {} connections open",
+            if i.tls { "https" } else { "http" },
+            escape(&i.listen),
+            escape(&i.domain),
+            i.requests,
+            i.in_flight,
+            i.not_found,
+            i.responses.c5xx,
+            i.connections_open
+        );
+    }
     println!("peers        {}", s.connected_peers.len());
     for p in &s.connected_peers {
         println!("             {}", escape(p));

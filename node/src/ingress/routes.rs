@@ -322,6 +322,11 @@ impl RouteTable {
         Ok(names)
     }
 
+    /// The deployment holding a (normalised) name, if any.
+    pub fn holder(&self, name: &str) -> Option<String> {
+        self.read().names.get(name).cloned()
+    }
+
     /// The names a deployment holds, sorted.
     pub fn names_of(&self, id: &str) -> Vec<String> {
         let mut names: Vec<String> = self

@@ -79,7 +79,7 @@ struct Counters {
 }
 
 /// A snapshot of the ingress's counters.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
 pub struct IngressStats {
     pub listen: String,
     pub domain: String,
@@ -95,7 +95,7 @@ pub struct IngressStats {
 }
 
 /// Responses by status class.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
 pub struct ResponseClasses {
     #[serde(rename = "1xx")]
     pub c1xx: u64,

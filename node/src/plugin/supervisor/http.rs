@@ -24,15 +24,15 @@ use crate::plugin::deployment::Record;
 pub(crate) struct HttpSide {
     pub routes: Arc<RouteTable>,
     pub settings: Arc<IngressSettings>,
-    /// `http` or `https`, and the port the ingress listens on: the deployments' URLs.
-    pub scheme: &'static str,
+    /// Whether the ingress speaks TLS, and the port it listens on: the deployments' URLs.
+    pub tls: bool,
     pub port: u16,
 }
 
 impl std::fmt::Debug for HttpSide {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("HttpSide")
-            .field("scheme", &self.scheme)
+            .field("tls", &self.tls)
             .field("port", &self.port)
             .finish_non_exhaustive()
     }
@@ -136,6 +136,6 @@ impl HttpSide {
 
     /// Where the deployment answers, if it serves HTTP now or holds names.
     pub(crate) fn urls(&self, id: &str) -> Vec<String> {
-        self.routes.urls(id, self.scheme, self.port)
+        self.routes.urls(id, self.tls, self.port)
     }
 }
