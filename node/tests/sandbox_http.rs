@@ -516,3 +516,30 @@ async fn http_instances_and_the_plugin_instance_share_the_store() {
     let usage = d.meter.take(&LEASE);
     assert!(usage.storage_bytes > 0 && usage.fuel > 0, "{usage:?}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_chunked_body_over_the_cap_is_413() {
+    let rt = runtime(HttpLimits {
+        max_request_body: 100,
+        ..http_limits()
+    });
+    let d = deploy(&rt, "http-counter");
+    let post = |chunks: Vec<&'static [u8]>| {
+        let frames = chunks.into_iter().map(|c| {
+            Ok::<_, std::convert::Infallible>(hyper::body::Frame::data(Bytes::from_static(c)))
+        });
+        let body = http_body_util::StreamBody::new(futures::stream::iter(frames));
+        http::Request::builder()
+            .method("POST")
+            .uri("http://test.local/echo")
+            .body(body)
+            .unwrap()
+    };
+    let (status, body) = read(d.service.handle(post(vec![b"hello ", b"there"])).await).await;
+    assert_eq!(status, 200);
+    assert_eq!(body.unwrap(), "hello there");
+    let big: &'static [u8] = &[b'x'; 60];
+    let (status, body) = read(d.service.handle(post(vec![big, big, big])).await).await;
+    assert_eq!(status, 413);
+    assert_eq!(json(&body)["code"], "too_large");
+}
