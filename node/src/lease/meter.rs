@@ -59,12 +59,12 @@ impl Meter {
     /// Records a call of a deployment: fuel burnt, its memory now, its key-value bytes now.
     pub fn record(&self, lease: LeaseId, deployment: &str, fuel: u64, mem: u64, storage: u64) {
         let mut map = self.lock();
-        let e = map
-            .entry(lease)
-            .or_default()
-            .deployments
-            .entry(deployment.to_owned())
-            .or_default();
+        let deployments = &mut map.entry(lease).or_default().deployments;
+        // No key allocated on the hot path (every call, every HTTP request).
+        let e = match deployments.get_mut(deployment) {
+            Some(e) => e,
+            None => deployments.entry(deployment.to_owned()).or_default(),
+        };
         e.fuel = e.fuel.saturating_add(fuel);
         e.peak_mem = e.peak_mem.max(mem);
         e.storage = storage;

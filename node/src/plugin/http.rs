@@ -315,12 +315,14 @@ impl HttpService {
         let cut = CancellationToken::new();
         let (end_tx, end_rx) = oneshot::channel();
         let (ended_tx, ended_rx) = oneshot::channel();
+        let (released_tx, released_rx) = oneshot::channel();
         let call = Call {
             service: Arc::clone(self),
             deadline,
             cut: cut.clone(),
             answered,
             _permit: permit,
+            _released: released_tx,
         };
         tokio::spawn(call.run(slot, request, outparam, end_rx, ended_tx));
         let head = head_rx.await;
@@ -332,7 +334,7 @@ impl HttpService {
             );
         }
         match head {
-            Ok(Ok(resp)) => self.stream(resp, deadline, end_tx, cut),
+            Ok(Ok(resp)) => self.stream(resp, deadline, end_tx, released_rx, cut),
             Ok(Err(code)) => refuse(
                 Refusal::PluginFault,
                 format!("the plugin answered with an error: {}", error_code(&code)),
@@ -355,10 +357,15 @@ impl HttpService {
         resp: hyper::Response<HyperOutgoingBody>,
         deadline: Instant,
         end: oneshot::Sender<bool>,
+        released: oneshot::Receiver<()>,
         cut: CancellationToken,
     ) -> Response {
         let cap = self.limits.max_response_body;
-        resp.map(|b| ResponseBody::new(b, cap, deadline, end, cut).boxed())
+        resp.map(|b| {
+            ResponseBody::new(b, cap, deadline, end, cut)
+                .released_by(released)
+                .boxed()
+        })
     }
 
     fn fault_reply(&self, f: &Fault) -> Response {
@@ -487,6 +494,10 @@ struct Call {
     answered: Arc<AtomicBool>,
     /// The deployment's in-flight permit, held until the instance is free again.
     _permit: tokio::sync::OwnedSemaphorePermit,
+    /// Dropped last, after the permit and once the instance is back in the pool (or gone):
+    /// the response body ends for the client only then (see [`ResponseBody`]), so that a
+    /// client's next request finds both free.
+    _released: oneshot::Sender<()>,
 }
 
 impl Call {

@@ -4,8 +4,9 @@
 //! One [`Runtime`] per node: one [`Engine`] with the pooling allocator (instance slots,
 //! memories and stacks are reserved up front and reused, which is what makes instantiation a
 //! few microseconds), fuel metering, epoch interruption and a bounded wasm stack, plus one
-//! [`Linker`] with the host functions of the `degroup:plugin` world and WASI (clocks, random;
-//! no preopened directories, no sockets allowed). An epoch thread ticks every
+//! [`Linker`] with the host functions of the `degroup:plugin` world, WASI (clocks, random;
+//! no preopened directories, no sockets allowed) and `wasi:http` (types and an outgoing
+//! handler that denies what the deployment does not allow: [`super::http`]). An epoch thread ticks every
 //! `plugin.epoch_tick`; each call sets its deadline in ticks, so a loop is interrupted within a
 //! tick of its deadline whatever it does.
 //!
@@ -15,7 +16,10 @@
 //! writes the cache. On a node, compiling a tenant's component runs in a child process under a
 //! CPU-time and a memory bound ([`child`], [`Compiler::Child`]); its CPU time comes back with
 //! the result ([`Metered`]) to be charged to the lease. The result is an `InstancePre` (imports
-//! already resolved), so starting an instance is just allocation plus initialisation.
+//! already resolved), so starting an instance is just allocation plus initialisation. A
+//! [`Compiled`] component is a plugin (it exports `init`, `tick`, `message`: a worker runs it),
+//! an HTTP handler (it exports `wasi:http/incoming-handler`: an [`super::http::HttpService`]
+//! serves it), or both; one that is neither is refused when it is linked.
 //!
 //! An [`Instance`] is one running copy of a plugin with its own store: memory capped by the
 //! lease ([`host::Limiter`]), its deployment's key-value store and log buffer. Each call
@@ -603,7 +607,9 @@ pub const MAX_TABLES_PER_COMPONENT: u32 = 32;
 /// The engine's settings. The pool is sized so that every deployment the host admits fits at
 /// the per-component maximum: `max_deployments` (plus a few spare slots for `plugin run` and
 /// for workers abandoned as unresponsive) × the per-component limits. A deployment can
-/// therefore never take another's slots, whatever its component holds.
+/// therefore never take another's slots, whatever its component holds. HTTP instances come on
+/// top: `http.max_instances` more slots, which [`Runtime::http_slots`] hands out, so requests
+/// can never take a worker's slot either.
 pub(crate) fn pooled_config(limits: &Limits, guards: bool) -> Config {
     let mut pool = PoolingAllocationConfig::new();
     // Plus the HTTP instances (`limits.http.max_instances`, host-wide, each with a memory, a

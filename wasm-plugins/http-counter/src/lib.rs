@@ -1,6 +1,7 @@
 //! `http-counter`: every HTTP request adds one to the key `hits` of the deployment's store and
 //! answers the new count; a message sets it (its payload, a decimal number). What tests use to
-//! see that the deployment's worker instance and its HTTP instances share one store.
+//! see that the deployment's worker instance and its HTTP instances share one store. A `POST`
+//! echoes its body instead (400 if reading it failed).
 
 #[allow(warnings)]
 mod bindings {
@@ -58,6 +59,20 @@ impl bindings::Guest for P {
     }
 }
 
+fn read_body(request: &IncomingRequest) -> Result<Vec<u8>, String> {
+    use bindings::wasi::io::streams::StreamError;
+    let body = request.consume().map_err(|()| "no body".to_string())?;
+    let stream = body.stream().map_err(|()| "no stream".to_string())?;
+    let mut out = Vec::new();
+    loop {
+        match stream.blocking_read(64 * 1024) {
+            Ok(chunk) => out.extend_from_slice(&chunk),
+            Err(StreamError::Closed) => return Ok(out),
+            Err(StreamError::LastOperationFailed(e)) => return Err(e.to_debug_string()),
+        }
+    }
+}
+
 fn hits() -> u64 {
     kv::get("hits")
         .ok()
@@ -68,7 +83,14 @@ fn hits() -> u64 {
 }
 
 impl IncomingHandler for P {
-    fn handle(_request: IncomingRequest, out: ResponseOutparam) {
+    fn handle(request: IncomingRequest, out: ResponseOutparam) {
+        if matches!(request.method(), bindings::wasi::http::types::Method::Post) {
+            match read_body(&request) {
+                Ok(body) => answer(out, 200, &body),
+                Err(e) => answer(out, 400, e.as_bytes()),
+            }
+            return;
+        }
         let n = hits() + 1;
         let text = n.to_string();
         if let Err(e) = kv::set("hits", text.as_bytes()) {

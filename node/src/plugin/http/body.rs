@@ -102,6 +102,12 @@ pub(crate) enum Cut {
 /// cap, past the deadline, an error) or dropped before its end; a cut also cancels `cut`, which
 /// stops the call still writing it. When the call's task drops the instance first it cancels
 /// `cut` itself: the body then ends with an error, never as if complete.
+///
+/// Once the guest has finished the body, its end is held back until `released` (the call's
+/// task has returned the instance to the pool and freed its in-flight permit), for at most
+/// [`RELEASE_GRACE`]: the guest's `handle` returns microseconds after it finishes the body,
+/// and a client sending its next request as soon as it has read this one's end should find
+/// the instance idle rather than start another (or be refused for a permit still held).
 pub(crate) struct ResponseBody {
     // Only ever used through `&mut` (`get_mut`): the mutex makes the body `Sync`, as the
     // ingress's `BoxBody` requires, without ever being locked.
@@ -112,6 +118,19 @@ pub(crate) struct ResponseBody {
     timer: Pin<Box<tokio::time::Sleep>>,
     end: Option<oneshot::Sender<bool>>,
     cut: CancellationToken,
+    released: Option<oneshot::Receiver<()>>,
+    state: State,
+}
+
+/// Longest the end of a finished body waits for its instance's release.
+pub(crate) const RELEASE_GRACE: std::time::Duration = std::time::Duration::from_millis(50);
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum State {
+    Streaming,
+    /// The guest finished the body; waiting for the release (the timer is the grace).
+    Releasing,
+    Done,
 }
 
 impl ResponseBody {
@@ -130,7 +149,15 @@ impl ResponseBody {
             timer: Box::pin(tokio::time::sleep_until(deadline.into())),
             end: Some(end),
             cut,
+            released: None,
+            state: State::Streaming,
         }
+    }
+
+    /// Holds the body's end back until `released` resolves (or [`RELEASE_GRACE`] passes).
+    pub(crate) fn released_by(mut self, released: oneshot::Receiver<()>) -> Self {
+        self.released = Some(released);
+        self
     }
 
     fn finish(&mut self, clean: bool) {
@@ -144,6 +171,7 @@ impl ResponseBody {
 
     fn fail(&mut self, why: Cut) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         tracing::debug!(reason = %why, "response body cut");
+        self.state = State::Done;
         self.finish(false);
         Poll::Ready(Some(Err(Box::new(why))))
     }
@@ -158,9 +186,10 @@ impl Body for ResponseBody {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         let this = &mut *self;
-        if this.end.is_none() {
-            // Already ended (or cut): nothing more.
-            return Poll::Ready(None);
+        match this.state {
+            State::Done => return Poll::Ready(None),
+            State::Releasing => return this.poll_release(cx),
+            State::Streaming => {}
         }
         if Instant::now() >= this.deadline {
             return this.fail(Cut::Deadline);
@@ -185,7 +214,11 @@ impl Body for ResponseBody {
                     return this.fail(Cut::Stopped);
                 }
                 this.finish(true);
-                Poll::Ready(None)
+                this.state = State::Releasing;
+                this.timer
+                    .as_mut()
+                    .reset((Instant::now() + RELEASE_GRACE).into());
+                this.poll_release(cx)
             }
             Poll::Pending => {
                 if this.timer.as_mut().poll(cx).is_ready() {
@@ -197,7 +230,26 @@ impl Body for ResponseBody {
     }
 
     fn is_end_stream(&self) -> bool {
-        self.end.is_none()
+        self.state == State::Done
+    }
+}
+
+impl ResponseBody {
+    fn poll_release(
+        &mut self,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        let released = match self.released.as_mut() {
+            None => true,
+            // Sent or dropped: either way the call's task is done with the instance.
+            Some(rx) => Pin::new(rx).poll(cx).is_ready(),
+        };
+        if released || self.timer.as_mut().poll(cx).is_ready() {
+            self.released = None;
+            self.state = State::Done;
+            return Poll::Ready(None);
+        }
+        Poll::Pending
     }
 }
 

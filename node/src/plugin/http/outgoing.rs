@@ -196,9 +196,17 @@ mod tests {
         ));
         assert!(allows(&["127.0.0.1:*"], &Scheme::HTTP, "127.0.0.1:4321"));
         assert!(!allows(&["127.0.0.1:*"], &Scheme::HTTP, "127.0.0.2:4321"));
-        assert!(allows(&["*.example.com"], &Scheme::HTTPS, "api.example.com"));
+        assert!(allows(
+            &["*.example.com"],
+            &Scheme::HTTPS,
+            "api.example.com"
+        ));
         assert!(!allows(&["*.example.com"], &Scheme::HTTPS, "example.com"));
-        assert!(!allows(&["*.example.com"], &Scheme::HTTPS, "badexample.com"));
+        assert!(!allows(
+            &["*.example.com"],
+            &Scheme::HTTPS,
+            "badexample.com"
+        ));
         assert!(allows(&["[::1]:*"], &Scheme::HTTP, "[::1]:99"));
         assert!(allows(&["[::1]"], &Scheme::HTTP, "[::1]"));
     }
