@@ -19,8 +19,9 @@
 //! - **Instance.** An idle one of this deployment ([`pool`]) if there is one, else a fresh one
 //!   from the `ProxyPre` (instantiation is a few microseconds with the pooling allocator;
 //!   reuse is what saves the component's own start-up and the WASI context). It is armed for
-//!   the request: its deadline (epoch callback and a timeout around the call), a full fuel
-//!   allowance (`fuel_per_call`), the memory limiter's flag reset.
+//!   the request: its deadline (epoch callback and a timeout around the call), a fuel
+//!   allowance too large to run out ([`HTTP_FUEL`]: the deadline bounds a request's CPU, fuel
+//!   only measures it), the memory limiter's flag reset.
 //! - **Call.** `handle` runs in a task of its own; the response head comes back through the
 //!   outparam. The body is streamed as the guest writes it ([`body::ResponseBody`]), capped
 //!   at `max_response_body` and cut at the deadline; a cut stops the call at once.
@@ -67,6 +68,10 @@ use super::runtime::{Compiled, Env, Fault, LeaseInfo, Runtime, classify};
 use crate::ingress::{BoxError, Endpoint, Response};
 use crate::lease::Meter;
 use crate::resources::LeaseId;
+
+/// Fuel given to each request: more than any request can burn before its deadline, so that a
+/// handler that loops is stopped by the deadline (504), not by fuel; what it burns is metered.
+pub const HTTP_FUEL: u64 = u64::MAX / 4;
 
 /// How long an idle instance is kept.
 pub const IDLE_TTL: Duration = Duration::from_secs(30);
@@ -179,7 +184,7 @@ impl HttpService {
         }
         let concurrency = limits.concurrency(env.info.slice.cpu_millis);
         Some(Arc::new(Self {
-            fuel_per_call: runtime.limits().fuel_per_call,
+            fuel_per_call: HTTP_FUEL,
             pool: Pool::new(concurrency, IDLE_TTL, limits.reuse.max(1)),
             in_flight: Arc::new(Semaphore::new(concurrency)),
             runtime,
