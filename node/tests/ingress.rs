@@ -574,3 +574,55 @@ async fn stopping_lets_the_request_in_flight_finish() {
         .expect("the ingress did not stop");
     assert!(TcpStream::connect(addr).await.is_err());
 }
+
+/// Answers a body of `len` zero bytes.
+struct Big(usize);
+
+impl Endpoint for Big {
+    fn serve(self: Arc<Self>, _req: Request) -> BoxFuture<'static, Response> {
+        Box::pin(async move { Response::new(body(vec![0u8; self.0])) })
+    }
+}
+
+#[tokio::test]
+async fn idle_timeout_spares_slow_endpoints_but_not_clients_that_stop_reading() {
+    let node = start(IngressSettings {
+        header_timeout: Duration::from_secs(30),
+        idle_timeout: Duration::from_millis(300),
+        ..settings()
+    });
+    let addr = node.addr();
+    node.routes
+        .attach(A, Echo::slow("a", Duration::from_millis(1200)));
+    let full = 64 << 20;
+    node.routes.attach(B, Arc::new(Big(full)));
+
+    // A request in flight longer than idle_timeout is not cut.
+    let r = get(addr, &format!("{A}.localhost")).await;
+    assert_eq!(status(&r), 200, "{r}");
+
+    // A client that asks for 64 MiB and reads none of it loses the connection.
+    let mut s = TcpStream::connect(addr).await.unwrap();
+    s.write_all(format!("GET / HTTP/1.1\r\nHost: {B}.localhost\r\n\r\n").as_bytes())
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let mut got = 0usize;
+    let mut buf = vec![0u8; 1 << 16];
+    let ended = tokio::time::timeout(SOON, async {
+        loop {
+            match s.read(&mut buf).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => got += n,
+            }
+        }
+    })
+    .await;
+    assert!(ended.is_ok(), "the stalled connection stayed open");
+    assert!(got < full, "the whole body arrived ({got} bytes)");
+    let deadline = Instant::now() + SOON;
+    while node.handle.stats().connections_open > 0 {
+        assert!(Instant::now() < deadline, "{:?}", node.handle.stats());
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}

@@ -122,20 +122,20 @@ pub(crate) struct Shared {
 #[derive(Debug)]
 pub struct Ingress;
 
-/// A running ingress.
-#[derive(Debug)]
+/// A running ingress; it stops when its cancellation token is cancelled (dropping the handle
+/// does not stop it).
 pub struct IngressHandle {
     local_addr: SocketAddr,
-    shared: Arc<SharedStats>,
+    shared: Arc<Shared>,
     stopped: CancellationToken,
 }
 
-/// The part of [`Shared`] the handle reads.
-struct SharedStats(Arc<Shared>);
-
-impl std::fmt::Debug for SharedStats {
+impl std::fmt::Debug for IngressHandle {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Shared").finish_non_exhaustive()
+        f.debug_struct("IngressHandle")
+            .field("local_addr", &self.local_addr)
+            .field("stopped", &self.stopped.is_cancelled())
+            .finish_non_exhaustive()
     }
 }
 
@@ -192,7 +192,7 @@ impl Ingress {
         );
         Ok(IngressHandle {
             local_addr,
-            shared: Arc::new(SharedStats(shared)),
+            shared,
             stopped,
         })
     }
@@ -206,7 +206,7 @@ impl IngressHandle {
 
     /// A snapshot of the counters.
     pub fn stats(&self) -> IngressStats {
-        let s = &self.shared.0;
+        let s = &self.shared;
         let c = &s.counters;
         let get = |a: &AtomicU64| a.load(Ordering::Relaxed);
         IngressStats {
@@ -370,7 +370,7 @@ async fn route(shared: &Arc<Shared>, req: Request, busy: Busy) -> Response {
         return error(
             StatusCode::BAD_REQUEST,
             ErrorCode::BadInput,
-            format!(
+            &format!(
                 "the request names no host; send a Host header with the deployment's name, such as <deployment-id>.{}",
                 shared.settings.domain
             ),
@@ -383,7 +383,7 @@ async fn route(shared: &Arc<Shared>, req: Request, busy: Busy) -> Response {
             let mut r = error(
                 StatusCode::SERVICE_UNAVAILABLE,
                 ErrorCode::Unavailable,
-                format!(
+                &format!(
                     "deployment {id} is not serving right now (stopped or restarting); retry shortly"
                 ),
             );
@@ -398,7 +398,7 @@ async fn route(shared: &Arc<Shared>, req: Request, busy: Busy) -> Response {
             return error(
                 StatusCode::NOT_FOUND,
                 ErrorCode::NotFound,
-                format!(
+                &format!(
                     "no deployment on this host answers to {quoted}; check the name or the deployment's URLs in `degroup ps`"
                 ),
             );
@@ -415,7 +415,7 @@ async fn route(shared: &Arc<Shared>, req: Request, busy: Busy) -> Response {
         let mut r = error(
             StatusCode::PAYLOAD_TOO_LARGE,
             ErrorCode::BadInput,
-            format!(
+            &format!(
                 "the request body of {n} bytes is over this host's limit of {limit} bytes; send less"
             ),
         );
@@ -436,18 +436,21 @@ async fn route(shared: &Arc<Shared>, req: Request, busy: Busy) -> Response {
             error(
                 StatusCode::INTERNAL_SERVER_ERROR,
                 ErrorCode::Internal,
-                "the deployment failed to answer; retry later or tell the host".into(),
+                "the deployment failed to answer; retry later or tell the host",
             )
         }
     };
-    shared
-        .metrics
-        .observe(&id, resp.status().as_u16(), start.elapsed());
+    // A deployment detached meanwhile has had its series dropped: do not bring them back.
+    if shared.routes.is_attached(&id) {
+        shared
+            .metrics
+            .observe(&id, resp.status().as_u16(), start.elapsed());
+    }
     resp
 }
 
 /// A JSON error answer in the admin API's shape.
-pub(crate) fn error(status: StatusCode, code: ErrorCode, message: String) -> Response {
+pub(crate) fn error(status: StatusCode, code: ErrorCode, message: &str) -> Response {
     let body = serde_json::json!({
         "error": message,
         "code": code.as_str(),
