@@ -71,6 +71,18 @@ impl Endpoint for Echo {
     }
 }
 
+/// Answers the name of the thread its future runs on.
+struct Where;
+
+impl Endpoint for Where {
+    fn serve(self: Arc<Self>, _req: Request) -> BoxFuture<'static, Response> {
+        Box::pin(async {
+            let name = std::thread::current().name().unwrap_or("").to_owned();
+            Response::new(body(name))
+        })
+    }
+}
+
 struct Panics;
 
 impl Endpoint for Panics {
@@ -625,4 +637,12 @@ async fn idle_timeout_spares_slow_endpoints_but_not_clients_that_stop_reading() 
         assert!(Instant::now() < deadline, "{:?}", node.handle.stats());
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn endpoints_run_on_the_ingress_runtime() {
+    let node = start(settings());
+    node.routes.attach(A, Arc::new(Where));
+    let r = get(node.addr(), &format!("{A}.localhost")).await;
+    assert_eq!(resp_body(&r), "degroup-ingress", "{r}");
 }

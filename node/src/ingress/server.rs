@@ -159,12 +159,7 @@ impl Ingress {
         let local_addr = listener
             .local_addr()
             .map_err(|source| IngressError::Bind { addr, source })?;
-        let runtime = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(settings.threads.max(1))
-            .thread_name("degroup-ingress")
-            .enable_all()
-            .build()
-            .map_err(IngressError::Runtime)?;
+        let threads = settings.threads.max(1);
         let shared = Arc::new(Shared {
             metrics: routes.metrics().clone(),
             settings,
@@ -175,15 +170,43 @@ impl Ingress {
         let stopped = CancellationToken::new();
         let done = stopped.clone();
         let run = shared.clone();
+        // The runtime is built, run and dropped in its own thread, never the caller's (a
+        // runtime dropped inside another one panics).
+        let (started_tx, started_rx) = std::sync::mpsc::sync_channel(1);
         std::thread::Builder::new()
             .name("degroup-ingress-main".into())
             .spawn(move || {
+                let runtime = match tokio::runtime::Builder::new_multi_thread()
+                    .worker_threads(threads)
+                    .thread_name("degroup-ingress")
+                    .enable_all()
+                    .build()
+                {
+                    Ok(rt) => {
+                        let _ = started_tx.send(Ok(()));
+                        rt
+                    }
+                    Err(e) => {
+                        let _ = started_tx.send(Err(e));
+                        done.cancel();
+                        return;
+                    }
+                };
                 runtime.block_on(accept_loop(run, listener, cancel));
                 runtime.shutdown_timeout(Duration::from_secs(1));
                 tracing::info!("ingress stopped");
                 done.cancel();
             })
             .map_err(IngressError::Runtime)?;
+        match started_rx.recv() {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => return Err(IngressError::Runtime(e)),
+            Err(_) => {
+                return Err(IngressError::Runtime(std::io::Error::other(
+                    "the ingress thread ended at start",
+                )));
+            }
+        }
         tracing::info!(
             listen = %local_addr,
             domain = %shared.settings.domain,
