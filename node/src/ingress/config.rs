@@ -226,7 +226,8 @@ impl IngressConfig {
         for (i, rule) in self.outgoing.iter().enumerate() {
             check_rule(rule).map_err(|e| format!("ingress.outgoing[{i}].{e}"))?;
         }
-        let max_header_bytes = size("max_header_bytes", &self.max_header_bytes, 1024, 1 << 20)?;
+        // Above 256 KiB hyper's read buffer (~400 KiB) would bound the head before this does.
+        let max_header_bytes = size("max_header_bytes", &self.max_header_bytes, 1024, 256 << 10)?;
         Ok(IngressSettings {
             listen,
             domain,
