@@ -98,18 +98,32 @@ pub struct IngressSettings {
     pub domain: String,
     /// Certificate chain and key files, when TLS is on.
     pub tls: Option<TlsFiles>,
+    /// Most header fields of a request (hyper answers 431 beyond).
     pub max_header_count: usize,
+    /// Most bytes of a request head (hyper answers 431 beyond).
     pub max_header_bytes: usize,
+    /// Time to receive a complete request head (hyper closes the connection after it).
     pub header_timeout: Duration,
+    /// Time a connection with nothing in flight may stay without traffic.
     pub idle_timeout: Duration,
+    /// Most connections open at once.
     pub max_connections: usize,
+    /// Worker threads of the ingress runtime.
     pub threads: usize,
+    /// Deadline of one request to a plugin (enforced by the endpoint).
     pub request_timeout: Duration,
+    /// Largest request body, bytes (a larger `Content-Length`: 413 from the ingress; the
+    /// endpoint bounds chunked bodies).
     pub max_request_body: u64,
+    /// Largest response body, bytes (enforced by the endpoint).
     pub max_response_body: u64,
+    /// Requests served at once per core (enforced by the endpoint side).
     pub requests_per_core: u32,
+    /// Most plugin instances alive at once (enforced by the endpoint side).
     pub max_instances: u32,
+    /// Requests one instance serves before it is replaced (enforced by the endpoint side).
     pub instance_reuse: u32,
+    /// Outgoing-HTTP allow rules, see [`IngressSettings::outgoing_for`].
     pub outgoing: Vec<OutgoingRule>,
 }
 
@@ -212,7 +226,8 @@ impl IngressConfig {
         for (i, rule) in self.outgoing.iter().enumerate() {
             check_rule(rule).map_err(|e| format!("ingress.outgoing[{i}].{e}"))?;
         }
-        let max_header_bytes = size("max_header_bytes", &self.max_header_bytes, 1024, 1 << 20)?;
+        // Above 256 KiB hyper's read buffer (~400 KiB) would bound the head before this does.
+        let max_header_bytes = size("max_header_bytes", &self.max_header_bytes, 1024, 256 << 10)?;
         Ok(IngressSettings {
             listen,
             domain,

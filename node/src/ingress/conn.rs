@@ -11,7 +11,9 @@
 //!
 //! What this module adds: the TLS handshake is bounded by `header_timeout` too, and a
 //! connection with no request in flight and no bytes either way for `idle_timeout` is shut
-//! down gracefully. On stop, hyper's graceful shutdown lets the request in flight finish.
+//! down gracefully; one still open another `idle_timeout` later with no bytes moving (a client
+//! that stopped reading its response) is dropped. On stop, hyper's graceful shutdown lets the
+//! request in flight finish.
 
 use std::pin::Pin;
 use std::sync::Arc;
@@ -179,11 +181,17 @@ where
                 conn.as_mut().graceful_shutdown();
                 closing = true;
             }
-            _ = tick.tick(), if !closing => {
-                if busy.load(Ordering::Relaxed) == 0 && activity.quiet_for() >= idle {
+            _ = tick.tick() => {
+                let quiet = activity.quiet_for();
+                if !closing && busy.load(Ordering::Relaxed) == 0 && quiet >= idle {
                     tracing::debug!("ingress: closing an idle connection");
                     conn.as_mut().graceful_shutdown();
                     closing = true;
+                } else if closing && quiet >= idle.saturating_mul(2) {
+                    // A graceful shutdown waits for the response being written; a client
+                    // that stopped reading it does not get to hold the connection.
+                    tracing::debug!("ingress: dropping a connection that stopped reading");
+                    break;
                 }
             }
         }

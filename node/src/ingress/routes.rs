@@ -347,6 +347,11 @@ impl RouteTable {
         inner.known.insert(id.to_owned());
     }
 
+    /// Whether the deployment has a live endpoint.
+    pub fn is_attached(&self, id: &str) -> bool {
+        self.read().endpoints.contains_key(id)
+    }
+
     /// Stops routing to the deployment's endpoint (requests get 503 until it is attached
     /// again) and drops its metric series.
     pub fn detach(&self, id: &str) {

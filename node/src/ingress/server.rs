@@ -122,20 +122,20 @@ pub(crate) struct Shared {
 #[derive(Debug)]
 pub struct Ingress;
 
-/// A running ingress.
-#[derive(Debug)]
+/// A running ingress; it stops when its cancellation token is cancelled (dropping the handle
+/// does not stop it).
 pub struct IngressHandle {
     local_addr: SocketAddr,
-    shared: Arc<SharedStats>,
+    shared: Arc<Shared>,
     stopped: CancellationToken,
 }
 
-/// The part of [`Shared`] the handle reads.
-struct SharedStats(Arc<Shared>);
-
-impl std::fmt::Debug for SharedStats {
+impl std::fmt::Debug for IngressHandle {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Shared").finish_non_exhaustive()
+        f.debug_struct("IngressHandle")
+            .field("local_addr", &self.local_addr)
+            .field("stopped", &self.stopped.is_cancelled())
+            .finish_non_exhaustive()
     }
 }
 
@@ -159,12 +159,7 @@ impl Ingress {
         let local_addr = listener
             .local_addr()
             .map_err(|source| IngressError::Bind { addr, source })?;
-        let runtime = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(settings.threads.max(1))
-            .thread_name("degroup-ingress")
-            .enable_all()
-            .build()
-            .map_err(IngressError::Runtime)?;
+        let threads = settings.threads.max(1);
         let shared = Arc::new(Shared {
             metrics: routes.metrics().clone(),
             settings,
@@ -175,15 +170,43 @@ impl Ingress {
         let stopped = CancellationToken::new();
         let done = stopped.clone();
         let run = shared.clone();
+        // The runtime is built, run and dropped in its own thread, never the caller's (a
+        // runtime dropped inside another one panics).
+        let (started_tx, started_rx) = std::sync::mpsc::sync_channel(1);
         std::thread::Builder::new()
             .name("degroup-ingress-main".into())
             .spawn(move || {
+                let runtime = match tokio::runtime::Builder::new_multi_thread()
+                    .worker_threads(threads)
+                    .thread_name("degroup-ingress")
+                    .enable_all()
+                    .build()
+                {
+                    Ok(rt) => {
+                        let _ = started_tx.send(Ok(()));
+                        rt
+                    }
+                    Err(e) => {
+                        let _ = started_tx.send(Err(e));
+                        done.cancel();
+                        return;
+                    }
+                };
                 runtime.block_on(accept_loop(run, listener, cancel));
                 runtime.shutdown_timeout(Duration::from_secs(1));
                 tracing::info!("ingress stopped");
                 done.cancel();
             })
             .map_err(IngressError::Runtime)?;
+        match started_rx.recv() {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => return Err(IngressError::Runtime(e)),
+            Err(_) => {
+                return Err(IngressError::Runtime(std::io::Error::other(
+                    "the ingress thread ended at start",
+                )));
+            }
+        }
         tracing::info!(
             listen = %local_addr,
             domain = %shared.settings.domain,
@@ -192,7 +215,7 @@ impl Ingress {
         );
         Ok(IngressHandle {
             local_addr,
-            shared: Arc::new(SharedStats(shared)),
+            shared,
             stopped,
         })
     }
@@ -206,7 +229,7 @@ impl IngressHandle {
 
     /// A snapshot of the counters.
     pub fn stats(&self) -> IngressStats {
-        let s = &self.shared.0;
+        let s = &self.shared;
         let c = &s.counters;
         let get = |a: &AtomicU64| a.load(Ordering::Relaxed);
         IngressStats {
@@ -370,7 +393,7 @@ async fn route(shared: &Arc<Shared>, req: Request, busy: Busy) -> Response {
         return error(
             StatusCode::BAD_REQUEST,
             ErrorCode::BadInput,
-            format!(
+            &format!(
                 "the request names no host; send a Host header with the deployment's name, such as <deployment-id>.{}",
                 shared.settings.domain
             ),
@@ -383,7 +406,7 @@ async fn route(shared: &Arc<Shared>, req: Request, busy: Busy) -> Response {
             let mut r = error(
                 StatusCode::SERVICE_UNAVAILABLE,
                 ErrorCode::Unavailable,
-                format!(
+                &format!(
                     "deployment {id} is not serving right now (stopped or restarting); retry shortly"
                 ),
             );
@@ -398,7 +421,7 @@ async fn route(shared: &Arc<Shared>, req: Request, busy: Busy) -> Response {
             return error(
                 StatusCode::NOT_FOUND,
                 ErrorCode::NotFound,
-                format!(
+                &format!(
                     "no deployment on this host answers to {quoted}; check the name or the deployment's URLs in `degroup ps`"
                 ),
             );
@@ -415,7 +438,7 @@ async fn route(shared: &Arc<Shared>, req: Request, busy: Busy) -> Response {
         let mut r = error(
             StatusCode::PAYLOAD_TOO_LARGE,
             ErrorCode::BadInput,
-            format!(
+            &format!(
                 "the request body of {n} bytes is over this host's limit of {limit} bytes; send less"
             ),
         );
@@ -436,18 +459,21 @@ async fn route(shared: &Arc<Shared>, req: Request, busy: Busy) -> Response {
             error(
                 StatusCode::INTERNAL_SERVER_ERROR,
                 ErrorCode::Internal,
-                "the deployment failed to answer; retry later or tell the host".into(),
+                "the deployment failed to answer; retry later or tell the host",
             )
         }
     };
-    shared
-        .metrics
-        .observe(&id, resp.status().as_u16(), start.elapsed());
+    // A deployment detached meanwhile has had its series dropped: do not bring them back.
+    if shared.routes.is_attached(&id) {
+        shared
+            .metrics
+            .observe(&id, resp.status().as_u16(), start.elapsed());
+    }
     resp
 }
 
 /// A JSON error answer in the admin API's shape.
-pub(crate) fn error(status: StatusCode, code: ErrorCode, message: String) -> Response {
+pub(crate) fn error(status: StatusCode, code: ErrorCode, message: &str) -> Response {
     let body = serde_json::json!({
         "error": message,
         "code": code.as_str(),
