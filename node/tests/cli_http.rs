@@ -45,6 +45,7 @@ impl Reply {
 
 /// Sends `method path` with `Host: host` (and `extra` header lines, and a body) to `addr`;
 /// reads at most `max` bytes of the answer, for at most `limit`.
+#[allow(clippy::too_many_arguments)]
 fn request(
     addr: &str,
     method: &str,
@@ -112,10 +113,7 @@ fn get(addr: &str, host: &str, path: &str) -> Reply {
 /// The payload of a chunked body (as much as is there).
 fn dechunk(mut b: &[u8]) -> Vec<u8> {
     let mut out = Vec::new();
-    loop {
-        let Some(eol) = b.windows(2).position(|w| w == b"\r\n") else {
-            break;
-        };
+    while let Some(eol) = b.windows(2).position(|w| w == b"\r\n") {
         let size = std::str::from_utf8(&b[..eol])
             .ok()
             .and_then(|s| usize::from_str_radix(s.split(';').next().unwrap_or("").trim(), 16).ok());
