@@ -20,9 +20,9 @@ use serde::{Deserialize, Serialize};
 use crate::blobs::{BlobConfig, BlobLimits};
 use crate::capacity::offer::{CapacityConfig, OfferSettings};
 use crate::catalogue::TrustConfig;
+use crate::ingress::{IngressConfig, IngressSettings};
 use crate::lease::{LeaseConfig, Policy};
 pub use crate::net::NetConfig;
-use crate::ingress::{IngressConfig, IngressSettings};
 use crate::plugin::config::{HttpLimits, Limits, PluginConfig};
 
 /// Name of the configuration file inside a data directory.

@@ -97,7 +97,10 @@ fn request(
         .nth(1)
         .and_then(|c| c.parse().ok())
         .unwrap_or(0);
-    let body = if head.to_ascii_lowercase().contains("transfer-encoding: chunked") {
+    let body = if head
+        .to_ascii_lowercase()
+        .contains("transfer-encoding: chunked")
+    {
         dechunk(&body)
     } else {
         body
@@ -146,7 +149,15 @@ fn start_host(dir: &Path, listen: &str, ingress: &str, env: &[(&str, &str)]) -> 
     let set = degroup(
         dir,
         &[
-            "capacity", "set", "--cpu", "2", "--mem", "4GiB", "--disk", "1GiB", "--country",
+            "capacity",
+            "set",
+            "--cpu",
+            "2",
+            "--mem",
+            "4GiB",
+            "--disk",
+            "1GiB",
+            "--country",
             "FR",
         ],
     );
@@ -241,7 +252,11 @@ fn kv_api_behind_a_route_survives_a_host_kill_and_leaves_with_its_lease() {
         put.text()
     );
     let got = get(&ingress, "kv.test", "/kv/greeting");
-    assert_eq!((got.status, got.text().as_str()), (200, "bonjour"), "{got:?}");
+    assert_eq!(
+        (got.status, got.text().as_str()),
+        (200, "bonjour"),
+        "{got:?}"
+    );
     // The same deployment under its own name, with a port and in capitals.
     let by_id = get(
         &ingress,
@@ -267,12 +282,21 @@ fn kv_api_behind_a_route_survives_a_host_kill_and_leaves_with_its_lease() {
     );
     // The tenant's ps shows the URLs too.
     let ps = json(&tenant.dir, &["ps"]);
-    let mine = ps.as_array().unwrap().iter().find(|v| v["id"] == id).unwrap();
-    assert!(mine["urls"].as_array().is_some_and(|u| u.len() == 2), "{mine}");
+    let mine = ps
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|v| v["id"] == id)
+        .unwrap();
+    assert!(
+        mine["urls"].as_array().is_some_and(|u| u.len() == 2),
+        "{mine}"
+    );
 
     // kill -9 of the host, then a restart: the route and the data are still there.
     host.signal(nix::sys::signal::Signal::SIGKILL);
-    host.wait_exit(Duration::from_secs(10)).expect("the host dies");
+    host.wait_exit(Duration::from_secs(10))
+        .expect("the host dies");
     drop(host);
     let host = NodeProc::start(&host_dir, &["--listen", &listen, "--ingress", &ingress]);
     assert!(
@@ -288,7 +312,12 @@ fn kv_api_behind_a_route_survives_a_host_kill_and_leaves_with_its_lease() {
     let rel = degroup(&tenant.dir, &["lease", "release", &lease[..12]]);
     assert!(rel.status.success(), "release: {}", stderr(&rel));
     assert!(
-        eventually(Duration::from_secs(20), || get(&ingress, "kv.test", "/kv/greeting").status
+        eventually(Duration::from_secs(20), || get(
+            &ingress,
+            "kv.test",
+            "/kv/greeting"
+        )
+        .status
             == 404),
         "after the lease's release the route answers 404"
     );
@@ -462,7 +491,11 @@ fn hostile_http_plugins_and_clients_are_contained_while_a_neighbour_serves() {
         let r = get(&ingress, "bomb.test", "/bomb");
         assert_eq!(r.status, 500, "{r:?}");
         let r = get(&ingress, "bomb.test", "/");
-        assert_eq!((r.status, r.text().as_str()), (200, "alive\n"), "a fresh instance");
+        assert_eq!(
+            (r.status, r.text().as_str()),
+            (200, "alive\n"),
+            "a fresh instance"
+        );
         neighbour_ok();
     }
     // A handler that streams forever: cut at the response cap (4 MiB) or the deadline.
@@ -554,4 +587,77 @@ fn hostile_http_plugins_and_clients_are_contained_while_a_neighbour_serves() {
         "{}",
         st["ingress"]
     );
+}
+
+#[test]
+fn plugin_run_serves_http_locally_in_the_same_sandbox() {
+    let tmp = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let addr = format!("127.0.0.1:{port}");
+    let mut child = std::process::Command::new(bin())
+        .arg("--data-dir")
+        .arg(tmp.path())
+        .args(["plugin", "run"])
+        .arg(programs::path("kv-api"))
+        .args(["--http", &addr])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    assert!(
+        eventually(Duration::from_secs(30), || get(&addr, "any.name", "/kv/x")
+            .status
+            == 404),
+        "plugin run --http answers (404 for a missing key)"
+    );
+    let put = request(
+        &addr,
+        "PUT",
+        "any.name",
+        "/kv/x",
+        "",
+        b"local",
+        1 << 20,
+        Duration::from_secs(10),
+    );
+    assert_eq!(put.status, 201, "{put:?}");
+    let got = get(&addr, "other.name", "/kv/x");
+    assert_eq!((got.status, got.text().as_str()), (200, "local"));
+    // A declared body over the default cap (10 MiB) is refused as on a host.
+    let big = request(
+        &addr,
+        "PUT",
+        "any.name",
+        "/kv/y",
+        "Content-Length: 104857600\r\n",
+        b"",
+        1 << 20,
+        Duration::from_secs(10),
+    );
+    assert_eq!(big.status, 413, "{big:?}");
+    let pid = nix::unistd::Pid::from_raw(child.id() as i32);
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGINT).unwrap();
+    let out = child.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    assert!(err.contains("serving http://"), "{err}");
+    assert!(err.contains("HTTP requests served"), "{err}");
+    let logs = String::from_utf8_lossy(&out.stdout);
+    assert!(logs.contains("PUT /kv/x 201"), "the access log: {logs}");
+}
+
+#[test]
+fn plugin_run_http_refuses_a_component_without_a_handler() {
+    let tmp = tempfile::tempdir().unwrap();
+    let o = degroup(
+        tmp.path(),
+        &[
+            "plugin",
+            "run",
+            programs::path("counter").to_str().unwrap(),
+            "--http",
+            "127.0.0.1:0",
+        ],
+    );
+    assert_clean_failure(&o, "incoming-handler");
 }

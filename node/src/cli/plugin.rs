@@ -87,6 +87,10 @@ pub(super) enum PluginCommand {
         /// Deliver a message (text) after init; repeat
         #[arg(long = "message", value_name = "TEXT")]
         messages: Vec<String>,
+        /// Serve the plugin's HTTP handler (wasi:http/incoming-handler) on this address, for
+        /// every host name, until Ctrl-C; ticks then run every --interval (none if 0s)
+        #[arg(long, value_name = "IP:PORT")]
+        http: Option<String>,
         /// Print one JSON document (the log lines and a report) instead of lines
         #[arg(long)]
         json: bool,
@@ -157,9 +161,20 @@ pub(super) fn run(dir: &Path, command: PluginCommand) -> anyhow::Result<()> {
             mem,
             disk,
             messages,
+            http,
             json,
         } => {
+            let http = http
+                .map(|a| {
+                    a.trim().parse::<std::net::SocketAddr>().map_err(|e| {
+                        usage(format!(
+                            "--http {a:?}: {e}; expected IP:PORT such as 127.0.0.1:8080"
+                        ))
+                    })
+                })
+                .transpose()?;
             let opts = RunOptions {
+                http,
                 config: parse_config(&config)?,
                 ticks,
                 interval: Duration::from_millis(
@@ -422,6 +437,7 @@ fn run_local(data_dir: &Path, file: &Path, mut opts: RunOptions, json: bool) -> 
         bytes
     };
     let cache = data_dir.is_dir().then(|| data_dir.join("cache"));
+    let opts_http = opts.http.is_some();
     let mut lines = Vec::new();
     let report = super::runtime()?
         .block_on(local::run(&component, &opts, cache, |l| {
@@ -443,8 +459,12 @@ fn run_local(data_dir: &Path, file: &Path, mut opts: RunOptions, json: bool) -> 
             "kv_bytes": report.kv_bytes,
             "compile_ms": report.compile.as_secs_f64() * 1000.0,
             "cached": report.cached,
+            "http_requests": report.http_requests,
         }))?;
     } else {
+        if opts_http {
+            eprintln!("-- {} HTTP requests served", report.http_requests);
+        }
         eprintln!(
             "-- {} ticks, fuel {}, peak memory {}, kv {}, compiled in {:.1} ms{}",
             report.ticks_ok,

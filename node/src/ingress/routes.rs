@@ -94,6 +94,8 @@ struct Inner {
     endpoints: HashMap<String, Arc<dyn Endpoint>>,
     /// Deployments attached since their last release.
     known: HashSet<String>,
+    /// What answers every name no deployment answers to (`degroup plugin run --http`).
+    fallback: Option<(String, Arc<dyn Endpoint>)>,
 }
 
 /// The durable claimed names plus the live endpoints.
@@ -359,8 +361,27 @@ impl RouteTable {
         self.metrics.forget(id);
     }
 
+    /// Makes `ep` answer every `Host` that no deployment answers to: a single plugin run
+    /// locally (`degroup plugin run --http`), never a host's ingress.
+    pub fn set_fallback(&self, id: &str, ep: Arc<dyn Endpoint>) {
+        self.write().fallback = Some((id.to_owned(), ep));
+    }
+
     /// What a `Host` header leads to: claimed names first, then `<deployment-id>.<domain>`.
     pub fn resolve(&self, host_header: &str) -> Resolved {
+        let resolved = self.resolve_deployment(host_header);
+        if let Resolved::Unknown = resolved
+            && let Some((id, ep)) = &self.read().fallback
+        {
+            return Resolved::Endpoint {
+                id: id.clone(),
+                ep: ep.clone(),
+            };
+        }
+        resolved
+    }
+
+    fn resolve_deployment(&self, host_header: &str) -> Resolved {
         let host = host_of(host_header);
         let inner = self.read();
         let id = if let Some(id) = inner.names.get(&host) {

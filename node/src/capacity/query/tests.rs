@@ -114,7 +114,8 @@ fn ingress_matches_hosts_announcing_the_http_api() {
     let mut a = host(1, "FR", 8, 32, 20_000);
     assert!(q("ingress=false").matches(&a, NOW));
     assert!(!q("ingress=true").matches(&a, NOW));
-    a.plugin_apis.push(crate::capacity::query::HTTP_API.to_owned());
+    a.plugin_apis
+        .push(crate::capacity::query::HTTP_API.to_owned());
     assert!(q("ingress=true").matches(&a, NOW));
     assert!(q("ingress!=false cpu>=4").matches(&a, NOW));
     assert!(!q("ingress=no").matches(&a, NOW));

@@ -20,8 +20,7 @@ use libp2p::PeerId;
 use super::super::deployment::{PackageRef, Record, Side, State};
 use super::super::wire::{
     DeployMsg, DeployProtocol, DeployReply, DeployRequest, MAX_HINTS, MAX_MESSAGE, MAX_REFERENCE,
-    check_routes,
-    Refusal, RefusalCode, Status, check_config,
+    Refusal, RefusalCode, Status, check_config, check_routes,
 };
 use super::super::worker::Started;
 use super::PluginError;
@@ -250,12 +249,10 @@ impl HostSide {
         let routes = match (&self.http, req.routes.is_empty()) {
             (_, true) => Vec::new(),
             (None, false) => return DeployReply::Refused(super::http::no_ingress()),
-            (Some(side), false) => {
-                match side.check(&req.routes, &hex::encode(req.deployment_id)) {
-                    Ok(r) => r,
-                    Err(refusal) => return DeployReply::Refused(refusal),
-                }
-            }
+            (Some(side), false) => match side.check(&req.routes, &hex::encode(req.deployment_id)) {
+                Ok(r) => r,
+                Err(refusal) => return DeployReply::Refused(refusal),
+            },
         };
         let dist = h.distribution();
         if req.package_size > dist.max_package() {
