@@ -88,6 +88,7 @@ pub(super) async fn run(bin: &Path, args: &Args) -> anyhow::Result<Section> {
             package: Some(encoded.clone()),
             reference: None,
             config: Vec::new(),
+            routes: Vec::new(),
         };
         let t0 = Instant::now();
         let d: View = tenant.post("/v1/deployments", &body).await?;
