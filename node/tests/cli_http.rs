@@ -594,7 +594,7 @@ fn plugin_run_serves_http_locally_in_the_same_sandbox() {
     let tmp = tempfile::tempdir().unwrap();
     let port = free_port();
     let addr = format!("127.0.0.1:{port}");
-    let mut child = std::process::Command::new(bin())
+    let child = std::process::Command::new(bin())
         .arg("--data-dir")
         .arg(tmp.path())
         .args(["plugin", "run"])
