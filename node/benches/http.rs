@@ -64,6 +64,7 @@ fn service(store: &Store, reuse: u64) -> Arc<HttpService> {
         logs: Logs::new(16, 1_000_000),
         meter: Meter::default(),
         outgoing: Vec::new(),
+        share: None,
     };
     HttpService::new(rt, &compiled, env).unwrap()
 }

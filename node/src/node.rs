@@ -150,6 +150,7 @@ pub async fn run(
                 settings: Arc::new(config.ingress.clone()),
                 tls: config.ingress.tls.is_some(),
                 port: handle.local_addr().port(),
+                shares: Arc::default(),
             };
             Some((side, Arc::new(handle)))
         }

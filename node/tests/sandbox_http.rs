@@ -96,6 +96,7 @@ fn deploy_wasm(
         logs: logs.clone(),
         meter: meter.clone(),
         outgoing: outgoing.iter().map(|s| (*s).to_owned()).collect(),
+        share: None,
     };
     let service = HttpService::new(Arc::clone(rt), &compiled, env).expect("serves HTTP");
     Deployed {
@@ -559,4 +560,85 @@ async fn clients_at_the_concurrency_bound_are_never_refused() {
     let stats = d.service.stats();
     assert_eq!(stats.rejected, 0, "{stats:?}");
     assert!(stats.instances <= 2, "{stats:?}");
+}
+
+/// A deployment of `name` under a lease of `mem` bytes, sharing `share`.
+fn deploy_shared(
+    rt: &Arc<Runtime>,
+    name: &str,
+    mem: u64,
+) -> (Deployed, Arc<degroup_node::plugin::http::HttpShare>) {
+    let compiled = rt.compile(&programs::wasm(name)).unwrap();
+    let tmp = tempfile::tempdir().unwrap();
+    let store = Store::open(tmp.path()).unwrap();
+    let kv = Kv::open(&store, name, 4 * MIB).unwrap();
+    let logs = Logs::new(1000, 1000);
+    let meter = Meter::default();
+    let lease = info(name, 1000, mem);
+    let share = degroup_node::plugin::http::HttpShare::new(&rt.limits().http, &lease);
+    let env = HttpEnv {
+        id: name.to_owned(),
+        lease: LEASE,
+        info: lease,
+        kv: kv.share(),
+        logs: logs.clone(),
+        meter: meter.clone(),
+        outgoing: Vec::new(),
+        share: Some(Arc::clone(&share)),
+    };
+    let service = HttpService::new(Arc::clone(rt), &compiled, env).expect("serves HTTP");
+    (
+        Deployed {
+            service,
+            compiled,
+            kv,
+            logs,
+            meter,
+            _tmp: tmp,
+            _store: store,
+        },
+        share,
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_requests_share_the_leases_memory() {
+    let rt = runtime(HttpLimits {
+        deadline: Duration::from_secs(2),
+        ..http_limits()
+    });
+    // What one instance of the looping handler holds.
+    let (probe, share) = deploy_shared(&rt, "http-loop", 64 * MIB);
+    let svc = Arc::clone(&probe.service);
+    let one = tokio::spawn(async move { read(svc.handle(get("/")).await).await });
+    assert!(eventually(Duration::from_secs(10), || share.memory_used() > 0).await);
+    let per = share.memory_used() as u64;
+    assert_eq!(one.await.unwrap().0, 504);
+    // A lease with room for two of them: two requests in flight, the third is refused (503),
+    // not given memory beyond the lease.
+    let (d, share) = deploy_shared(&rt, "http-loop", per * 2 + per / 2);
+    let mut stuck = Vec::new();
+    for _ in 0..2 {
+        let svc = Arc::clone(&d.service);
+        stuck.push(tokio::spawn(async move {
+            read(svc.handle(get("/")).await).await
+        }));
+    }
+    assert!(
+        eventually(Duration::from_secs(10), || share.memory_used() as u64
+            >= 2 * per)
+        .await,
+        "two instances hold {} bytes",
+        share.memory_used()
+    );
+    let (status, body) = read(d.service.handle(get("/")).await).await;
+    assert_eq!(status, 503, "{body:?}");
+    let j = json(&body);
+    assert!(j["error"].as_str().unwrap().contains("memory"), "{j}");
+    assert!(share.memory_used() as u64 <= per * 2 + per / 2);
+    for s in stuck {
+        assert_eq!(s.await.unwrap().0, 504);
+    }
+    // Their memory is given back with their instances.
+    assert!(eventually(Duration::from_secs(10), || share.memory_used() == 0).await);
 }

@@ -193,9 +193,29 @@ impl RouteTable {
                 }
             }
         }
+        // A name claimed under another ingress domain that is now under this one would shadow
+        // `<deployment-id>.<domain>` names: such claims are dropped (durably).
+        let domain = host_of(domain);
+        let under: Vec<String> = inner
+            .names
+            .keys()
+            .filter(|n| **n == domain || n.ends_with(&format!(".{domain}")))
+            .cloned()
+            .collect();
+        if !under.is_empty() {
+            let ops: Vec<Op> = under
+                .iter()
+                .map(|n| Op::Delete(Domain::Routes, n.as_bytes().to_vec()))
+                .collect();
+            store.apply_durable(&ops)?;
+            for n in &under {
+                tracing::warn!(name = %n, domain = %domain, "route dropped: it is under the ingress domain, reserved for <deployment-id>.{domain}");
+                inner.names.remove(n);
+            }
+        }
         Ok(Arc::new(Self {
             store: store.clone(),
-            domain: host_of(domain),
+            domain,
             inner: RwLock::new(inner),
             writes: Mutex::new(()),
             metrics: IngressMetrics::default(),
@@ -344,9 +364,14 @@ impl RouteTable {
 
     /// Makes `ep` serve the deployment's requests (replacing any earlier endpoint).
     pub fn attach(&self, id: &str, ep: Arc<dyn Endpoint>) {
-        let mut inner = self.write();
-        inner.endpoints.insert(id.to_owned(), ep);
-        inner.known.insert(id.to_owned());
+        let old = {
+            let mut inner = self.write();
+            inner.known.insert(id.to_owned());
+            inner.endpoints.insert(id.to_owned(), ep)
+        };
+        // Dropped outside the lock: an endpoint's teardown (its idle instances) must not hold
+        // up every request's resolution.
+        drop(old);
     }
 
     /// Whether the deployment has a live endpoint.
@@ -357,7 +382,8 @@ impl RouteTable {
     /// Stops routing to the deployment's endpoint (requests get 503 until it is attached
     /// again) and drops its metric series.
     pub fn detach(&self, id: &str) {
-        self.write().endpoints.remove(id);
+        let old = self.write().endpoints.remove(id);
+        drop(old);
         self.metrics.forget(id);
     }
 

@@ -449,7 +449,7 @@ async fn route(shared: &Arc<Shared>, req: Request, busy: Busy) -> Response {
     }
     let _in_flight = InFlight::new(shared.clone(), &id, busy);
     let start = Instant::now();
-    let resp = match std::panic::AssertUnwindSafe(ep.serve(req))
+    let mut resp = match std::panic::AssertUnwindSafe(ep.serve(req))
         .catch_unwind()
         .await
     {
@@ -463,6 +463,7 @@ async fn route(shared: &Arc<Shared>, req: Request, busy: Busy) -> Response {
             )
         }
     };
+    host_only_cookies(resp.headers_mut());
     // A deployment detached meanwhile has had its series dropped: do not bring them back.
     if shared.routes.is_attached(&id) {
         shared
@@ -470,6 +471,40 @@ async fn route(shared: &Arc<Shared>, req: Request, busy: Busy) -> Response {
             .observe(&id, resp.status().as_u16(), start.elapsed());
     }
     resp
+}
+
+/// Makes every cookie a deployment sets host-only: the `Domain` attribute is removed, so a
+/// cookie set by `<a>.<domain>` (or a claimed name) never reaches another deployment under a
+/// shared parent domain (cookie tossing, session fixation between tenants).
+pub(crate) fn host_only_cookies(headers: &mut http::HeaderMap) {
+    use http::header::SET_COOKIE;
+    if !headers.contains_key(SET_COOKIE) {
+        return;
+    }
+    let cookies: Vec<HeaderValue> = headers.get_all(SET_COOKIE).iter().cloned().collect();
+    headers.remove(SET_COOKIE);
+    for c in cookies {
+        let Ok(text) = c.to_str() else {
+            // Not visible ASCII: dropped rather than passed on unread.
+            continue;
+        };
+        // The first part is the cookie's name and value; the attributes follow.
+        let kept: Vec<&str> = text
+            .split(';')
+            .enumerate()
+            .filter(|(i, part)| {
+                *i == 0
+                    || !part
+                        .split('=')
+                        .next()
+                        .is_some_and(|name| name.trim().eq_ignore_ascii_case("domain"))
+            })
+            .map(|(_, part)| part)
+            .collect();
+        if let Ok(v) = HeaderValue::from_str(&kept.join(";")) {
+            headers.append(SET_COOKIE, v);
+        }
+    }
 }
 
 /// A JSON error answer in the admin API's shape.
@@ -489,4 +524,37 @@ pub(crate) fn error(status: StatusCode, code: ErrorCode, message: &str) -> Respo
     r.headers_mut()
         .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
     r
+}
+
+#[cfg(test)]
+mod cookie_tests {
+    use super::*;
+
+    #[test]
+    fn cookies_lose_their_domain_attribute() {
+        let mut h = http::HeaderMap::new();
+        for v in [
+            "sid=1; Domain=apps.example.org; Path=/; HttpOnly",
+            "a=2;domain=.example.org",
+            "b=3; Path=/x",
+            "domainish=4; Secure",
+        ] {
+            h.append(http::header::SET_COOKIE, HeaderValue::from_static(v));
+        }
+        host_only_cookies(&mut h);
+        let got: Vec<&str> = h
+            .get_all(http::header::SET_COOKIE)
+            .iter()
+            .map(|v| v.to_str().unwrap_or_default())
+            .collect();
+        assert_eq!(
+            got,
+            [
+                "sid=1; Path=/; HttpOnly",
+                "a=2",
+                "b=3; Path=/x",
+                "domainish=4; Secure"
+            ]
+        );
+    }
 }

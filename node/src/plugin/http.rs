@@ -63,7 +63,7 @@ use self::pool::{Alive, Pool, Slot};
 use self::reply::{Refusal, refuse};
 use super::kv::Kv;
 use super::logs::Logs;
-use super::runtime::host::HostState;
+use super::runtime::host::{HostState, MemoryBudget};
 use super::runtime::{Compiled, Env, Fault, LeaseInfo, Runtime, classify};
 use crate::ingress::{BoxError, Endpoint, Response};
 use crate::lease::Meter;
@@ -72,6 +72,61 @@ use crate::resources::LeaseId;
 /// Fuel given to each request: more than any request can burn before its deadline, so that a
 /// handler that loops is stopped by the deadline (504), not by fuel; what it burns is metered.
 pub const HTTP_FUEL: u64 = u64::MAX / 4;
+
+/// Longest path an access-log line quotes, in bytes.
+const MAX_LOGGED_PATH: usize = 512;
+
+/// A client's path as an access-log line shows it: printable ASCII as is, every other byte
+/// percent-encoded (no line separators, bidi overrides or escapes reach a log viewer), at most
+/// [`MAX_LOGGED_PATH`] bytes.
+fn log_safe_path(path: &str) -> String {
+    let mut out = String::with_capacity(path.len().min(MAX_LOGGED_PATH));
+    for b in path.bytes() {
+        if out.len() >= MAX_LOGGED_PATH {
+            out.push('…');
+            break;
+        }
+        if (0x21..0x7f).contains(&b) {
+            out.push(char::from(b));
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+/// Most idle instances one deployment keeps (each holds one of the host's HTTP instance
+/// slots and part of the lease's memory).
+pub const MAX_IDLE: usize = 8;
+
+/// What the successive HTTP services of one deployment share (a new one is made on every
+/// upgrade and restart of its worker): the in-flight permits and the memory budget, so that a
+/// new generation starts with what the old one's requests still hold, not a fresh allowance.
+#[derive(Debug)]
+pub struct HttpShare {
+    in_flight: Arc<Semaphore>,
+    memory: Arc<MemoryBudget>,
+    concurrency: usize,
+}
+
+impl HttpShare {
+    /// The allowance of a deployment running under `info`'s lease: N requests in flight
+    /// ([`HttpLimits::concurrency`] of its CPU) and its memory for all of them together.
+    pub fn new(limits: &HttpLimits, info: &LeaseInfo) -> Arc<Self> {
+        let concurrency = limits.concurrency(info.slice.cpu_millis);
+        let mem = usize::try_from(info.slice.mem_bytes).unwrap_or(usize::MAX);
+        Arc::new(Self {
+            in_flight: Arc::new(Semaphore::new(concurrency)),
+            memory: Arc::new(MemoryBudget::new(mem)),
+            concurrency,
+        })
+    }
+
+    /// Bytes of linear memory its HTTP instances hold now.
+    pub fn memory_used(&self) -> usize {
+        self.memory.used()
+    }
+}
 
 /// How long an idle instance is kept.
 pub const IDLE_TTL: Duration = Duration::from_secs(30);
@@ -91,6 +146,9 @@ pub struct HttpEnv {
     /// Authorities the plugin may send requests to (`host`, `host:port`, `*.suffix`,
     /// `host:*`); empty: none.
     pub outgoing: Vec<String>,
+    /// The allowance the deployment's earlier services used, if any ([`HttpShare`]); `None`
+    /// makes a new one.
+    pub share: Option<Arc<HttpShare>>,
 }
 
 /// A deployment's HTTP counters.
@@ -155,6 +213,8 @@ pub struct HttpService {
     fuel_per_call: u64,
     concurrency: usize,
     in_flight: Arc<Semaphore>,
+    /// The lease's memory, shared by every HTTP instance of the deployment.
+    memory: Arc<MemoryBudget>,
     pool: Pool,
     alive: Arc<AtomicU64>,
     counters: Counters,
@@ -182,11 +242,16 @@ impl HttpService {
                 format!("outgoing HTTP patterns ignored (not HOST[:PORT]): {bad:?}"),
             );
         }
-        let concurrency = limits.concurrency(env.info.slice.cpu_millis);
+        let share = env
+            .share
+            .clone()
+            .unwrap_or_else(|| HttpShare::new(&limits, &env.info));
+        let concurrency = share.concurrency;
         Some(Arc::new(Self {
             fuel_per_call: HTTP_FUEL,
-            pool: Pool::new(concurrency, IDLE_TTL, limits.reuse.max(1)),
-            in_flight: Arc::new(Semaphore::new(concurrency)),
+            pool: Pool::new(concurrency.min(MAX_IDLE), IDLE_TTL, limits.reuse.max(1)),
+            in_flight: Arc::clone(&share.in_flight),
+            memory: Arc::clone(&share.memory),
             runtime,
             pre,
             env,
@@ -238,8 +303,8 @@ impl HttpService {
     {
         let started = Instant::now();
         self.start_reaper();
-        let method = req.method().clone();
-        let path = req.uri().path().to_owned();
+        let method: String = req.method().as_str().chars().take(32).collect();
+        let path = log_safe_path(req.uri().path());
         let resp = self.serve(req, started).await;
         let status = resp.status();
         let c = &self.counters;
@@ -398,7 +463,9 @@ impl HttpService {
             kv: self.env.kv.share(),
             logs: self.env.logs.clone(),
         };
-        let mut store = self.runtime.store(env, self.hooks.clone());
+        let mut store = self
+            .runtime
+            .store(env, self.hooks.clone(), Some(Arc::clone(&self.memory)));
         let timeout = deadline.saturating_duration_since(Instant::now());
         if self.runtime.guards() {
             store.data_mut().deadline = deadline;
@@ -421,6 +488,10 @@ impl HttpService {
             Err(e) if e.is::<wasmtime::PoolConcurrencyLimitError>() => Err(
                 NoInstance::Unavailable(format!("no free instance slot on this host: {e}")),
             ),
+            Err(_) if store.data().limiter.denied_by_budget() => Err(NoInstance::Unavailable(
+                "the lease's memory is held by this deployment's requests in flight; retry later"
+                    .into(),
+            )),
             Err(e) => {
                 let fault = classify(&e, &store, timeout);
                 self.counters.traps.fetch_add(1, Ordering::Relaxed);
@@ -597,5 +668,20 @@ impl Call {
 impl Endpoint for HttpService {
     fn serve(self: Arc<Self>, req: crate::ingress::Request) -> BoxFuture<'static, Response> {
         Box::pin(async move { self.handle(req).await })
+    }
+}
+
+#[cfg(test)]
+mod log_tests {
+    use super::log_safe_path;
+
+    #[test]
+    fn logged_paths_are_printable_ascii_and_capped() {
+        assert_eq!(log_safe_path("/kv/a"), "/kv/a");
+        assert_eq!(log_safe_path("/a\u{2028}b"), "/a%E2%80%A8b");
+        assert_eq!(log_safe_path("/a%20b"), "/a%20b");
+        assert_eq!(log_safe_path("/\u{202e}x"), "/%E2%80%AEx");
+        let long = "/".repeat(5000);
+        assert!(log_safe_path(&long).len() <= super::MAX_LOGGED_PATH + '…'.len_utf8());
     }
 }

@@ -39,7 +39,9 @@
 //!
 //! # Write bandwidth
 //!
-//! Writes are paced by a token bucket of key + value bytes (a delete costs its key):
+//! Writes are paced by a token bucket of key + value bytes (a delete costs its key), each write
+//! costing at least [`MIN_WRITE_COST`] (4 KiB: every write is a durable commit, so a flood of
+//! empty writes is paced as the fsyncs it costs, not as the bytes it carries):
 //!
 //! ```text
 //! rate(quota)  = clamp(quota / 4, 256 KiB/s, 16 MiB/s)
@@ -129,6 +131,10 @@ pub fn disk_bound(quota: u64) -> u64 {
         .saturating_add(quota / 8)
         .saturating_add(DISK_OVERHEAD)
 }
+
+/// What the write pacing charges a write at the least, in bytes: each one is a durable commit
+/// (an fsync of at least a page), so tiny writes are paced as commits, not as bytes.
+pub const MIN_WRITE_COST: u64 = 4096;
 
 /// Write bandwidth, in bytes per second, of a store of this quota.
 pub fn write_rate(quota: u64) -> u64 {
@@ -390,7 +396,8 @@ impl Kv {
         if value.len() > MAX_VALUE {
             return Err(KvError::ValueTooLarge(MAX_VALUE as u64));
         }
-        let cost = (key.len() + value.len()) as u64;
+        let size = (key.len() + value.len()) as u64;
+        let cost = size.max(MIN_WRITE_COST);
         let mut i = lock(&self.inner);
         i.pace(cost)?;
         let mut tx = i.db.begin_write().map_err(storage)?;
@@ -403,7 +410,7 @@ impl Kv {
                 None => None,
             };
             let old = old_len.map_or(0, |l| key.len() as u64 + l);
-            let new = cost;
+            let new = size;
             let after = i.used.saturating_sub(old).saturating_add(new);
             if new > old && after > i.quota {
                 return Err(KvError::QuotaExceeded(i.quota));
@@ -445,7 +452,7 @@ impl Kv {
     /// Removes `key`, durably; whether it existed.
     pub fn delete(&self, key: &str) -> Result<bool, KvError> {
         Self::check_key(key)?;
-        let cost = key.len() as u64;
+        let cost = (key.len() as u64).max(MIN_WRITE_COST);
         let mut i = lock(&self.inner);
         i.pace(cost)?;
         let mut tx = i.db.begin_write().map_err(storage)?;

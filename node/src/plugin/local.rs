@@ -128,6 +128,7 @@ pub(crate) async fn run(
                     logs: logs.clone(),
                     meter: Meter::default(),
                     outgoing: Vec::new(),
+                    share: None,
                 },
             )
             .ok_or_else(|| PluginError::BadInput("the component serves no HTTP".into()))?;

@@ -516,9 +516,17 @@ impl Runtime {
     }
 
     /// A store for an instance under the lease's memory and the epoch deadline callback.
-    pub(crate) fn store(&self, env: Env, hooks: Hooks) -> Store<HostState> {
+    pub(crate) fn store(
+        &self,
+        env: Env,
+        hooks: Hooks,
+        budget: Option<Arc<host::MemoryBudget>>,
+    ) -> Store<HostState> {
         let mem_cap = usize::try_from(env.info.slice.mem_bytes).unwrap_or(usize::MAX);
-        let limiter = Limiter::new(mem_cap, self.limits.max_table_elements);
+        let mut limiter = Limiter::new(mem_cap, self.limits.max_table_elements);
+        if let Some(b) = budget {
+            limiter = limiter.sharing(b);
+        }
         let mut store = Store::new(&self.engine, HostState::new(env, limiter, hooks));
         store.limiter(|s| &mut s.limiter);
         if self.guards {
@@ -562,7 +570,7 @@ impl Runtime {
                 Box::new(env),
             ));
         };
-        let store = self.store(env, Hooks::deny_all());
+        let store = self.store(env, Hooks::deny_all(), None);
         let mut instance = Instance {
             store,
             plugin: None,

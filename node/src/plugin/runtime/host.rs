@@ -14,14 +14,61 @@ use super::degroup::plugin::{kv, lease, log};
 use crate::plugin::http::Hooks;
 use crate::plugin::kv::KvError;
 
-/// Caps linear memory at the lease's memory and tables at a fixed number of elements, and
-/// records the peak.
+/// Memory shared by several stores: the HTTP instances of one deployment together stay
+/// within the lease's memory, however many serve at once (each store charges what it grows
+/// and gives it back when it is dropped).
+#[derive(Debug)]
+pub(crate) struct MemoryBudget {
+    cap: usize,
+    used: std::sync::atomic::AtomicUsize,
+}
+
+impl MemoryBudget {
+    /// A budget of `cap` bytes.
+    pub(crate) fn new(cap: usize) -> Self {
+        Self {
+            cap,
+            used: std::sync::atomic::AtomicUsize::new(0),
+        }
+    }
+
+    /// Bytes charged now.
+    pub(crate) fn used(&self) -> usize {
+        self.used.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    fn take(&self, n: usize) -> bool {
+        use std::sync::atomic::Ordering;
+        self.used
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |u| {
+                u.checked_add(n).filter(|t| *t <= self.cap)
+            })
+            .is_ok()
+    }
+
+    fn give(&self, n: usize) {
+        use std::sync::atomic::Ordering;
+        let _ = self
+            .used
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |u| {
+                Some(u.saturating_sub(n))
+            });
+    }
+}
+
+/// Caps linear memory at the lease's memory (per store, and within a shared
+/// [`MemoryBudget`] when there is one) and tables at a fixed number of elements, and records
+/// the peak.
 #[derive(Debug)]
 pub(crate) struct Limiter {
     mem_cap: usize,
     table_cap: usize,
     peak: usize,
     denied_memory: bool,
+    /// The shared budget, and what this store has charged to it.
+    budget: Option<(std::sync::Arc<MemoryBudget>, usize)>,
+    /// The last refusal was the shared budget's, not this store's cap.
+    denied_by_budget: bool,
 }
 
 impl Limiter {
@@ -31,7 +78,15 @@ impl Limiter {
             table_cap,
             peak: 0,
             denied_memory: false,
+            budget: None,
+            denied_by_budget: false,
         }
+    }
+
+    /// This store's memory also counts against `budget`.
+    pub(crate) fn sharing(mut self, budget: std::sync::Arc<MemoryBudget>) -> Self {
+        self.budget = Some((budget, 0));
+        self
     }
 
     pub(crate) fn peak(&self) -> usize {
@@ -47,21 +102,44 @@ impl Limiter {
         self.denied_memory
     }
 
+    /// Whether the last refusal was the shared budget's (other stores hold the memory).
+    pub(crate) fn denied_by_budget(&self) -> bool {
+        self.denied_by_budget
+    }
+
     pub(crate) fn reset_denied(&mut self) {
         self.denied_memory = false;
+        self.denied_by_budget = false;
+    }
+}
+
+impl Drop for Limiter {
+    fn drop(&mut self) {
+        if let Some((budget, charged)) = &self.budget {
+            budget.give(*charged);
+        }
     }
 }
 
 impl ResourceLimiter for Limiter {
     fn memory_growing(
         &mut self,
-        _current: usize,
+        current: usize,
         desired: usize,
         _maximum: Option<usize>,
     ) -> wasmtime::Result<bool> {
         if desired > self.mem_cap {
             self.denied_memory = true;
             return Ok(false);
+        }
+        if let Some((budget, charged)) = &mut self.budget {
+            let more = desired.saturating_sub(current);
+            if !budget.take(more) {
+                self.denied_memory = true;
+                self.denied_by_budget = true;
+                return Ok(false);
+            }
+            *charged = charged.saturating_add(more);
         }
         self.peak = self.peak.max(desired);
         Ok(true)
@@ -98,6 +176,8 @@ const STDIO_CAP: usize = 64 * 1024;
 pub(crate) const MAX_RANDOM: u64 = 1 << 20;
 /// Most WASI resources (pollables, streams, …) an instance holds at once.
 pub(crate) const MAX_HANDLES: usize = 1024;
+/// Largest `wasi:http` `fields` (headers, trailers) one resource holds, in its in-memory form.
+pub(crate) const MAX_FIELDS_BYTES: usize = 32 * 1024;
 
 impl std::fmt::Debug for HostState {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -128,7 +208,14 @@ impl HostState {
         table.set_max_capacity(MAX_HANDLES);
         Self {
             wasi,
-            http: WasiHttpCtx::new(),
+            http: {
+                // A `fields` resource the guest builds holds at most this much host memory
+                // (wasmtime's default is 128 KiB); with `MAX_HANDLES` that bounds what an
+                // instance can hold outside its linear memory.
+                let mut ctx = WasiHttpCtx::new();
+                ctx.set_field_size_limit(MAX_FIELDS_BYTES);
+                ctx
+            },
             hooks,
             table,
             limiter,
@@ -269,5 +356,39 @@ impl log::Host for HostState {
             log::Level::Error => "error",
         };
         self.env.logs.plugin(level, message);
+    }
+}
+
+#[cfg(test)]
+mod budget_tests {
+    use std::sync::Arc;
+
+    use wasmtime::ResourceLimiter as _;
+
+    use super::{Limiter, MemoryBudget};
+
+    #[test]
+    fn stores_sharing_a_budget_stay_within_it_together() {
+        let budget = Arc::new(MemoryBudget::new(10 << 20));
+        let mut a = Limiter::new(8 << 20, 10).sharing(Arc::clone(&budget));
+        let mut b = Limiter::new(8 << 20, 10).sharing(Arc::clone(&budget));
+        assert!(a.memory_growing(0, 6 << 20, None).unwrap_or(false));
+        // Within its own cap, but not within what is left of the budget.
+        assert!(!b.memory_growing(0, 6 << 20, None).unwrap_or(true));
+        assert!(b.denied_memory() && b.denied_by_budget());
+        assert!(b.memory_growing(0, 4 << 20, None).unwrap_or(false));
+        assert_eq!(budget.used(), 10 << 20);
+        // Over its own cap: refused as before, whatever the budget.
+        assert!(!a.memory_growing(6 << 20, 9 << 20, None).unwrap_or(true));
+        drop(a);
+        assert_eq!(
+            budget.used(),
+            4 << 20,
+            "a dropped store gives its memory back"
+        );
+        let mut c = Limiter::new(8 << 20, 10).sharing(Arc::clone(&budget));
+        assert!(c.memory_growing(0, 6 << 20, None).unwrap_or(false));
+        drop((b, c));
+        assert_eq!(budget.used(), 0);
     }
 }

@@ -8,9 +8,10 @@
 //! in the same step that installs it, and released when it stops — with its lease, too. A host
 //! without an ingress refuses routes; a component without the handler is refused a route.
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, PoisonError};
 
-use super::super::http::{HttpEnv, HttpService};
+use super::super::http::{HttpEnv, HttpService, HttpShare};
 use super::super::kv::Kv;
 use super::super::logs::Logs;
 use super::super::runtime::{Compiled, LeaseInfo, Runtime};
@@ -27,6 +28,9 @@ pub(crate) struct HttpSide {
     /// Whether the ingress speaks TLS, and the port it listens on: the deployments' URLs.
     pub tls: bool,
     pub port: u16,
+    /// Each deployment's allowance (in-flight permits, memory), kept across the services of
+    /// its successive generations until it is released.
+    pub shares: Arc<Mutex<HashMap<String, Arc<HttpShare>>>>,
 }
 
 impl std::fmt::Debug for HttpSide {
@@ -106,7 +110,15 @@ impl HttpSide {
         logs: Logs,
         meter: &Meter,
     ) {
+        let share = Arc::clone(
+            self.shares
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .entry(r.id.clone())
+                .or_insert_with(|| HttpShare::new(&runtime.limits().http, info)),
+        );
         let env = HttpEnv {
+            share: Some(share),
             id: r.id.clone(),
             lease: r.lease_id,
             info: info.clone(),
@@ -129,6 +141,10 @@ impl HttpSide {
     /// Stops serving the deployment and gives its names back, durably.
     pub(crate) fn release(&self, id: &str) {
         self.routes.detach(id);
+        self.shares
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .remove(id);
         if let Err(e) = self.routes.release(id) {
             tracing::error!(deployment = %id, error = %e, "cannot release a stopped deployment's routes");
         }
