@@ -393,6 +393,7 @@ pub fn default_file() -> String {
 # header_timeout = "10s"        # a request head not complete by then closes the connection
 # idle_timeout = "60s"          # keep-alive connections idle this long are closed
 # max_connections = 4096        # more are closed at once
+# max_connections_per_ip = 256  # from one client address (IPv6: its /64)
 # max_request_body = "10MiB"    # more: 413
 # threads = 0                   # worker threads of the ingress (0: one per core)
 # Hostile plugins: what one request may take.

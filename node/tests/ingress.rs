@@ -471,6 +471,41 @@ async fn connections_over_the_limit_are_refused_and_service_resumes() {
 }
 
 #[tokio::test]
+async fn one_client_cannot_take_every_connection() {
+    let node = start(IngressSettings {
+        max_connections: 64,
+        max_connections_per_ip: 3,
+        header_timeout: Duration::from_secs(30),
+        ..settings()
+    });
+    let addr = node.addr();
+    node.routes.attach(A, Echo::new("a"));
+    let host = format!("{A}.localhost");
+    let mut held = Vec::new();
+    for _ in 0..3 {
+        held.push(TcpStream::connect(addr).await.unwrap());
+    }
+    let deadline = Instant::now() + SOON;
+    while node.handle.stats().connections_open < 3 {
+        assert!(Instant::now() < deadline, "{:?}", node.handle.stats());
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // The same address's fourth connection is closed at once, though the ingress has room.
+    assert_eq!(get(addr, &host).await, "", "over the per-client limit");
+    assert!(node.handle.stats().rejected_connections >= 1);
+    // One of its connections closed: it is served again.
+    held.pop();
+    let deadline = Instant::now() + SOON;
+    loop {
+        if status(&get(addr, &host).await) == 200 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the client is not served again");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test]
 async fn a_panicking_endpoint_gets_500_and_the_ingress_goes_on() {
     let node = start(settings());
     let addr = node.addr();

@@ -47,6 +47,8 @@ pub struct IngressConfig {
     pub idle_timeout: String,
     /// Most connections open at once; new ones beyond it are closed at once.
     pub max_connections: u32,
+    /// Most connections open at once from one client address (IPv6: its /64).
+    pub max_connections_per_ip: u32,
     /// Worker threads of the ingress's own runtime; unset: one per core.
     pub threads: Option<u32>,
     /// Deadline of one request to a plugin, e.g. `"30s"` (the plugin side enforces it).
@@ -77,6 +79,7 @@ impl Default for IngressConfig {
             header_timeout: "10s".into(),
             idle_timeout: "60s".into(),
             max_connections: 4096,
+            max_connections_per_ip: 256,
             threads: None,
             request_timeout: "30s".into(),
             max_request_body: "10MiB".into(),
@@ -108,6 +111,8 @@ pub struct IngressSettings {
     pub idle_timeout: Duration,
     /// Most connections open at once.
     pub max_connections: usize,
+    /// Most connections open at once from one client address (IPv6: its /64).
+    pub max_connections_per_ip: usize,
     /// Worker threads of the ingress runtime.
     pub threads: usize,
     /// Deadline of one request to a plugin (enforced by the endpoint).
@@ -146,6 +151,7 @@ impl Default for IngressSettings {
             header_timeout: Duration::from_secs(10),
             idle_timeout: Duration::from_secs(60),
             max_connections: 4096,
+            max_connections_per_ip: 256,
             threads: default_threads(),
             request_timeout: Duration::from_secs(30),
             max_request_body: 10 << 20,
@@ -237,6 +243,12 @@ impl IngressConfig {
             header_timeout: dur("header_timeout", &self.header_timeout, 100)?,
             idle_timeout: dur("idle_timeout", &self.idle_timeout, 100)?,
             max_connections: range("max_connections", self.max_connections, 1, 1_000_000)? as usize,
+            max_connections_per_ip: range(
+                "max_connections_per_ip",
+                self.max_connections_per_ip,
+                1,
+                1_000_000,
+            )? as usize,
             threads,
             request_timeout: dur("request_timeout", &self.request_timeout, 1)?,
             max_request_body: size("max_request_body", &self.max_request_body, 0, u64::MAX)?,

@@ -273,12 +273,13 @@ async fn accept_loop(
     };
     let max = shared.settings.max_connections;
     let slots = Arc::new(Semaphore::new(max));
+    let per_client = Arc::new(PerClient::new(shared.settings.max_connections_per_ip));
     let c = &shared.counters;
     loop {
-        let stream = tokio::select! {
+        let (stream, peer) = tokio::select! {
             () = cancel.cancelled() => break,
             r = listener.accept() => match r {
-                Ok((stream, _peer)) => stream,
+                Ok(pair) => pair,
                 Err(e) => {
                     // Out of file descriptors and the like: wait a little rather than spin.
                     tracing::warn!(error = %e, "ingress: accept failed");
@@ -293,6 +294,13 @@ async fn accept_loop(
             drop(stream);
             continue;
         };
+        // One client cannot take every slot: past its share, its new connections are closed.
+        let Some(client) = PerClient::admit(&per_client, peer.ip()) else {
+            c.rejected_connections.fetch_add(1, Ordering::Relaxed);
+            shared.metrics.connections_rejected.inc();
+            drop(stream);
+            continue;
+        };
         c.connections_total.fetch_add(1, Ordering::Relaxed);
         c.connections_open.fetch_add(1, Ordering::Relaxed);
         shared.metrics.connections.inc();
@@ -302,6 +310,7 @@ async fn accept_loop(
         tokio::spawn(async move {
             let _open = OpenGuard(shared.clone());
             conn::serve(shared, stream, cancel).await;
+            drop(client);
             drop(permit);
         });
     }
@@ -312,6 +321,76 @@ async fn accept_loop(
         .is_err()
     {
         tracing::info!("ingress: dropping connections still open after the grace period");
+    }
+}
+
+/// Connections open per client address (an IPv6 client counts by its /64, which one host
+/// usually holds whole). At most `max_connections` entries: each has a connection open.
+struct PerClient {
+    max: usize,
+    open: std::sync::Mutex<std::collections::HashMap<std::net::IpAddr, usize>>,
+}
+
+/// One open connection of a client, given back on drop.
+struct ClientSlot {
+    of: Arc<PerClient>,
+    ip: std::net::IpAddr,
+}
+
+impl PerClient {
+    fn new(max: usize) -> Self {
+        Self {
+            max,
+            open: std::sync::Mutex::new(std::collections::HashMap::new()),
+        }
+    }
+
+    fn key(ip: std::net::IpAddr) -> std::net::IpAddr {
+        match ip {
+            std::net::IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+                Some(v4) => std::net::IpAddr::V4(v4),
+                None => {
+                    let s = v6.segments();
+                    std::net::IpAddr::V6(std::net::Ipv6Addr::new(
+                        s[0], s[1], s[2], s[3], 0, 0, 0, 0,
+                    ))
+                }
+            },
+            v4 => v4,
+        }
+    }
+
+    fn admit(this: &Arc<Self>, ip: std::net::IpAddr) -> Option<ClientSlot> {
+        let ip = Self::key(ip);
+        let mut open = this
+            .open
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let n = open.entry(ip).or_insert(0);
+        if *n >= this.max {
+            return None;
+        }
+        *n += 1;
+        Some(ClientSlot {
+            of: Arc::clone(this),
+            ip,
+        })
+    }
+}
+
+impl Drop for ClientSlot {
+    fn drop(&mut self) {
+        let mut open = self
+            .of
+            .open
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(n) = open.get_mut(&self.ip) {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                open.remove(&self.ip);
+            }
+        }
     }
 }
 
