@@ -661,3 +661,77 @@ fn plugin_run_http_refuses_a_component_without_a_handler() {
     );
     assert_clean_failure(&o, "incoming-handler");
 }
+
+/// A one-answer HTTP server on 127.0.0.1 (the upstream a plugin calls out to): answers every
+/// request with `body` until the test ends.
+fn upstream(body: &'static str) -> u16 {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = l.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        for s in l.incoming().take(32) {
+            let Ok(mut s) = s else { continue };
+            s.set_read_timeout(Some(Duration::from_secs(5))).ok();
+            let mut buf = [0u8; 4096];
+            let _ = s.read(&mut buf);
+            let _ = write!(
+                s,
+                "HTTP/1.1 200 OK\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                body.len()
+            );
+        }
+    });
+    port
+}
+
+#[test]
+fn outgoing_http_is_denied_unless_the_host_allows_it() {
+    let tmp = tempfile::tempdir().unwrap();
+    let allowed = upstream("from the allowed upstream");
+    let other = upstream("from another upstream");
+    let host_dir = tmp.path().join("host");
+    std::fs::create_dir_all(&host_dir).unwrap();
+    assert!(degroup(&host_dir, &["init"]).status.success());
+    // Every tenant may call 127.0.0.1 on the allowed upstream's port, nothing else.
+    let mut cfg = std::fs::read_to_string(host_dir.join("config.toml")).unwrap();
+    cfg = cfg.replacen(
+        "[ingress]\n",
+        &format!(
+            "[ingress]\noutgoing = [{{ tenant = \"*\", hosts = [\"127.0.0.1:{allowed}\"] }}]\n"
+        ),
+        1,
+    );
+    std::fs::write(host_dir.join("config.toml"), cfg).unwrap();
+    let listen = format!("/ip4/127.0.0.1/tcp/{}", free_port());
+    let ingress = format!("127.0.0.1:{}", free_port());
+    let host = start_host(&host_dir, &listen, &ingress, &[]);
+    let host_id = host.peer_id();
+    let tenant = start_tenant(
+        &tmp.path().join("tenant"),
+        &format!("{listen}/p2p/{host_id}"),
+        &host_id,
+    );
+    let pkg = tmp.path().join("out.dgp");
+    pack(&tenant.dir, "http-outgoing", &pkg);
+    let lease = lease_on(&tenant.dir, &host_id, "0.5", "64MiB", "1MiB");
+    assert_eq!(
+        deploy_routed(&tenant.dir, &lease, &pkg, "out.test")["state"],
+        "running"
+    );
+    let ok = get(
+        &ingress,
+        "out.test",
+        &format!("/?url=http://127.0.0.1:{allowed}/"),
+    );
+    assert_eq!(
+        (ok.status, ok.text().as_str()),
+        (200, "from the allowed upstream"),
+        "{ok:?}"
+    );
+    let denied = get(
+        &ingress,
+        "out.test",
+        &format!("/?url=http://127.0.0.1:{other}/"),
+    );
+    assert_eq!(denied.status, 502, "{denied:?}");
+    assert!(denied.text().contains("HttpRequestDenied"), "{denied:?}");
+}
