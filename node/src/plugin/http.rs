@@ -639,14 +639,17 @@ impl Call {
             }
             Ended::Returned { .. } => {}
         }
-        let _ = ended.send(outcome);
         if failed {
-            // The instance (and the outparam or body it may still hold) goes now; a body
-            // still streaming ends with an error.
+            // The instance (and the outparam or body it may still hold) goes now, before the
+            // answer is known: its memory is back in the lease's budget (and its host slot
+            // free) by the time the client can send its next request. A body still streaming
+            // ends with an error.
             self.cut.cancel();
             drop(slot);
+            let _ = ended.send(outcome);
             return;
         }
+        let _ = ended.send(outcome);
         // Returned and answered: reusable once its body has ended cleanly.
         let clean = tokio::select! {
             r = end => r.unwrap_or(false),
