@@ -308,6 +308,28 @@ fn kv_api_behind_a_route_survives_a_host_kill_and_leaves_with_its_lease() {
         host.log()
     );
 
+    // An upgrade (new code: kv-api packed again as 0.2.0) keeps the data and the route.
+    let pkg2 = tmp.path().join("kv-api-2.dgp");
+    pack_as(
+        &tenant.dir,
+        &programs::path("kv-api"),
+        "kv-api",
+        "0.2.0",
+        &pkg2,
+    );
+    let up = json(
+        &tenant.dir,
+        &["deploy", "--upgrade", &id, pkg2.to_str().unwrap()],
+    );
+    assert_eq!(up["generation"], 2, "{up}");
+    assert!(
+        eventually(Duration::from_secs(30), || {
+            let r = get(&ingress, "kv.test", "/kv/greeting");
+            r.status == 200 && r.text() == "bonjour"
+        }),
+        "after an upgrade the value is served again"
+    );
+
     // The lease released: the route goes with the deployment.
     let rel = degroup(&tenant.dir, &["lease", "release", &lease[..12]]);
     assert!(rel.status.success(), "release: {}", stderr(&rel));
