@@ -642,3 +642,47 @@ async fn concurrent_requests_share_the_leases_memory() {
     // Their memory is given back with their instances.
     assert!(eventually(Duration::from_secs(10), || share.memory_used() == 0).await);
 }
+
+/// CPU time (user + system) this process has used, from /proc (clock ticks of 10 ms).
+fn process_cpu() -> Duration {
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap();
+    // Fields after the command name, which is in parentheses and may hold spaces.
+    let rest = &stat[stat.rfind(')').unwrap() + 2..];
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let ticks: u64 = f[11].parse::<u64>().unwrap() + f[12].parse::<u64>().unwrap();
+    Duration::from_millis(ticks * 10)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn spinning_requests_get_no_more_cpu_than_the_lease() {
+    let deadline = Duration::from_secs(2);
+    let rt = runtime(HttpLimits {
+        deadline,
+        ..http_limits()
+    });
+    // A tenth of a core: three requests in flight (N = max(2, 100 × 32 / 1000)).
+    let spin = deploy_wasm(&rt, "http-loop", &programs::wasm("http-loop"), 100, &[]);
+    let hello = deploy(&rt, "http-hello");
+    assert_eq!(read(hello.service.handle(get("/")).await).await.0, 200);
+    let before = process_cpu();
+    let mut stuck = Vec::new();
+    for _ in 0..spin.service.concurrency() {
+        let svc = Arc::clone(&spin.service);
+        stuck.push(tokio::spawn(async move {
+            read(svc.handle(get("/")).await).await
+        }));
+    }
+    // The neighbour is served while they spin.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(read(hello.service.handle(get("/")).await).await.0, 200);
+    for s in stuck {
+        assert_eq!(s.await.unwrap().0, 504, "the deadline still ends them");
+    }
+    let used = process_cpu().saturating_sub(before);
+    // Unthrottled, they would keep both threads busy for the whole deadline (about 4 s of
+    // CPU); the lease allows 0.1 core × 2 s plus a burst of 0.1 s.
+    assert!(
+        used < Duration::from_millis(1500),
+        "the spinning deployment used {used:?} of CPU in {deadline:?}"
+    );
+}

@@ -29,6 +29,10 @@
 //!   instance dropped. An `error-code` answer, or a return without an answer: 500. The
 //!   instance goes back to the pool only if the call returned, answered, and its body ended
 //!   cleanly, at most `reuse` times.
+//! - **CPU.** The deployment's requests together run on its lease's cores: the epoch callback
+//!   charges each instance's running time to a token bucket shared by the deployment
+//!   ([`HttpShare`]), and makes an instance past it sleep (in steps of at most 50 ms) so the
+//!   ingress's threads serve other deployments meanwhile.
 //! - **Accounting.** Fuel burnt, peak memory and key-value bytes go to the [`Meter`] after
 //!   every request; counters to [`HttpStats`]; one access-log line (`GET /items 200 1.3 ms`)
 //!   to the deployment's logs under their rate limit.
@@ -63,7 +67,7 @@ use self::pool::{Alive, Pool, Slot};
 use self::reply::{Refusal, refuse};
 use super::kv::Kv;
 use super::logs::Logs;
-use super::runtime::host::{HostState, MemoryBudget};
+use super::runtime::host::{CpuBudget, HostState, MemoryBudget};
 use super::runtime::{Compiled, Env, Fault, LeaseInfo, Runtime, classify};
 use crate::ingress::{BoxError, Endpoint, Response};
 use crate::lease::Meter;
@@ -106,6 +110,7 @@ pub const MAX_IDLE: usize = 8;
 pub struct HttpShare {
     in_flight: Arc<Semaphore>,
     memory: Arc<MemoryBudget>,
+    cpu: Arc<CpuBudget>,
     concurrency: usize,
 }
 
@@ -118,6 +123,7 @@ impl HttpShare {
         Arc::new(Self {
             in_flight: Arc::new(Semaphore::new(concurrency)),
             memory: Arc::new(MemoryBudget::new(mem)),
+            cpu: Arc::new(CpuBudget::new(info.slice.cpu_millis)),
             concurrency,
         })
     }
@@ -215,6 +221,8 @@ pub struct HttpService {
     in_flight: Arc<Semaphore>,
     /// The lease's memory, shared by every HTTP instance of the deployment.
     memory: Arc<MemoryBudget>,
+    /// The lease's cores, shared likewise.
+    cpu: Arc<CpuBudget>,
     pool: Pool,
     alive: Arc<AtomicU64>,
     counters: Counters,
@@ -252,6 +260,7 @@ impl HttpService {
             pool: Pool::new(concurrency.min(MAX_IDLE), IDLE_TTL, limits.reuse.max(1)),
             in_flight: Arc::clone(&share.in_flight),
             memory: Arc::clone(&share.memory),
+            cpu: Arc::clone(&share.cpu),
             runtime,
             pre,
             env,
@@ -463,9 +472,12 @@ impl HttpService {
             kv: self.env.kv.share(),
             logs: self.env.logs.clone(),
         };
-        let mut store = self
-            .runtime
-            .store(env, self.hooks.clone(), Some(Arc::clone(&self.memory)));
+        let mut store = self.runtime.store(
+            env,
+            self.hooks.clone(),
+            Some(Arc::clone(&self.memory)),
+            Some(Arc::clone(&self.cpu)),
+        );
         let timeout = deadline.saturating_duration_since(Instant::now());
         if self.runtime.guards() {
             store.data_mut().deadline = deadline;
@@ -509,6 +521,10 @@ impl HttpService {
         let data = slot.store.data_mut();
         data.limiter.reset_denied();
         data.hooks.deadline = deadline;
+        // Time idle in the pool is not running time.
+        if let Some((_, last)) = &mut data.cpu {
+            *last = Instant::now();
+        }
         if self.runtime.guards() {
             data.deadline = deadline;
             slot.store.set_epoch_deadline(1);

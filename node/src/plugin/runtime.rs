@@ -100,6 +100,10 @@ pub fn cap_text(text: &mut String, max: usize) {
 
 pub use self::child::serve as serve_compile;
 
+/// Longest one wait of an HTTP instance over its deployment's CPU budget (it waits again if
+/// still over).
+const CPU_WAIT_MAX: Duration = Duration::from_millis(50);
+
 /// Most compilations in child processes at once (each may use `plugin.compile_memory`); more
 /// wait their turn.
 const MAX_COMPILES: usize = 4;
@@ -521,23 +525,46 @@ impl Runtime {
         env: Env,
         hooks: Hooks,
         budget: Option<Arc<host::MemoryBudget>>,
+        cpu: Option<Arc<host::CpuBudget>>,
     ) -> Store<HostState> {
         let mem_cap = usize::try_from(env.info.slice.mem_bytes).unwrap_or(usize::MAX);
         let mut limiter = Limiter::new(mem_cap, self.limits.max_table_elements);
         if let Some(b) = budget {
             limiter = limiter.sharing(b);
         }
-        let mut store = Store::new(&self.engine, HostState::new(env, limiter, hooks));
+        let mut state = HostState::new(env, limiter, hooks);
+        state.cpu = cpu.map(|c| (c, Instant::now()));
+        let mut store = Store::new(&self.engine, state);
         store.limiter(|s| &mut s.limiter);
         if self.guards {
             // Every epoch tick, a call past its deadline traps; one still within it yields to
-            // the executor, so the call's timeout is looked at even while wasm runs.
-            store.epoch_deadline_callback(|ctx| {
-                if Instant::now() >= ctx.data().deadline {
-                    Err(Trap::Interrupt.into())
-                } else {
-                    Ok(UpdateDeadline::Yield(1))
+            // the executor, so the call's timeout is looked at even while wasm runs. An HTTP
+            // instance also charges the time it ran to its deployment's CPU budget, and sleeps
+            // when the deployment is past its lease's cores.
+            let tick = self.limits.epoch_tick;
+            store.epoch_deadline_callback(move |mut ctx| {
+                let now = Instant::now();
+                let data = ctx.data_mut();
+                if now >= data.deadline {
+                    return Err(Trap::Interrupt.into());
                 }
+                if let Some((budget, last)) = &mut data.cpu {
+                    // Time since the last charge, at most a few ticks: a store that waited in
+                    // a host call (or was not scheduled) is not charged for the wait.
+                    let ran = now.saturating_duration_since(*last).min(tick * 4);
+                    *last = now;
+                    if let Some(wait) = budget.charge(ran) {
+                        let wait = wait
+                            .min(CPU_WAIT_MAX)
+                            .min(data.deadline.saturating_duration_since(now));
+                        *last = now + wait;
+                        return Ok(UpdateDeadline::YieldCustom(
+                            1,
+                            Box::pin(tokio::time::sleep(wait)),
+                        ));
+                    }
+                }
+                Ok(UpdateDeadline::Yield(1))
             });
         }
         store
@@ -570,7 +597,7 @@ impl Runtime {
                 Box::new(env),
             ));
         };
-        let store = self.store(env, Hooks::deny_all(), None);
+        let store = self.store(env, Hooks::deny_all(), None, None);
         let mut instance = Instance {
             store,
             plugin: None,

@@ -56,6 +56,44 @@ impl MemoryBudget {
     }
 }
 
+/// The lease's CPU, shared by the HTTP instances of one deployment: a token bucket of
+/// nanoseconds of wasm execution, refilled at the lease's cores (`cpu_millis` / 1000 per
+/// second), with a burst of one second of it. The epoch callback charges each store's running
+/// time to it; a deployment past its share is made to wait (its task sleeps, the ingress's
+/// threads serve others) instead of running on.
+#[derive(Debug)]
+pub(crate) struct CpuBudget {
+    /// Nanoseconds of execution per second of wall time.
+    rate: f64,
+    burst: f64,
+    state: std::sync::Mutex<(f64, std::time::Instant)>,
+}
+
+impl CpuBudget {
+    pub(crate) fn new(cpu_millis: u64) -> Self {
+        // At least a tenth of a core: a lease with less still gets requests through.
+        let rate = (cpu_millis.max(100) as f64) * 1e6;
+        Self {
+            rate,
+            burst: rate,
+            state: std::sync::Mutex::new((rate, std::time::Instant::now())),
+        }
+    }
+
+    /// Charges `ran` of execution; how long to wait when the bucket is in deficit.
+    pub(crate) fn charge(&self, ran: std::time::Duration) -> Option<std::time::Duration> {
+        let mut s = self
+            .state
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let now = std::time::Instant::now();
+        let refill = now.saturating_duration_since(s.1).as_nanos() as f64 * self.rate / 1e9;
+        s.0 = (s.0 + refill).min(self.burst) - ran.as_nanos() as f64;
+        s.1 = now;
+        (s.0 < 0.0).then(|| std::time::Duration::from_nanos((-s.0 / self.rate * 1e9) as u64))
+    }
+}
+
 /// Caps linear memory at the lease's memory (per store, and within a shared
 /// [`MemoryBudget`] when there is one) and tables at a fixed number of elements, and records
 /// the peak.
@@ -164,6 +202,9 @@ pub(crate) struct HostState {
     pub(crate) limiter: Limiter,
     /// When the call in progress must end (see `Instance::arm`).
     pub(crate) deadline: std::time::Instant,
+    /// HTTP instances: the deployment's CPU budget, and when this store's running time was
+    /// last charged to it.
+    pub(crate) cpu: Option<(std::sync::Arc<CpuBudget>, std::time::Instant)>,
     env: Env,
     /// The guest's stdout and stderr (a panic message goes there), turned into log lines
     /// after every call; `seen` is how much of each was already logged.
@@ -220,6 +261,7 @@ impl HostState {
             table,
             limiter,
             deadline: std::time::Instant::now(),
+            cpu: None,
             env,
             stdio: [(out, 0, "info"), (err, 0, "error")],
         }
