@@ -65,6 +65,7 @@ fn service(store: &Store, reuse: u64) -> Arc<HttpService> {
         meter: Meter::default(),
         outgoing: Vec::new(),
         share: None,
+        control: degroup_node::plugin::control::Control::detached(),
     };
     HttpService::new(rt, &compiled, env).unwrap()
 }

@@ -56,6 +56,7 @@ fn env(store: &Store, name: &str) -> Env {
         kv: Kv::open(store, name, 16 * MIB).expect("kv"),
         // Quiet: a bench must not measure the log ring's rate limiter.
         logs: Logs::new(16, 1_000_000),
+        control: degroup_node::plugin::control::Control::detached(),
     }
 }
 

@@ -20,6 +20,7 @@
 //! - [`local`]: `degroup plugin run`, the same sandbox with a throwaway store.
 
 pub mod config;
+pub mod control;
 pub mod deployment;
 pub mod distribution;
 mod error;

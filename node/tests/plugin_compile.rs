@@ -53,6 +53,7 @@ fn env(store: &Store, id: &str) -> Env {
         },
         kv: Kv::open(store, id, 1 << 20).unwrap(),
         logs: Logs::new(100, 100),
+        control: degroup_node::plugin::control::Control::detached(),
     }
 }
 

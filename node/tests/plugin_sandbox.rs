@@ -81,6 +81,7 @@ fn deploy(
         info: info(name, 64 * MIB, disk),
         kv: Kv::open(store, name, disk).unwrap(),
         logs: logs.clone(),
+        control: degroup_node::plugin::control::Control::detached(),
     };
     let (tx, rx) = tokio::sync::oneshot::channel();
     let worker = worker::spawn(
@@ -267,6 +268,7 @@ fn state_survives_restarts_and_quota_errors_are_results() {
         info: info("c", 64 * MIB, MIB),
         kv: Kv::open(&store, "c", MIB).unwrap(),
         logs: logs.clone(),
+        control: degroup_node::plugin::control::Control::detached(),
     };
     for round in 0..3u64 {
         let mut inst = runtime
@@ -301,6 +303,7 @@ fn state_survives_restarts_and_quota_errors_are_results() {
         info: info("h", 64 * MIB, 4096),
         kv: Kv::open(&store, "h", 4096).unwrap(),
         logs: logs.clone(),
+        control: degroup_node::plugin::control::Control::detached(),
     };
     let mut inst = runtime
         .instantiate(&compiled, env)
@@ -368,6 +371,7 @@ fn a_component_holding_many_core_instances_is_refused_before_it_takes_a_slot() {
             info: info(&format!("c{i}"), 64 * MIB, MIB),
             kv: Kv::open(&store, &format!("c{i}"), MIB).unwrap(),
             logs: Logs::new(100, 100),
+            control: degroup_node::plugin::control::Control::detached(),
         };
         live.push(
             runtime
@@ -392,6 +396,7 @@ fn spinning_and_waiting_calls_end_at_their_deadline() {
             info: info(name, 64 * MIB, MIB),
             kv: Kv::open(&store, name, MIB).unwrap(),
             logs: Logs::new(100, 100),
+            control: degroup_node::plugin::control::Control::detached(),
         };
         let mut inst = runtime
             .instantiate(&compiled, env)

@@ -97,6 +97,7 @@ fn deploy_wasm(
         meter: meter.clone(),
         outgoing: outgoing.iter().map(|s| (*s).to_owned()).collect(),
         share: None,
+        control: degroup_node::plugin::control::Control::detached(),
     };
     let service = HttpService::new(Arc::clone(rt), &compiled, env).expect("serves HTTP");
     Deployed {
@@ -247,6 +248,7 @@ async fn a_proxy_only_component_serves_http_and_its_worker_idles() {
         info: info("anchor", 1000, 64 * MIB),
         kv: d.kv.share(),
         logs: d.logs.clone(),
+        control: degroup_node::plugin::control::Control::detached(),
     };
     match rt.instantiate(&d.compiled, env).await {
         Err((SandboxError::Link(msg), _)) => assert!(msg.contains("HTTP only"), "{msg}"),
@@ -264,6 +266,7 @@ async fn a_proxy_only_component_serves_http_and_its_worker_idles() {
             info: info("anchor", 1000, 64 * MIB),
             kv: d.kv.share(),
             logs: d.logs.clone(),
+            control: degroup_node::plugin::control::Control::detached(),
         },
         config: Vec::new(),
         meter: d.meter.clone(),
@@ -492,6 +495,7 @@ async fn http_instances_and_the_plugin_instance_share_the_store() {
         info: info("http-counter", 1000, 64 * MIB),
         kv: d.kv.share(),
         logs: d.logs.clone(),
+        control: degroup_node::plugin::control::Control::detached(),
     };
     let mut inst = rt
         .instantiate(&d.compiled, env)
@@ -585,6 +589,7 @@ fn deploy_shared(
         meter: meter.clone(),
         outgoing: Vec::new(),
         share: Some(Arc::clone(&share)),
+        control: degroup_node::plugin::control::Control::detached(),
     };
     let service = HttpService::new(Arc::clone(rt), &compiled, env).expect("serves HTTP");
     (

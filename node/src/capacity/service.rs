@@ -32,7 +32,8 @@ const SWEEP_EVERY: Duration = Duration::from_secs(5);
 /// Least time between two adverts caused by lease changes (a busy host coalesces them).
 const LEASED_DEBOUNCE: Duration = Duration::from_millis(200);
 /// Plugin API versions this build runs (announced in adverts).
-pub(crate) const PLUGIN_APIS: &[&str] = &["degroup:plugin@0.1.0"];
+/// 0.1.1 (mesh, workload) links 0.1.0 components too.
+pub(crate) const PLUGIN_APIS: &[&str] = &["degroup:plugin@0.1.1", "degroup:plugin@0.1.0"];
 
 /// The plugin APIs a host announces: [`PLUGIN_APIS`], plus `wasi:http/incoming-handler` when
 /// it runs an HTTP ingress (what `find 'ingress=true'` looks for).

@@ -44,6 +44,7 @@ mod outgoing;
 mod pool;
 mod reply;
 
+use super::control::Control;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
@@ -155,6 +156,8 @@ pub struct HttpEnv {
     /// The allowance the deployment's earlier services used, if any ([`HttpShare`]); `None`
     /// makes a new one.
     pub share: Option<Arc<HttpShare>>,
+    /// The deployment's control plane (mesh and children), as its worker's instances have.
+    pub control: Control,
 }
 
 /// A deployment's HTTP counters.
@@ -471,6 +474,7 @@ impl HttpService {
             info: self.env.info.clone(),
             kv: self.env.kv.share(),
             logs: self.env.logs.clone(),
+            control: self.env.control.clone(),
         };
         let mut store = self.runtime.store(
             env,

@@ -1034,6 +1034,8 @@ mod tests {
         // The lease shrinks under the data: the next write compacts, and the file is still
         // over.
         kv.set_quota(1 << 20);
+        // A new quota sets a new bandwidth; this test is about the disk bound, not pacing.
+        kv.unpaced();
         assert!(kv.delete("v0")?);
         assert!(lock(&kv.inner).compacted.is_some());
         assert!(lock(&kv.inner).over_disk);
@@ -1044,6 +1046,7 @@ mod tests {
         kv.set("v1", &vec![9; MAX_VALUE])?;
         assert!(kv.delete("v2")?);
         kv.set_quota(64 << 20);
+        kv.unpaced();
         lock(&kv.inner).over_disk = true;
         match kv.set("new", b"x") {
             Err(KvError::Storage(m)) => assert!(m.contains("disk bound"), "{m}"),

@@ -6,6 +6,7 @@
 //! every `Host`, until Ctrl-C; the plugin's `init` runs first and `tick` every `--interval`
 //! when one is given.
 
+use super::control::Control;
 use std::time::{Duration, Instant};
 
 use super::config::{HttpLimits, Limits};
@@ -129,6 +130,7 @@ pub(crate) async fn run(
                     meter: Meter::default(),
                     outgoing: Vec::new(),
                     share: None,
+                    control: Control::detached(),
                 },
             )
             .ok_or_else(|| PluginError::BadInput("the component serves no HTTP".into()))?;
@@ -140,6 +142,7 @@ pub(crate) async fn run(
                             info,
                             kv,
                             logs: logs.clone(),
+                            control: Control::detached(),
                         },
                     )
                     .await
@@ -215,6 +218,7 @@ pub(crate) async fn run(
                     info,
                     kv,
                     logs: logs.clone(),
+                    control: Control::detached(),
                 },
             )
             .await

@@ -18,8 +18,11 @@ pub const MAGIC: &[u8; 4] = b"DGP1";
 pub const MAX_COMPONENT: usize = 64 * 1024 * 1024;
 /// Largest package file (component + manifest + framing).
 pub const MAX_PACKAGE: usize = MAX_COMPONENT + 16 * 1024;
-/// The world every package targets.
-pub const WORLD: &str = "degroup:plugin/plugin@0.1.0";
+/// The world a package made now targets.
+pub const WORLD: &str = "degroup:plugin/plugin@0.1.1";
+/// Every world a package may target: 0.1.x are semver-compatible, so this node runs a
+/// package made for any of them.
+pub const WORLDS: &[&str] = &[WORLD, "degroup:plugin/plugin@0.1.0"];
 /// Capabilities a manifest may request.
 pub const CAPABILITIES: &[&str] = &["kv", "log", "lease", "clocks", "random", "http"];
 
@@ -211,7 +214,7 @@ impl Package {
         }
         check_name(&manifest.name)?;
         check_version(&manifest.version)?;
-        if manifest.world != WORLD {
+        if !WORLDS.contains(&manifest.world.as_str()) {
             return Err(PackageError::Invalid(format!(
                 "package targets {}, this node runs {WORLD}",
                 manifest.world

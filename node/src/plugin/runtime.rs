@@ -28,6 +28,7 @@
 
 mod cache;
 mod child;
+mod control;
 pub(crate) mod host;
 
 use std::path::PathBuf;
@@ -43,6 +44,7 @@ use wasmtime::{
 use self::cache::{DiskCache, MemoryCache};
 use self::host::{HostState, Limiter};
 use super::config::Limits;
+use super::control::Control;
 use super::http::Hooks;
 use super::kv::Kv;
 use super::logs::Logs;
@@ -59,6 +61,18 @@ wasmtime::component::bindgen!({
     // wait) is cancelled by dropping it at its deadline. The host functions of our own
     // interfaces stay synchronous: none of them waits.
     exports: { default: async },
+    // The control plane's functions wait on the host (a peer's answer, the supervisor), each
+    // bounded by the call's deadline (`control`).
+    imports: {
+        "degroup:plugin/mesh.members": async,
+        "degroup:plugin/mesh.send": async,
+        "degroup:plugin/mesh.broadcast": async,
+        "degroup:plugin/workload.start": async,
+        "degroup:plugin/workload.stop": async,
+        "degroup:plugin/workload.list": async,
+        "degroup:plugin/workload.status": async,
+        "degroup:plugin/workload.route": async,
+    },
     require_store_data_send: true,
 });
 
@@ -248,6 +262,8 @@ pub struct Env {
     pub info: LeaseInfo,
     pub kv: Kv,
     pub logs: Logs,
+    /// Its group's mesh and its children.
+    pub control: Control,
 }
 
 /// The node's wasm engine and linker.
@@ -350,6 +366,12 @@ impl Runtime {
         degroup::plugin::lease::add_to_linker::<_, HasSelf<_>>(&mut linker, |s| s)
             .and_then(|()| degroup::plugin::kv::add_to_linker::<_, HasSelf<_>>(&mut linker, |s| s))
             .and_then(|()| degroup::plugin::log::add_to_linker::<_, HasSelf<_>>(&mut linker, |s| s))
+            .and_then(|()| {
+                degroup::plugin::mesh::add_to_linker::<_, HasSelf<_>>(&mut linker, |s| s)
+            })
+            .and_then(|()| {
+                degroup::plugin::workload::add_to_linker::<_, HasSelf<_>>(&mut linker, |s| s)
+            })
             .map_err(|e| SandboxError::Engine(werr(&e)))?;
         // `wasi:http/types` and `wasi:http/outgoing-handler`: outgoing requests go through
         // `Hooks::send_request`, which denies what the deployment's policy does not allow.

@@ -299,6 +299,19 @@ impl HostState {
         &self.env.logs
     }
 
+    /// The deployment's control plane.
+    pub(super) fn control(&self) -> &crate::plugin::control::Control {
+        &self.env.control
+    }
+
+    /// How long a host call may still wait: up to the call's deadline, less a margin so that
+    /// the answer (an error at worst) reaches the plugin before the deadline traps it.
+    pub(super) fn wait_left(&self) -> std::time::Duration {
+        self.deadline
+            .saturating_duration_since(std::time::Instant::now())
+            .saturating_sub(std::time::Duration::from_millis(5))
+    }
+
     pub(super) fn into_env(self) -> Env {
         self.env
     }

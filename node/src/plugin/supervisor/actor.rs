@@ -15,6 +15,7 @@ use tokio::sync::{broadcast, mpsc, oneshot};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
+use super::super::control::Control;
 use super::super::deployment::{self, Counters, Record, Side, State, View};
 use super::super::distribution::Distribution;
 use super::super::kv::Kv;
@@ -447,7 +448,18 @@ impl Actor {
             .entry(r.id.clone())
             .or_insert_with(|| Logs::new(limits.log_lines, limits.log_rate))
             .clone();
-        Ok(Env { info, kv, logs })
+        let control = self.control_for(r);
+        Ok(Env {
+            info,
+            kv,
+            logs,
+            control,
+        })
+    }
+
+    /// The control plane of a hosted deployment: its group's mesh and its children.
+    fn control_for(&self, _r: &Record) -> Control {
+        Control::detached()
     }
 
     fn spawn_worker(
@@ -501,7 +513,17 @@ impl Actor {
             .entry(r.id.clone())
             .or_insert_with(|| Logs::new(limits.log_lines, limits.log_rate))
             .clone();
-        side.attach(&self.runtime, r, compiled, info, kv, logs, &self.meter);
+        let control = self.control_for(r);
+        side.attach(
+            &self.runtime,
+            r,
+            compiled,
+            info,
+            kv,
+            logs,
+            &self.meter,
+            control,
+        );
     }
 
     fn install(&mut self, install: Install) -> Result<oneshot::Receiver<Started>, Refusal> {

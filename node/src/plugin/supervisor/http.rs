@@ -109,6 +109,7 @@ impl HttpSide {
         kv: Kv,
         logs: Logs,
         meter: &Meter,
+        control: crate::plugin::control::Control,
     ) {
         let share = Arc::clone(
             self.shares
@@ -126,6 +127,7 @@ impl HttpSide {
             logs,
             meter: meter.clone(),
             outgoing: self.settings.outgoing_for(&r.tenant),
+            control,
         };
         match HttpService::new(runtime.clone(), compiled, env) {
             Some(service) => self.routes.attach(&r.id, service),
