@@ -5,7 +5,8 @@
 //! address last: a CLI that finds `api.addr` also finds the token. The files are removed at a
 //! clean shutdown. Routes: `GET /v1/status`, `GET|PUT /v1/capacity`, `GET /v1/find?q=…`,
 //! `GET /v1/adverts`, the lease routes under `/v1/leases` (see [`lease`]), the deployment routes under
-//! `/v1/deployments` (see [`deploy`]), the package routes under `/v1/packages` (see [`packages`]), and `GET /metrics` (Prometheus text; also served without a token on
+//! `/v1/deployments` (see [`deploy`]), the package routes under `/v1/packages` (see [`packages`]), the group routes under
+//! `/v1/groups` (see [`group`]), and `GET /metrics` (Prometheus text; also served without a token on
 //! `--metrics ADDR` when that is set). Errors are JSON `{"error": "…", "code": "…", "retryable":
 //! bool}`: a message for people, a stable [`ErrorCode`] for programs, and whether the same
 //! request may succeed if sent again (see `docs/operator-guide.md`).
@@ -13,6 +14,7 @@
 mod auth;
 pub(crate) mod capacity;
 pub mod deploy;
+pub mod group;
 pub mod lease;
 pub mod packages;
 mod routes;
@@ -29,6 +31,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::capacity::CapacityHandle;
 use crate::error::ErrorCode;
+use crate::group::Groups;
 use crate::identity::write_private;
 use crate::lease::LeaseHandle;
 use crate::metrics::NodeMetrics;
@@ -107,6 +110,7 @@ pub(crate) struct ApiState {
     pub capacity: CapacityHandle,
     pub leases: LeaseHandle,
     pub plugins: PluginHandle,
+    pub groups: Groups,
     pub registry: Arc<Registry>,
     pub metrics: NodeMetrics,
     pub ingress: Option<Arc<crate::ingress::IngressHandle>>,
@@ -158,6 +162,7 @@ impl Api {
         capacity: CapacityHandle,
         leases: LeaseHandle,
         plugins: PluginHandle,
+        groups: Groups,
         registry: Arc<Registry>,
         metrics: NodeMetrics,
         shutdown: CancellationToken,
@@ -194,6 +199,7 @@ impl Api {
             capacity,
             leases,
             plugins,
+            groups,
             registry: registry.clone(),
             metrics,
             ingress: config.ingress.clone(),

@@ -13,6 +13,7 @@ mod debug;
 mod deploy;
 mod display;
 mod find;
+mod group;
 mod init;
 mod key;
 mod lease;
@@ -69,6 +70,9 @@ enum Command {
     Message(deploy::MessageArgs),
     /// Stop a deployment (its key-value state is deleted)
     Stop(deploy::StopArgs),
+    /// Groups of your deployments, across hosts, that message each other
+    #[command(subcommand)]
+    Group(group::GroupCommand),
     /// Generate or show ed25519 keys (node, tenant, publisher)
     #[command(subcommand)]
     Key(key::KeyCommand),
@@ -163,6 +167,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Logs(a) => runtime()?.block_on(deploy::logs(&dir, &a)),
         Command::Message(a) => runtime()?.block_on(deploy::message(&dir, &a)),
         Command::Stop(a) => runtime()?.block_on(deploy::stop(&dir, &a)),
+        Command::Group(c) => runtime()?.block_on(group::run(&dir, c)),
         Command::Key(k) => key::run(&dir, k),
         Command::Completions(a) => completions::run(&a),
         Command::Debug(d) => debug::run(&dir, d),

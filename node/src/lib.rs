@@ -18,6 +18,8 @@
 //!   peers and fetched from several providers at once, found through Kademlia.
 //! - [`ingress`] — the HTTP ingress: a hyper server routing requests by `Host` to the
 //!   endpoints of hosted deployments (claimed routes, then `<deployment-id>.<domain>`).
+//! - [`group`] — a tenant's groups of deployments across hosts (signed documents pushed to
+//!   every host) and the mesh: messages between members, host to host over `/degroup/mesh/1`.
 //! - [`config`] — layered configuration: defaults < `config.toml` < `DEGROUP_*` < flags.
 //! - [`net`] — the libp2p swarm, owned by one task, driven through a cloneable handle;
 //!   protocol-agnostic: each application protocol is a type implementing [`net::Protocol`]
@@ -36,6 +38,7 @@ pub mod catalogue;
 pub mod cli;
 pub mod config;
 pub mod error;
+pub mod group;
 pub mod identity;
 pub mod ingress;
 pub mod lease;

@@ -19,6 +19,7 @@ use crate::capacity::sync::SyncProtocol;
 use crate::capacity::{AdvertBook, CapacityError, gossip};
 use crate::catalogue::{self, Catalogue, CatalogueError, CatalogueSyncProtocol};
 use crate::config::{self, ConfigError, FlagOverrides, NodeConfig};
+use crate::group::{GroupProtocol, Groups, MeshMetrics, MeshProtocol};
 use crate::identity::{Identity, IdentityError, KEY_FILE};
 use crate::ingress::{Ingress, RouteTable};
 use crate::lease::{LeaseProtocol, Meter};
@@ -173,6 +174,9 @@ pub async fn run(
     let lease_inbound = net.serve::<LeaseProtocol>()?;
     let deploy_inbound = net.serve::<DeployProtocol>()?;
     let blob_inbound = net.serve::<BlobProtocol>()?;
+    let group_inbound = net.serve::<GroupProtocol>()?;
+    let mesh_inbound = net.serve::<MeshProtocol>()?;
+    let mesh_metrics = MeshMetrics::register(&mut registry);
     let catalogue_events = net.events();
     let net_events = net.events();
     let (net, net_task) = net.start(&mut registry, metrics.clone(), shutdown.clone())?;
@@ -244,6 +248,16 @@ pub async fn run(
         lease_inbound,
         shutdown.clone(),
     )?;
+    // Groups and the mesh: before the supervisor, which gives each deployment its mesh.
+    let groups = Groups::open(
+        identity.clone(),
+        store.clone(),
+        net.clone(),
+        book.clone(),
+        mesh_metrics,
+        shutdown.clone(),
+    )?;
+    let group_task = groups.start(group_inbound, mesh_inbound, leases.subscribe());
     let runtime = Runtime::new(
         config.plugin.clone(),
         Some(config.data_dir.join("cache")),
@@ -260,6 +274,7 @@ pub async fn run(
             meter,
             distribution,
             http: ingress.as_ref().map(|(side, _)| side.clone()),
+            groups: groups.clone(),
         },
         deploy_inbound,
         shutdown.clone(),
@@ -277,6 +292,7 @@ pub async fn run(
         capacity,
         leases,
         plugins,
+        groups,
         registry,
         metrics,
         shutdown.clone(),
@@ -294,6 +310,7 @@ pub async fn run(
     let stop = async {
         api.stopped().await;
         let _ = plugin_task.await;
+        let _ = group_task.await;
         let _ = lease_task.await;
         let _ = capacity_task.await;
         let _ = sync_task.await;

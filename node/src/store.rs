@@ -42,6 +42,10 @@ pub enum Domain {
     Blobs,
     /// Host names claimed by hosted deployments on this host's HTTP ingress, by name.
     Routes,
+    /// The groups this node made as a tenant, by name (see [`crate::group`]).
+    Groups,
+    /// The newest group documents this node holds as a host, by tenant and name.
+    GroupDocs,
 }
 
 impl Domain {
@@ -58,6 +62,8 @@ impl Domain {
             Domain::Releases => "releases",
             Domain::Blobs => "blobs",
             Domain::Routes => "routes",
+            Domain::Groups => "groups",
+            Domain::GroupDocs => "group_docs",
         }
     }
 }

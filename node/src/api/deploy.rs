@@ -3,7 +3,8 @@
 //! - `GET /v1/deployments` — every deployment this node knows: the ones it hosts (with live
 //!   counters) and the ones it deployed as a tenant (asked of their hosts).
 //! - `POST /v1/deployments` — deploy a package onto a lease this node rents ([`DeployBody`]):
-//!   a `.dgp` file, or a reference the catalogue resolves.
+//!   a `.dgp` file, or a reference the catalogue resolves; with `?group=NAME`, the deployment then
+//!   joins that group of this tenant's (see [`super::group`]).
 //! - `GET /v1/deployments/{id}` — one deployment (id or unique prefix).
 //! - `GET /v1/deployments/{id}/logs?after=SEQ&limit=N` — a page of its logs; `after` is the
 //!   last sequence number already seen (`--follow` polls with it).
@@ -26,8 +27,11 @@ use serde::{Deserialize, Serialize};
 
 use super::ApiState;
 use super::routes::{fail, respond};
+use crate::group::Member;
 use crate::plugin::PluginError;
+use crate::plugin::deployment::{Side, View};
 use crate::plugin::package::MAX_PACKAGE;
+use crate::resources::parse_id;
 use crate::plugin::supervisor::{DeployParams, Source};
 
 /// Most log lines one `logs` page returns.
@@ -53,6 +57,16 @@ pub struct DeployBody {
     /// must serve HTTP (export `wasi:http/incoming-handler`).
     #[serde(default)]
     pub routes: Vec<String>,
+}
+
+/// Query of `POST /v1/deployments`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DeployQuery {
+    /// A group of this tenant's (`degroup group create`) that the deployment joins once its
+    /// host has confirmed it.
+    #[serde(default)]
+    pub group: Option<String>,
 }
 
 /// Body of `POST /v1/deployments/{id}/upgrade`.
@@ -136,12 +150,24 @@ async fn show(State(state): State<Arc<ApiState>>, Path(id): Path<String>) -> Res
 
 async fn deploy(
     State(state): State<Arc<ApiState>>,
+    q: Result<Query<DeployQuery>, QueryRejection>,
     b: Result<Json<DeployBody>, JsonRejection>,
 ) -> Response {
     let r = async {
+        let Query(q) = q.map_err(|e| PluginError::BadInput(e.body_text()))?;
         let b = body(b)?;
+        // Refused before anything is deployed when the group does not exist.
+        if let Some(g) = &q.group {
+            state.groups.get(g)?;
+        }
         let source = source(b.package, b.reference)?;
-        state
+        let role = b
+            .config
+            .iter()
+            .find(|(k, _)| k == "role")
+            .map(|(_, v)| v.clone())
+            .unwrap_or_default();
+        let view = state
             .plugins
             .deploy(DeployParams {
                 lease: b.lease,
@@ -149,9 +175,36 @@ async fn deploy(
                 config: b.config,
                 routes: b.routes,
             })
-            .await
+            .await?;
+        if let Some(g) = &q.group {
+            join_group(&state, g, &view, role)?;
+        }
+        Ok::<_, PluginError>(view)
     };
     respond(r.await)
+}
+
+/// Adds a deployment its host confirmed to a group (signed, stored, pushed to every host).
+fn join_group(state: &ApiState, group: &str, v: &View, role: String) -> Result<(), PluginError> {
+    let lease = parse_id(&v.lease).ok_or_else(|| {
+        PluginError::Protocol("the deployment's lease id is not 16 bytes of hex".into())
+    })?;
+    let member = Member {
+        id: v.id.clone(),
+        host: v.host.clone(),
+        package: format!("{}@{}", v.name, v.version),
+        role,
+    };
+    state
+        .groups
+        .add_member(group, member, lease)
+        .map(|_| ())
+        .map_err(|e| {
+            PluginError::Conflict(format!(
+                "deployment {} runs, but did not join group {group:?}: {e}",
+                v.id
+            ))
+        })
 }
 
 async fn upgrade(
@@ -194,5 +247,12 @@ async fn logs(
 }
 
 async fn stop(State(state): State<Arc<ApiState>>, Path(id): Path<String>) -> Response {
-    respond(state.plugins.stop(&id).await)
+    let r = state.plugins.stop(&id).await;
+    if let Ok(v) = &r
+        && v.side == Side::Tenant
+        && let Err(e) = state.groups.remove_deployment(&v.id)
+    {
+        tracing::error!(deployment = %v.id, error = %e, "stopped, but not removed from its group");
+    }
+    respond(r)
 }

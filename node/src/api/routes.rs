@@ -47,6 +47,7 @@ pub(super) fn router(state: Arc<ApiState>) -> Router {
         .merge(super::lease::routes())
         .merge(super::deploy::routes())
         .merge(super::packages::routes())
+        .merge(super::group::routes())
         .fallback(not_found)
         .layer(middleware::from_fn_with_state(
             state.clone(),

@@ -43,6 +43,10 @@ pub(super) struct DeployArgs {
     /// repeat for several. The plugin must serve HTTP (export wasi:http/incoming-handler)
     #[arg(long = "route", value_name = "HOST_NAME")]
     routes: Vec<String>,
+    /// Join this group of yours (`degroup group create NAME`) once the host confirms the
+    /// deployment; its members message each other (`--config role=…` labels it)
+    #[arg(long, value_name = "GROUP")]
+    group: Option<String>,
     /// Print one JSON document
     #[arg(long)]
     json: bool,
@@ -182,6 +186,15 @@ fn is_file(arg: &str) -> bool {
 
 pub(super) async fn deploy(dir: &Path, a: &DeployArgs) -> anyhow::Result<()> {
     let config = parse_config(&a.config)?;
+    if let Some(g) = &a.group {
+        if a.upgrade.is_some() {
+            return Err(UsageError(
+                "--group joins a new deployment; an upgraded one stays in its group".into(),
+            )
+            .into());
+        }
+        crate::group::doc::check_name(g).map_err(UsageError)?;
+    }
     let (package, reference) = if is_file(&a.package) {
         (Some(b64(&read_package(Path::new(&a.package))?)), None)
     } else {
@@ -210,10 +223,11 @@ pub(super) async fn deploy(dir: &Path, a: &DeployArgs) -> anyhow::Result<()> {
             config,
             routes: a.routes.clone(),
         };
-        client
-            .post("/v1/deployments", &body)
-            .await
-            .map_err(deploy_hint)?
+        let path = match &a.group {
+            Some(g) => format!("/v1/deployments?group={g}"),
+            None => "/v1/deployments".to_owned(),
+        };
+        client.post(&path, &body).await.map_err(deploy_hint)?
     };
     if a.json {
         return super::print_json(&view);

@@ -61,6 +61,8 @@ pub(crate) struct Deps {
     pub distribution: Distribution,
     /// The HTTP ingress, when the host runs one.
     pub http: Option<HttpSide>,
+    /// Groups and the mesh: each hosted deployment's mesh, and its inbox for messages.
+    pub groups: crate::group::Groups,
 }
 
 /// Loads the records, restarts the deployments of active leases, and spawns the actor.
@@ -110,6 +112,7 @@ pub(crate) async fn start(
         deps.meter,
         records,
         deps.http,
+        deps.groups,
     );
     actor.resume().await;
     let task = tokio::spawn(actor.run(rx, inbound, lease_events, host, shutdown));

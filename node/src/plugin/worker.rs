@@ -171,6 +171,48 @@ impl Shared {
     }
 }
 
+/// A cloneable way into one worker's message queue: the mesh delivers through it without
+/// going through the supervisor.
+#[derive(Debug, Clone)]
+pub struct Inbox {
+    messages: tmpsc::Sender<Message>,
+    shared: Shared,
+}
+
+impl Inbox {
+    /// Queues a message if the plugin is running; refused at once when the queue is full.
+    pub fn deliver(&self, from: String, payload: Vec<u8>) -> Result<(), QueueError> {
+        if self.shared.lock().state != State::Running {
+            return Err(QueueError::Gone);
+        }
+        self.messages
+            .try_send(Message { from, payload })
+            .map_err(|e| match e {
+                tmpsc::error::TrySendError::Full(_) => QueueError::Full,
+                tmpsc::error::TrySendError::Closed(_) => QueueError::Gone,
+            })
+    }
+}
+
+#[cfg(test)]
+impl Inbox {
+    /// An inbox of no worker, for tests: `capacity` messages, running or not; the closure
+    /// takes the next message queued.
+    #[allow(clippy::type_complexity)]
+    pub(crate) fn for_tests(
+        capacity: usize,
+        running: bool,
+    ) -> (Self, Box<dyn FnMut() -> Option<(String, Vec<u8>)> + Send>) {
+        let (messages, mut rx) = tmpsc::channel(capacity);
+        let shared = Shared::new(0);
+        if running {
+            shared.set_state(State::Running, None);
+        }
+        let take = move || rx.try_recv().ok().map(|m: Message| (m.from, m.payload));
+        (Self { messages, shared }, Box::new(take))
+    }
+}
+
 /// The supervisor's side of a worker.
 #[derive(Debug)]
 pub struct Worker {
@@ -192,6 +234,14 @@ impl Worker {
                 tmpsc::error::TrySendError::Full(_) => QueueError::Full,
                 tmpsc::error::TrySendError::Closed(_) => QueueError::Gone,
             })
+    }
+
+    /// Its message queue, for the mesh.
+    pub fn inbox(&self) -> Inbox {
+        Inbox {
+            messages: self.messages.clone(),
+            shared: self.shared.clone(),
+        }
     }
 
     /// Swaps the code, keeping the key-value store; `started` is answered after the new

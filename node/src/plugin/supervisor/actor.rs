@@ -30,6 +30,7 @@ use super::command::{Caller, Command, Install};
 use super::http::HttpSide;
 use super::inbound::HostSide;
 use super::{info_of, lease_active};
+use crate::group::Groups;
 use crate::lease::{LeaseEvent, LeaseHandle, Meter, Role};
 use crate::net::{Inbound, Protocol as _};
 use crate::resources::{LeaseId, now_ms};
@@ -63,6 +64,8 @@ pub(crate) struct Actor {
     logs: HashMap<String, Logs>,
     /// The HTTP ingress, when this host runs one.
     http: Option<HttpSide>,
+    /// Groups: each deployment's mesh, and where mesh messages find its inbox.
+    groups: Groups,
     events_tx: mpsc::UnboundedSender<WorkerEvent>,
     events: mpsc::UnboundedReceiver<WorkerEvent>,
 }
@@ -77,6 +80,7 @@ impl Actor {
         meter: Meter,
         records: HashMap<String, Record>,
         http: Option<HttpSide>,
+        groups: Groups,
     ) -> Self {
         let (events_tx, events) = mpsc::unbounded_channel();
         Self {
@@ -90,6 +94,7 @@ impl Actor {
             retiring: HashMap::new(),
             logs: HashMap::new(),
             http,
+            groups,
             events_tx,
             events,
         }
@@ -400,6 +405,7 @@ impl Actor {
         if let Some(side) = &self.http {
             side.detach(id);
         }
+        self.left_groups(id);
         self.retire_worker(id, false);
     }
 
@@ -423,6 +429,7 @@ impl Actor {
         let Some(w) = self.workers.remove(id) else {
             return;
         };
+        self.groups.detach(id);
         self.retiring.insert(
             w.serial,
             Retiring {
@@ -458,8 +465,16 @@ impl Actor {
     }
 
     /// The control plane of a hosted deployment: its group's mesh and its children.
-    fn control_for(&self, _r: &Record) -> Control {
-        Control::detached()
+    fn control_for(&self, r: &Record) -> Control {
+        let mut control = Control::detached();
+        control.mesh = self.groups.mesh_for(r);
+        control
+    }
+
+    /// A hosted deployment stopped for good: gone from its groups at once, here and (by a
+    /// signed notice) on the group's other hosts.
+    fn left_groups(&self, id: &str) {
+        self.groups.stopped(id);
     }
 
     fn spawn_worker(
@@ -485,6 +500,7 @@ impl Actor {
             started,
         )
         .map_err(|e| PluginError::internal("starting a worker thread", e))?;
+        self.groups.attach(r, w.inbox());
         self.workers.insert(r.id.clone(), w);
         self.serve_http(r, &compiled_http, &info_http);
         Ok(rx)
@@ -620,6 +636,7 @@ impl Actor {
         self.store.apply_durable(&ops)?;
         self.records.insert(r.id.clone(), r.clone());
         if host {
+            self.left_groups(&r.id);
             // Its key-value store goes now if no thread uses it, else when the thread ends.
             self.retire_worker(&r.id, true);
             let mut waiting = false;
