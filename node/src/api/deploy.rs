@@ -28,6 +28,7 @@ use serde::{Deserialize, Serialize};
 use super::ApiState;
 use super::routes::{fail, respond};
 use crate::group::Member;
+use crate::group::doc::MAX_ROLE;
 use crate::plugin::PluginError;
 use crate::plugin::deployment::{Side, View};
 use crate::plugin::package::MAX_PACKAGE;
@@ -167,6 +168,11 @@ async fn deploy(
             .find(|(k, _)| k == "role")
             .map(|(_, v)| v.clone())
             .unwrap_or_default();
+        if q.group.is_some() && role.len() > MAX_ROLE {
+            return Err(PluginError::BadInput(format!(
+                "the role of a group member is at most {MAX_ROLE} bytes"
+            )));
+        }
         let view = state
             .plugins
             .deploy(DeployParams {

@@ -20,9 +20,9 @@ use super::tenant::Push;
 use super::wire::{GroupMsg, GroupProtocol, GroupReply};
 
 /// First pause before a push is retried.
-pub const BACKOFF_MIN: Duration = Duration::from_millis(250);
+pub(crate) const BACKOFF_MIN: Duration = Duration::from_millis(250);
 /// Longest pause between tries.
-pub const BACKOFF_MAX: Duration = Duration::from_secs(10);
+pub(crate) const BACKOFF_MAX: Duration = Duration::from_secs(10);
 
 /// The push tasks, by (group, host).
 #[derive(Debug, Default)]

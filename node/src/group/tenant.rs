@@ -10,7 +10,7 @@ use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
-use super::doc::{GroupDoc, MAX_MEMBERS, Member, check_name, open_doc};
+use super::doc::{GroupDoc, MAX_MEMBERS, Member, check_doc, check_name, open_doc};
 use super::{GroupError, Groups, Inner, lock};
 use crate::identity::Identity;
 use crate::resources::{LeaseId, now_ms};
@@ -89,9 +89,9 @@ impl TenantGroup {
 
 /// A signed version to push.
 pub(super) struct Push {
-    pub name: String,
-    pub bytes: Arc<Vec<u8>>,
-    pub hosts: BTreeSet<String>,
+    pub(super) name: String,
+    pub(super) bytes: Arc<Vec<u8>>,
+    pub(super) hosts: BTreeSet<String>,
 }
 
 /// Every group of this tenant.
@@ -136,6 +136,8 @@ impl Tenants {
         doc: GroupDoc,
         leases: Vec<(String, LeaseId)>,
     ) -> Result<TenantGroup, GroupError> {
+        // What hosts would refuse is refused here, before it is signed.
+        check_doc(&doc).map_err(GroupError::BadInput)?;
         let envelope = Envelope::seal_kind(identity.signing_key(), &doc)
             .map_err(|e| GroupError::Internal(format!("cannot sign the group: {e}")))?
             .to_bytes();
