@@ -459,7 +459,8 @@ fn components_of_the_previous_minor_version_still_run() {
     let store = Store::open(tmp.path()).unwrap();
     let runtime = Runtime::new(limits(), None, Compiler::InProcess).unwrap();
     let old = std::fs::read(
-        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/counter-wit-0.1.0.wasm"),
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("tests/fixtures/counter-wit-0.1.0.wasm"),
     )
     .unwrap();
     let engine = wasmtime::Engine::default();
