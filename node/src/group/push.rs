@@ -24,10 +24,13 @@ pub(crate) const BACKOFF_MIN: Duration = Duration::from_millis(250);
 /// Longest pause between tries.
 pub(crate) const BACKOFF_MAX: Duration = Duration::from_secs(10);
 
+/// The newest signed version of one group, for one host's push task.
+type Slot = watch::Sender<Arc<Vec<u8>>>;
+
 /// The push tasks, by (group, host).
 #[derive(Debug, Default)]
 pub(super) struct Pusher {
-    slots: Mutex<HashMap<(String, String), watch::Sender<Arc<Vec<u8>>>>>,
+    slots: Mutex<HashMap<(String, String), Slot>>,
 }
 
 impl Inner {

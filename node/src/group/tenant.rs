@@ -211,7 +211,7 @@ impl Inner {
     }
 
     /// Removes the members of a lease that ended, from every group.
-    pub(super) fn lease_ended(&self, lease: &LeaseId) -> Result<(), GroupError> {
+    pub(super) fn lease_ended(self: &Arc<Self>, lease: &LeaseId) -> Result<(), GroupError> {
         let names: Vec<String> = self
             .tenants()
             .groups

@@ -72,6 +72,7 @@ pub(crate) struct Actor {
 
 impl Actor {
     /// The actor over the stored records.
+    #[allow(clippy::too_many_arguments)] // the node's services, each a handle
     pub(crate) fn new(
         store: Store,
         runtime: Arc<Runtime>,
