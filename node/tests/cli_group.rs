@@ -37,7 +37,15 @@ fn start_host(dir: &Path, bootstrap: Option<&str>) -> NodeProc {
     let set = degroup(
         dir,
         &[
-            "capacity", "set", "--cpu", "2", "--mem", "4GiB", "--disk", "10GiB", "--country",
+            "capacity",
+            "set",
+            "--cpu",
+            "2",
+            "--mem",
+            "4GiB",
+            "--disk",
+            "10GiB",
+            "--country",
             "FR",
         ],
     );
@@ -129,19 +137,39 @@ fn group_of_two_hosts_messages_refuses_outsiders_and_forgers_and_sees_leaves() {
     assert!(list.as_array().unwrap().iter().any(|g| g["name"] == "shop"));
 
     let pkg = tmp.path().join("mesh-echo.dgp");
-    pack_as(&tenant.dir, &programs::path("mesh-echo"), "mesh-echo", "0.1.0", &pkg);
+    pack_as(
+        &tenant.dir,
+        &programs::path("mesh-echo"),
+        "mesh-echo",
+        "0.1.0",
+        &pkg,
+    );
     let lease_a = lease_on(&tenant.dir, &a_id, "0.5", "256MiB", "16MiB");
     let lease_b = lease_on(&tenant.dir, &b_id, "0.5", "256MiB", "16MiB");
 
     // An unknown group is refused before anything is deployed.
     let o = degroup(
         &tenant.dir,
-        &["deploy", "--lease", &lease_a, pkg.to_str().unwrap(), "--group", "nosuch"],
+        &[
+            "deploy",
+            "--lease",
+            &lease_a,
+            pkg.to_str().unwrap(),
+            "--group",
+            "nosuch",
+        ],
     );
     assert_clean_failure(&o, "no group");
     let o = degroup(
         &tenant.dir,
-        &["deploy", "--lease", &lease_a, pkg.to_str().unwrap(), "--group", "UPPER"],
+        &[
+            "deploy",
+            "--lease",
+            &lease_a,
+            pkg.to_str().unwrap(),
+            "--group",
+            "UPPER",
+        ],
     );
     assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
     assert!(json(&tenant.dir, &["ps"]).as_array().unwrap().is_empty());
@@ -213,7 +241,13 @@ fn group_of_two_hosts_messages_refuses_outsiders_and_forgers_and_sees_leaves() {
 
     // A second tenant's deployment on host B: not in the group.
     let pkg2 = tmp.path().join("mesh-echo-other.dgp");
-    pack_as(&other.dir, &programs::path("mesh-echo"), "mesh-echo", "0.1.0", &pkg2);
+    pack_as(
+        &other.dir,
+        &programs::path("mesh-echo"),
+        "mesh-echo",
+        "0.1.0",
+        &pkg2,
+    );
     let lease_o = lease_on(&other.dir, &b_id, "0.5", "256MiB", "16MiB");
     let d3 = deploy(&other.dir, &lease_o, &pkg2, &[]);
     assert!(eventually(Duration::from_secs(30), || {
@@ -244,7 +278,10 @@ fn group_of_two_hosts_messages_refuses_outsiders_and_forgers_and_sees_leaves() {
     assert!(metric(&host_b.dir, "degroup_mesh_refused_total{reason=\"forged\"}") >= 1.0);
     std::thread::sleep(Duration::from_millis(300));
     let d2_log = logs(&tenant.dir, &d2);
-    assert!(!d2_log.contains("intrude") && !d2_log.contains("forged"), "{d2_log}");
+    assert!(
+        !d2_log.contains("intrude") && !d2_log.contains("forged"),
+        "{d2_log}"
+    );
 
     // Stopping d2: gone from the group and, within 5 s, from d1's members on the other host.
     let o = degroup(&tenant.dir, &["stop", &d2]);

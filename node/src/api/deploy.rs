@@ -32,8 +32,8 @@ use crate::group::doc::MAX_ROLE;
 use crate::plugin::PluginError;
 use crate::plugin::deployment::{Side, View};
 use crate::plugin::package::MAX_PACKAGE;
-use crate::resources::parse_id;
 use crate::plugin::supervisor::{DeployParams, Source};
+use crate::resources::parse_id;
 
 /// Most log lines one `logs` page returns.
 const MAX_PAGE: u32 = 1000;

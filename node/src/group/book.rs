@@ -133,7 +133,9 @@ impl Book {
             (_, true) if held.is_some() || self.docs.len() < MAX_DOCS => Ok(Verdict::Hold),
             (_, true) => Err(format!("this host holds {MAX_DOCS} groups already")),
             (true, false) => Ok(Verdict::Drop),
-            (false, false) => Err("the group lists no deployment of its tenant on this host".into()),
+            (false, false) => {
+                Err("the group lists no deployment of its tenant on this host".into())
+            }
         }
     }
 
@@ -351,11 +353,13 @@ impl Book {
             return Err((MeshReply::NotInGroup, "not_in_group"));
         }
         let Some(to) = h.doc.member(&e.to).filter(|m| self.counts(h, m)) else {
-            return Err(if h.doc.member(&e.to).is_some() || self.locals.contains_key(&e.to) {
-                (MeshReply::NotInGroup, "not_in_group")
-            } else {
-                (MeshReply::Unknown, "unknown")
-            });
+            return Err(
+                if h.doc.member(&e.to).is_some() || self.locals.contains_key(&e.to) {
+                    (MeshReply::NotInGroup, "not_in_group")
+                } else {
+                    (MeshReply::Unknown, "unknown")
+                },
+            );
         };
         if to.host != self.me {
             return Err((MeshReply::Unknown, "unknown"));
@@ -481,7 +485,11 @@ mod tests {
         w.book.attach(&id(9), "other-tenant", i9);
         let d = w.doc(
             2,
-            vec![member(1, &w.host_a), member(2, &w.host_b), member(3, &w.host_a)],
+            vec![
+                member(1, &w.host_a),
+                member(2, &w.host_b),
+                member(3, &w.host_a),
+            ],
         );
         w.book.hold(d, Vec::new());
         let now = Instant::now();
@@ -538,7 +546,11 @@ mod tests {
         };
         let b_peer = w.host_b.peer_id().to_string();
         let now = Instant::now();
-        assert!(w.book.inbound(&opened_mesh(&w.host_b, &e), &b_peer, now).is_ok());
+        assert!(
+            w.book
+                .inbound(&opened_mesh(&w.host_b, &e), &b_peer, now)
+                .is_ok()
+        );
         // Signed by a third peer claiming host B's deployment.
         let forger = Identity::generate().unwrap();
         let f_peer = forger.peer_id().to_string();
@@ -550,7 +562,9 @@ mod tests {
         // From a deployment the group does not list.
         let mut outsider = e.clone();
         outsider.from = id(5);
-        let r = w.book.inbound(&opened_mesh(&w.host_b, &outsider), &b_peer, now);
+        let r = w
+            .book
+            .inbound(&opened_mesh(&w.host_b, &outsider), &b_peer, now);
         assert_eq!(r.unwrap_err().0, MeshReply::NotInGroup);
     }
 

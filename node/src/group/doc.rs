@@ -134,7 +134,10 @@ pub fn check_name(name: &str) -> Result<(), String> {
 
 /// Whether `id` is a deployment id as groups write it (32 lower-case hex digits).
 pub fn is_deployment_id(id: &str) -> bool {
-    id.len() == 32 && id.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+    id.len() == 32
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
 }
 
 /// Checks everything of a document but its signature.
@@ -154,9 +157,7 @@ pub fn check_doc(doc: &GroupDoc) -> Result<(), String> {
         if !is_deployment_id(&m.id) {
             return Err("a member id is not 32 hex digits".into());
         }
-        if m.host.is_empty()
-            || m.host.len() > MAX_HOST
-            || m.host.parse::<libp2p::PeerId>().is_err()
+        if m.host.is_empty() || m.host.len() > MAX_HOST || m.host.parse::<libp2p::PeerId>().is_err()
         {
             return Err("a member's host is not a peer id".into());
         }

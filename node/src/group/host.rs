@@ -122,7 +122,10 @@ impl Inner {
                     let mut pause = LEFT_BACKOFF;
                     for _ in 0..LEFT_TRIES {
                         let msg = GroupMsg::Left(bytes.clone());
-                        match net.request_at::<GroupProtocol>(peer, addrs.clone(), msg).await {
+                        match net
+                            .request_at::<GroupProtocol>(peer, addrs.clone(), msg)
+                            .await
+                        {
                             Ok(GroupReply::Ok | GroupReply::Refused(_)) => return,
                             Ok(GroupReply::Busy(_)) | Err(_) => {}
                         }

@@ -122,7 +122,9 @@ impl Tenants {
                         },
                     );
                 }
-                Err(e) => tracing::error!(key = %String::from_utf8_lossy(&k), error = %e, "unreadable group kept aside"),
+                Err(e) => {
+                    tracing::error!(key = %String::from_utf8_lossy(&k), error = %e, "unreadable group kept aside")
+                }
             }
         }
         Ok(Self { groups })
@@ -147,11 +149,7 @@ impl Tenants {
         };
         let value = postcard::to_stdvec(&stored)
             .map_err(|e| GroupError::Internal(format!("cannot encode the group: {e}")))?;
-        store.apply_durable(&[Op::Put(
-            Domain::Groups,
-            doc.name.as_bytes().to_vec(),
-            value,
-        )])?;
+        store.apply_durable(&[Op::Put(Domain::Groups, doc.name.as_bytes().to_vec(), value)])?;
         let g = TenantGroup {
             envelope,
             doc,
@@ -220,21 +218,18 @@ impl Inner {
             .map(|g| g.doc.name.clone())
             .collect();
         for name in names {
-            let push = self.tenants().change(
-                &self.store,
-                &self.identity,
-                &name,
-                |members, leases| {
-                    let gone: Vec<String> = leases
-                        .iter()
-                        .filter(|(_, l)| l == lease)
-                        .map(|(id, _)| id.clone())
-                        .collect();
-                    members.retain(|m| !gone.contains(&m.id));
-                    leases.retain(|(_, l)| l != lease);
-                    !gone.is_empty()
-                },
-            )?;
+            let push =
+                self.tenants()
+                    .change(&self.store, &self.identity, &name, |members, leases| {
+                        let gone: Vec<String> = leases
+                            .iter()
+                            .filter(|(_, l)| l == lease)
+                            .map(|(id, _)| id.clone())
+                            .collect();
+                        members.retain(|m| !gone.contains(&m.id));
+                        leases.retain(|(_, l)| l != lease);
+                        !gone.is_empty()
+                    })?;
             if let Some(p) = push {
                 tracing::info!(group = %name, "members of an ended lease removed");
                 self.push(p);
@@ -296,21 +291,19 @@ impl Groups {
         lease: LeaseId,
     ) -> Result<TenantGroup, GroupError> {
         let inner = &self.inner;
-        let push = inner.tenants().change(
-            &inner.store,
-            &inner.identity,
-            name,
-            |members, leases| {
-                if members.len() >= MAX_MEMBERS {
-                    return false;
-                }
-                leases.retain(|(id, _)| *id != member.id);
-                leases.push((member.id.clone(), lease));
-                members.retain(|m| m.id != member.id);
-                members.push(member);
-                true
-            },
-        )?;
+        let push =
+            inner
+                .tenants()
+                .change(&inner.store, &inner.identity, name, |members, leases| {
+                    if members.len() >= MAX_MEMBERS {
+                        return false;
+                    }
+                    leases.retain(|(id, _)| *id != member.id);
+                    leases.push((member.id.clone(), lease));
+                    members.retain(|m| m.id != member.id);
+                    members.push(member);
+                    true
+                })?;
         match push {
             Some(p) => {
                 inner.push(p);
