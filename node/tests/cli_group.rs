@@ -2,8 +2,9 @@
 //! second tenant. `group create/show/list`, `deploy --group` onto both hosts, a mesh message
 //! between the members (`from` is the sender's deployment id), the second tenant's
 //! deployment refused with `not-in-group`, a peer forging a mesh envelope for another host's
-//! deployment refused and counted, and a stopped member gone from `group show` and from the
-//! other member's `members()` within 5 s. The members run `wasm-plugins/mesh-echo`.
+//! deployment refused and counted, a stopped member gone from `group show` and from the
+//! other member's `members()` within 5 s, a broadcast, and a member whose lease is released
+//! gone the same way. The members run `wasm-plugins/mesh-echo`.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
@@ -308,6 +309,54 @@ fn group_of_two_hosts_messages_refuses_outsiders_and_forgers_and_sees_leaves() {
         }),
         "{}",
         logs(&tenant.dir, &d1)
+    );
+
+    // A member whose lease ends leaves too: on the tenant's side and on the other host.
+    let d4 = deploy(
+        &tenant.dir,
+        &lease_b,
+        &pkg,
+        &["--group", "shop", "--config", "role=agent"],
+    );
+    let g = json(&tenant.dir, &["group", "show", "shop"]);
+    assert_eq!(g["version"], 5, "{g}");
+    let mut sorted = [(d1.clone(), "leader"), (d4.clone(), "agent")];
+    sorted.sort();
+    let with_d4 = format!(
+        "{}/{},{}/{}",
+        sorted[0].0, sorted[0].1, sorted[1].0, sorted[1].1
+    );
+    assert!(
+        eventually(Duration::from_secs(20), || members_seen(&tenant.dir, &d1)
+            .as_deref()
+            == Some(with_d4.as_str())),
+        "d1 sees d4: {:?}",
+        members_seen(&tenant.dir, &d1)
+    );
+    // A broadcast reaches the other member.
+    message(&tenant.dir, &d1, "broadcast:to-all");
+    assert!(
+        eventually(Duration::from_secs(10), || logs(&tenant.dir, &d4)
+            .contains(&format!("got from {d1}: to-all"))),
+        "d4 got the broadcast: {}",
+        logs(&tenant.dir, &d4)
+    );
+    let o = degroup(&tenant.dir, &["lease", "release", &lease_b]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(
+        eventually(Duration::from_secs(5), || members_seen(&tenant.dir, &d1)
+            .as_deref()
+            == Some(only.as_str())),
+        "d1 sees d4 gone with its lease: {:?}",
+        members_seen(&tenant.dir, &d1)
+    );
+    assert!(
+        eventually(Duration::from_secs(5), || {
+            let g = json(&tenant.dir, &["group", "show", "shop"]);
+            g["version"].as_u64() >= Some(6) && g["members"].as_array().unwrap().len() == 1
+        }),
+        "the tenant removed d4: {}",
+        json(&tenant.dir, &["group", "show", "shop"])
     );
     drop(other);
     drop(tenant);
