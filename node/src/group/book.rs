@@ -6,7 +6,8 @@
 //! on this host counts only while this host runs a deployment of that id for that tenant
 //! ([`Local`]); otherwise it is treated as gone. A document is taken only when it lists such
 //! a deployment or replaces one held, so what a host holds is bounded by what it runs (and by
-//! [`MAX_DOCS`]); one that no longer lists anything on this host is dropped.
+//! [`MAX_DOCS`], [`MAX_DOCS_PER_TENANT`]); one that no longer lists anything on this host is
+//! dropped.
 //!
 //! Gone: a member whose deployment stopped, as this host saw (its own) or as its host said in
 //! a signed [`super::doc::Left`] notice. Deployment ids are never reused, so gone is for good;
@@ -25,6 +26,8 @@ use crate::signed::Opened;
 
 /// Most group documents a host holds.
 pub const MAX_DOCS: usize = 4096;
+/// Most group documents a host holds for one tenant.
+pub const MAX_DOCS_PER_TENANT: usize = 64;
 
 /// A document's key: tenant key and group name.
 pub type Key = ([u8; 32], String);
@@ -129,9 +132,16 @@ impl Book {
                     .get(&m.id)
                     .is_some_and(|l| l.tenant == tenant_peer)
         });
+        let of_tenant = || self.docs.keys().filter(|k| k.0 == doc.tenant).count();
         match (held.is_some(), here) {
-            (_, true) if held.is_some() || self.docs.len() < MAX_DOCS => Ok(Verdict::Hold),
-            (_, true) => Err(format!("this host holds {MAX_DOCS} groups already")),
+            (true, true) => Ok(Verdict::Hold),
+            (false, true) if self.docs.len() >= MAX_DOCS => {
+                Err(format!("this host holds {MAX_DOCS} groups already"))
+            }
+            (false, true) if of_tenant() >= MAX_DOCS_PER_TENANT => Err(format!(
+                "this host holds {MAX_DOCS_PER_TENANT} groups of this tenant already"
+            )),
+            (false, true) => Ok(Verdict::Hold),
             (true, false) => Ok(Verdict::Drop),
             (false, false) => {
                 Err("the group lists no deployment of its tenant on this host".into())
