@@ -209,12 +209,20 @@ impl Groups {
     ) -> Result<Self, StoreError> {
         let me = identity.peer_id();
         let mut book = book::Book::new(me.to_string());
+        let mut gone = Vec::new();
         for item in store.tree(Domain::GroupDocs)?.scan_prefix(b"") {
-            let (_, v) = item?;
+            let (k, v) = item?;
+            if k.starts_with(host::GONE_PREFIX.as_bytes()) {
+                gone.extend(host::parse_gone_key(&k));
+                continue;
+            }
             match doc::open_doc(&v) {
                 Ok(o) => book.hold(o.value, v),
                 Err(e) => tracing::error!(error = %e, "unreadable group document kept aside"),
             }
+        }
+        for (key, id) in gone {
+            book.mark_gone(&key, &id);
         }
         let tenants = tenant::Tenants::load(&store)?;
         Ok(Self {

@@ -233,22 +233,37 @@ impl Book {
     }
 
     /// A verified leave notice: taken only from the host the newest document lists the
-    /// deployment on.
-    pub fn left(&mut self, notice: &Opened<Left>) -> Result<(), String> {
+    /// deployment on. The document to mark it gone in (once that is stored), if any.
+    pub fn left(&self, notice: &Opened<Left>) -> Result<Option<Key>, String> {
         let l = &notice.value;
         let signer = peer_id_of(&notice.signer).to_string();
-        let Some(h) = self.docs.get_mut(&(l.tenant, l.group.clone())) else {
+        let key = (l.tenant, l.group.clone());
+        let Some(h) = self.docs.get(&key) else {
             // Nothing held: nothing to forget.
-            return Ok(());
+            return Ok(None);
         };
         match h.doc.member(&l.deployment) {
-            Some(m) if m.host == signer => {
-                h.gone.insert(l.deployment.clone());
-                Ok(())
-            }
+            Some(m) if m.host == signer => Ok((!h.gone.contains(&l.deployment)).then_some(key)),
             Some(_) => Err("the notice is not from the deployment's host".into()),
-            None => Ok(()),
+            None => Ok(None),
         }
+    }
+
+    /// Marks a listed member of a held document gone.
+    pub fn mark_gone(&mut self, key: &Key, id: &str) {
+        if let Some(h) = self.docs.get_mut(key)
+            && h.doc.member(id).is_some()
+        {
+            h.gone.insert(id.to_owned());
+        }
+    }
+
+    /// The members of a held document known gone.
+    pub fn gone_of(&self, key: &Key) -> Vec<String> {
+        self.docs
+            .get(key)
+            .map(|h| h.gone.iter().cloned().collect())
+            .unwrap_or_default()
     }
 
     /// The document `id` (a local deployment) is a counted member of.
@@ -601,7 +616,9 @@ mod tests {
         let forger = Identity::generate().unwrap();
         assert!(w.book.left(&seal(&forger)).is_err());
         assert_eq!(w.book.members(&id(1)).len(), 2);
-        w.book.left(&seal(&w.host_b)).unwrap();
+        let key = w.book.left(&seal(&w.host_b)).unwrap().unwrap();
+        w.book.mark_gone(&key, &id(2));
+        assert_eq!(w.book.left(&seal(&w.host_b)), Ok(None));
         let m = w.book.members(&id(1));
         assert_eq!(m.len(), 1);
         assert_eq!(m[0].id, id(1));

@@ -2,7 +2,9 @@
 //! and the notices this host sends when one of its members stops.
 //!
 //! A document is verified, judged against the one held ([`super::book::Book::judge`]), stored
-//! durably and only then held and acknowledged. Notices are sent from tasks on the node's
+//! durably and only then held and acknowledged. A leave notice taken is stored too
+//! (`gone/<tenant>/<group>/<deployment>`, deleted with the version that no longer lists the
+//! member). Notices are sent from tasks on the node's
 //! runtime, a few tries each with a short backoff: they only make the leave quicker; the
 //! tenant's next version says the same for good.
 
@@ -24,6 +26,24 @@ const LEFT_BACKOFF: Duration = Duration::from_millis(200);
 /// The store key of a held document.
 fn doc_key(key: &Key) -> Vec<u8> {
     format!("{}/{}", hex::encode(key.0), key.1).into_bytes()
+}
+
+/// Prefix of the store keys of members known gone (`gone/<tenant>/<group>/<deployment>`).
+pub(super) const GONE_PREFIX: &str = "gone/";
+
+/// The store key saying that member `id` of a held document is gone.
+fn gone_key(key: &Key, id: &str) -> Vec<u8> {
+    format!("{GONE_PREFIX}{}/{}/{id}", hex::encode(key.0), key.1).into_bytes()
+}
+
+/// Parses a [`gone_key`].
+pub(super) fn parse_gone_key(k: &[u8]) -> Option<(Key, String)> {
+    let text = std::str::from_utf8(k).ok()?.strip_prefix(GONE_PREFIX)?;
+    let mut parts = text.split('/');
+    let (tenant, name, id) = (parts.next()?, parts.next()?, parts.next()?);
+    let mut t = [0u8; 32];
+    hex::decode_to_slice(tenant, &mut t).ok()?;
+    Some(((t, name.to_owned()), id.to_owned()))
 }
 
 impl Inner {
@@ -50,8 +70,14 @@ impl Inner {
                 GroupReply::Ok
             }
             Ok(Verdict::Hold) => {
-                let op = Op::Put(Domain::GroupDocs, doc_key(&key), bytes.clone());
-                if let Err(e) = self.store.apply_durable(&[op]) {
+                // Members gone that the new version no longer lists are forgotten with it.
+                let mut ops = vec![Op::Put(Domain::GroupDocs, doc_key(&key), bytes.clone())];
+                for id in self.book().gone_of(&key) {
+                    if doc.member(&id).is_none() {
+                        ops.push(Op::Delete(Domain::GroupDocs, gone_key(&key, &id)));
+                    }
+                }
+                if let Err(e) = self.store.apply_durable(&ops) {
                     return GroupReply::Busy(format!("cannot store the group: {e}"));
                 }
                 tracing::info!(group = %doc.name, version = doc.version, members = doc.members.len(), "group document held");
@@ -60,8 +86,11 @@ impl Inner {
                 GroupReply::Ok
             }
             Ok(Verdict::Drop) => {
-                let op = Op::Delete(Domain::GroupDocs, doc_key(&key));
-                if let Err(e) = self.store.apply_durable(&[op]) {
+                let mut ops = vec![Op::Delete(Domain::GroupDocs, doc_key(&key))];
+                for id in self.book().gone_of(&key) {
+                    ops.push(Op::Delete(Domain::GroupDocs, gone_key(&key, &id)));
+                }
+                if let Err(e) = self.store.apply_durable(&ops) {
                     return GroupReply::Busy(format!("cannot store the group: {e}"));
                 }
                 self.book().forget(&key, doc.version);
@@ -86,8 +115,17 @@ impl Inner {
             Ok(o) => o,
             Err(e) => return self.refused_doc(&e),
         };
-        match self.book().left(&opened) {
-            Ok(()) => {
+        let verdict = self.book().left(&opened);
+        match verdict {
+            Ok(None) => GroupReply::Ok,
+            Ok(Some(key)) => {
+                // Durable before it is acknowledged: a restart does not bring the member back.
+                let id = &opened.value.deployment;
+                let op = Op::Put(Domain::GroupDocs, gone_key(&key, id), Vec::new());
+                if let Err(e) = self.store.apply_durable(&[op]) {
+                    return GroupReply::Busy(format!("cannot store the notice: {e}"));
+                }
+                self.book().mark_gone(&key, id);
                 self.metrics.doc("left");
                 GroupReply::Ok
             }
@@ -138,5 +176,21 @@ impl Inner {
                 });
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn gone_keys_round_trip_and_never_look_like_documents() {
+        let key: Key = ([7; 32], "shop-1".into());
+        let id = format!("{:032x}", 5);
+        let k = gone_key(&key, &id);
+        assert_eq!(parse_gone_key(&k), Some((key.clone(), id)));
+        assert!(!doc_key(&key).starts_with(GONE_PREFIX.as_bytes()));
+        assert_eq!(parse_gone_key(&doc_key(&key)), None);
+        assert_eq!(parse_gone_key(b"gone/zz/shop/1"), None);
     }
 }
