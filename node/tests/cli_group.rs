@@ -4,7 +4,7 @@
 //! deployment refused with `not-in-group`, a peer forging a mesh envelope for another host's
 //! deployment refused and counted, a stopped member gone from `group show` and from the
 //! other member's `members()` within 5 s, a broadcast, and a member whose lease is released
-//! gone the same way. The members run `wasm-plugins/mesh-echo`.
+//! gone the same way. And a host keeps the groups it holds across `kill -9`. The members run `wasm-plugins/mesh-echo`.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
@@ -85,7 +85,13 @@ fn message(dir: &Path, id: &str, text: &str) {
 
 /// The members `id` sees (its `members` log line after asking), or None before it logs one.
 fn members_seen(tenant: &Path, id: &str) -> Option<String> {
-    message(tenant, id, "members");
+    // Refused while the deployment is not running (after a restart): nothing seen yet.
+    if !degroup(tenant, &["message", id, "members"])
+        .status
+        .success()
+    {
+        return None;
+    }
     std::thread::sleep(Duration::from_millis(200));
     logs(tenant, id)
         .lines()
@@ -416,4 +422,70 @@ fn forge(b_addr: &str, b_id: &str, from: &str, to: &str, tenant: [u8; 32]) -> Me
         shutdown.cancel();
         reply
     })
+}
+
+#[test]
+fn a_host_keeps_the_groups_it_holds_across_kill_9() {
+    let tmp = tempfile::tempdir().unwrap();
+    let host_dir = tmp.path().join("host");
+    std::fs::create_dir_all(&host_dir).unwrap();
+    assert!(degroup(&host_dir, &["init"]).status.success());
+    let listen = format!("/ip4/127.0.0.1/tcp/{}", free_port());
+    let mut host = NodeProc::start_with_env(&host_dir, &["--listen", &listen], HOST_ENV);
+    let set = degroup(
+        &host_dir,
+        &[
+            "capacity",
+            "set",
+            "--cpu",
+            "2",
+            "--mem",
+            "4GiB",
+            "--disk",
+            "10GiB",
+            "--country",
+            "FR",
+        ],
+    );
+    assert!(set.status.success(), "{}", stderr(&set));
+    let host_id = host.peer_id();
+    let tenant = NodeProc::start(
+        &tmp.path().join("tenant"),
+        &["--bootstrap", &format!("{listen}/p2p/{host_id}")],
+    );
+    wait_for_advert(&tenant, &host_id);
+    json(&tenant.dir, &["group", "create", "solo"]);
+    let pkg = tmp.path().join("mesh-echo.dgp");
+    pack_as(
+        &tenant.dir,
+        &programs::path("mesh-echo"),
+        "mesh-echo",
+        "0.1.0",
+        &pkg,
+    );
+    let lease = lease_on(&tenant.dir, &host_id, "0.5", "256MiB", "16MiB");
+    let d1 = deploy(&tenant.dir, &lease, &pkg, &["--group", "solo"]);
+    let alone = format!("{d1}/-");
+    assert!(
+        eventually(Duration::from_secs(20), || members_seen(&tenant.dir, &d1)
+            .as_deref()
+            == Some(alone.as_str())),
+        "d1 sees itself: {:?}",
+        members_seen(&tenant.dir, &d1)
+    );
+
+    // The tenant's push is done; after kill -9 the host has only its store.
+    host.signal(nix::sys::signal::Signal::SIGKILL);
+    host.wait_exit(Duration::from_secs(10)).expect("host died");
+    drop(host);
+    let _ = std::fs::remove_file(host_dir.join("api.addr"));
+    let host = NodeProc::start_with_env(&host_dir, &["--listen", &listen], HOST_ENV);
+    assert!(
+        eventually(Duration::from_secs(30), || members_seen(&tenant.dir, &d1)
+            .as_deref()
+            == Some(alone.as_str())),
+        "after the restart d1 still sees its group: {:?}\n{}",
+        members_seen(&tenant.dir, &d1),
+        host.log()
+    );
 }
