@@ -350,6 +350,7 @@ impl PluginHandle {
             updated_ms: now,
             generation: status.generation,
             request,
+            child: None,
         };
         let mut view = reported(&record, &status);
         if view.warning.is_none() {
