@@ -779,6 +779,11 @@ impl std::fmt::Debug for Instance {
 }
 
 impl Instance {
+    /// The most fuel the next calls may burn (at least 1): what a child's fuel rate leaves it.
+    pub fn set_fuel_per_call(&mut self, fuel: u64) {
+        self.fuel_per_call = fuel.max(1);
+    }
+
     fn arm(&mut self, timeout: Duration) -> Result<(), SandboxError> {
         if !self.guards {
             return Ok(());
