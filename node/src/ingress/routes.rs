@@ -96,6 +96,9 @@ struct Inner {
     known: HashSet<String>,
     /// What answers every name no deployment answers to (`degroup plugin run --http`).
     fallback: Option<(String, Arc<dyn Endpoint>)>,
+    /// Claimed name → the child workload its holder routed it to (in memory only: a parent
+    /// routes again after a restart).
+    delegated: HashMap<String, String>,
 }
 
 /// The durable claimed names plus the live endpoints.
@@ -333,6 +336,7 @@ impl RouteTable {
         let mut inner = self.write();
         for n in &names {
             inner.names.remove(n);
+            inner.delegated.remove(n);
         }
         inner.known.remove(id);
         drop(inner);
@@ -374,6 +378,21 @@ impl RouteTable {
         drop(old);
     }
 
+    /// Sends the requests for a claimed name to `to` (a child workload of its holder), or
+    /// back to its holder with `None`.
+    pub fn delegate(&self, name: &str, to: Option<&str>) {
+        let mut inner = self.write();
+        match to {
+            Some(id) => inner.delegated.insert(name.to_owned(), id.to_owned()),
+            None => inner.delegated.remove(name),
+        };
+    }
+
+    /// Gives back to their holders every name routed to `id` (it stopped).
+    pub fn undelegate_to(&self, id: &str) {
+        self.write().delegated.retain(|_, v| v != id);
+    }
+
     /// Whether the deployment has a live endpoint.
     pub fn is_attached(&self, id: &str) -> bool {
         self.read().endpoints.contains_key(id)
@@ -411,7 +430,7 @@ impl RouteTable {
         let host = host_of(host_header);
         let inner = self.read();
         let id = if let Some(id) = inner.names.get(&host) {
-            id.clone()
+            inner.delegated.get(&host).unwrap_or(id).clone()
         } else {
             let Some(id) = host
                 .strip_suffix(self.domain.as_str())
