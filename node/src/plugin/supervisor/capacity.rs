@@ -23,10 +23,10 @@ pub(crate) const PARENT_FUEL_RESERVE: u64 = 10;
 /// What a lease grants, in the units children's limits use.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct LeaseShare {
-    pub mem_bytes: u64,
-    pub disk_bytes: u64,
+    pub(crate) mem_bytes: u64,
+    pub(crate) disk_bytes: u64,
     /// Fuel per second.
-    pub fuel_per_second: u64,
+    pub(crate) fuel_per_second: u64,
 }
 
 impl LeaseShare {
@@ -47,8 +47,8 @@ impl LeaseShare {
 /// The parent's shares once the children are counted.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct ParentShare {
-    pub mem_cap: u64,
-    pub kv_quota: u64,
+    pub(crate) mem_cap: u64,
+    pub(crate) kv_quota: u64,
 }
 
 /// The sum of children's limits (saturating).

@@ -101,8 +101,8 @@ pub(crate) enum ChildCommand {
 
 /// The actor's state about children.
 pub(super) struct ChildState {
-    pub tx: mpsc::Sender<ChildCommand>,
-    pub rx: mpsc::Receiver<ChildCommand>,
+    pub(super) tx: mpsc::Sender<ChildCommand>,
+    pub(super) rx: mpsc::Receiver<ChildCommand>,
     /// The lease info of each hosted deployment that runs (what its children come out of).
     leases: HashMap<String, LeaseInfo>,
     /// When each starting child was asked for.
@@ -453,6 +453,17 @@ impl Actor {
                 "the parent deployment is not running here yet".into(),
             ));
         };
+        let hosted = self
+            .records
+            .values()
+            .filter(|r| r.side == Side::Host && r.state.is_live())
+            .count();
+        let most = self.runtime.limits().max_deployments as usize;
+        if hosted >= most {
+            return Err(WorkloadError::Unavailable(format!(
+                "this host runs its maximum of {most} deployments and children"
+            )));
+        }
         let max = self.runtime.limits().max_children;
         let children = self.live_children(parent);
         if children.len() >= max as usize {
