@@ -76,8 +76,8 @@ fn wit_limits(l: ChildLimits) -> workload::Limits {
     }
 }
 
-fn status(s: ChildStatus) -> workload::Status {
-    workload::Status {
+fn status(s: ChildStatus) -> workload::ChildStatus {
+    workload::ChildStatus {
         id: s.id,
         package: s.package,
         state: match s.state {
@@ -132,7 +132,7 @@ impl workload::Host for HostState {
         }
     }
 
-    async fn list(&mut self) -> Vec<workload::Status> {
+    async fn list(&mut self) -> Vec<workload::ChildStatus> {
         let fut = self.control().workloads.list();
         bounded(self.wait_left(), fut)
             .await
@@ -142,7 +142,7 @@ impl workload::Host for HostState {
             .collect()
     }
 
-    async fn status(&mut self, id: String) -> Option<workload::Status> {
+    async fn status(&mut self, id: String) -> Option<workload::ChildStatus> {
         let fut = self.control().workloads.status(id);
         bounded(self.wait_left(), fut).await.flatten().map(status)
     }
