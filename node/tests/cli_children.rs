@@ -49,7 +49,16 @@ fn setup() -> Setup {
     let set = degroup(
         &host_dir,
         &[
-            "capacity", "set", "--cpu", "2", "--mem", "4GiB", "--disk", "1GiB", "--country", "FR",
+            "capacity",
+            "set",
+            "--cpu",
+            "2",
+            "--mem",
+            "4GiB",
+            "--disk",
+            "1GiB",
+            "--country",
+            "FR",
         ],
     );
     assert!(set.status.success(), "{}", stderr(&set));
@@ -152,10 +161,7 @@ fn children_run_under_their_parent_within_its_lease() {
     let host = &s.host.dir;
     let tenant = &s.tenant.dir;
     let lease = lease_on(tenant, &s.host_id, "0.5", "256MiB", "8MiB");
-    let children = format!(
-        "{}|32|100000000|64;{}|16|50000000|0",
-        s.hello, s.bomb
-    );
+    let children = format!("{}|32|100000000|64;{}|16|50000000|0", s.hello, s.bomb);
     let parent = deploy(&s, &lease, &children);
 
     // Both children start; the bomb fails alone.
@@ -176,9 +182,15 @@ fn children_run_under_their_parent_within_its_lease() {
         "the memory bomb fails: {:?}",
         ps(host)
     );
-    let bomb_view = ps(host).into_iter().find(|v| v["id"] == bomb.as_str()).unwrap();
+    let bomb_view = ps(host)
+        .into_iter()
+        .find(|v| v["id"] == bomb.as_str())
+        .unwrap();
     assert!(
-        bomb_view["reason"].as_str().unwrap_or_default().contains("memory"),
+        bomb_view["reason"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("memory"),
         "{bomb_view}"
     );
     assert!(
@@ -335,9 +347,10 @@ fn children_come_back_after_a_host_restart_and_go_with_the_lease() {
     assert!(
         eventually(Duration::from_secs(5), || {
             let all = ps(&host_dir);
-            [&parent, &child]
-                .iter()
-                .all(|id| all.iter().any(|v| v["id"] == id.as_str() && v["state"] == "stopped"))
+            [&parent, &child].iter().all(|id| {
+                all.iter()
+                    .any(|v| v["id"] == id.as_str() && v["state"] == "stopped")
+            })
         }),
         "a lease release stops everything: {:?}",
         ps(&host_dir)

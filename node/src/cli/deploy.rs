@@ -291,7 +291,10 @@ fn tree_order(views: &[View]) -> Vec<(usize, &View)> {
             continue;
         }
         out.push((0, v));
-        for c in views.iter().filter(|c| c.parent.as_deref() == Some(v.id.as_str())) {
+        for c in views
+            .iter()
+            .filter(|c| c.parent.as_deref() == Some(v.id.as_str()))
+        {
             out.push((1, c));
         }
     }

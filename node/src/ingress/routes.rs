@@ -527,6 +527,30 @@ mod tests {
     }
 
     #[test]
+    fn a_name_delegated_to_a_child_goes_to_it_until_given_back()
+    -> Result<(), Box<dyn std::error::Error>> {
+        let dir = tempfile::tempdir()?;
+        let t = RouteTable::open(&Store::open(dir.path())?, "localhost")?;
+        t.claim(&names(&["shop.example"]), A)?;
+        t.attach(A, Arc::new(Nothing));
+        t.attach(B, Arc::new(Nothing));
+        t.delegate("shop.example", Some(B));
+        assert!(matches!(t.resolve("shop.example"), Resolved::Endpoint { id, .. } if id == B));
+        t.delegate("shop.example", None);
+        assert!(matches!(t.resolve("shop.example"), Resolved::Endpoint { id, .. } if id == A));
+        t.delegate("shop.example", Some(B));
+        t.undelegate_to(B);
+        assert!(matches!(t.resolve("shop.example"), Resolved::Endpoint { id, .. } if id == A));
+        t.delegate("shop.example", Some(B));
+        t.release(A)?;
+        t.claim(&names(&["shop.example"]), A)?;
+        assert!(
+            matches!(t.resolve("shop.example"), Resolved::NotServing { id } | Resolved::Endpoint { id, .. } if id == A)
+        );
+        Ok(())
+    }
+
+    #[test]
     fn claims_conflict_persist_and_release() -> Result<(), Box<dyn std::error::Error>> {
         let dir = tempfile::tempdir()?;
         {

@@ -49,8 +49,8 @@ use crate::net::{Inbound, Network};
 use crate::store::{Domain, Store};
 
 pub(crate) use self::http::HttpSide;
-pub(crate) use actor::CHILD_START;
 pub(crate) use super::error::PluginError;
+pub(crate) use actor::CHILD_START;
 pub(crate) use handle::{DeployParams, PluginHandle, Source};
 
 /// Everything the supervisor starts with.

@@ -651,7 +651,10 @@ impl Loop {
             return;
         }
         if !self.fuel_allows("message") {
-            self.host_log("warn", format!("a message from {from} was dropped: over the fuel rate"));
+            self.host_log(
+                "warn",
+                format!("a message from {from} was dropped: over the fuel rate"),
+            );
             return;
         }
         let deadline = self.runtime.limits().call_timeout;

@@ -36,7 +36,7 @@ fn state(s: workload::State) -> &'static str {
     }
 }
 
-fn show(s: &workload::Status) {
+fn show(s: &workload::ChildStatus) {
     info!(
         "child {} {} restarts={} mem={} fuel={} package={} reason={}",
         s.id,

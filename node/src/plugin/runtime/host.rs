@@ -43,11 +43,6 @@ impl MemoryBudget {
         self.lock().1
     }
 
-    /// The cap now.
-    pub(crate) fn cap(&self) -> usize {
-        self.lock().0
-    }
-
     /// Sets the cap, unless more than it is charged now (then returns what is charged and
     /// leaves the cap as it was).
     pub(crate) fn try_set_cap(&self, cap: usize) -> Result<(), usize> {

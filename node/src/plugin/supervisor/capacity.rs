@@ -34,7 +34,7 @@ impl LeaseShare {
         Self {
             mem_bytes: info.slice.mem_bytes,
             disk_bytes: info.slice.disk_bytes,
-            fuel_per_second: u64::from(info.slice.cpu_millis).saturating_mul(fuel_per_cpu_milli),
+            fuel_per_second: info.slice.cpu_millis.saturating_mul(fuel_per_cpu_milli),
         }
     }
 
@@ -53,11 +53,13 @@ pub(crate) struct ParentShare {
 
 /// The sum of children's limits (saturating).
 pub(crate) fn total(children: &[ChildLimits]) -> ChildLimits {
-    children.iter().fold(ChildLimits::default(), |a, c| ChildLimits {
-        mem_bytes: a.mem_bytes.saturating_add(c.mem_bytes),
-        fuel_per_second: a.fuel_per_second.saturating_add(c.fuel_per_second),
-        kv_bytes: a.kv_bytes.saturating_add(c.kv_bytes),
-    })
+    children
+        .iter()
+        .fold(ChildLimits::default(), |a, c| ChildLimits {
+            mem_bytes: a.mem_bytes.saturating_add(c.mem_bytes),
+            fuel_per_second: a.fuel_per_second.saturating_add(c.fuel_per_second),
+            kv_bytes: a.kv_bytes.saturating_add(c.kv_bytes),
+        })
 }
 
 /// The parent's shares with these children (never below zero: a lease whose children take
@@ -155,11 +157,17 @@ mod tests {
             })
         );
         let err = admit(&LEASE, &[c(64, 100, 0)], 16 << 20, 0, c(64, 100, 0));
-        assert!(err.as_ref().is_err_and(|e| e.starts_with("memory:")), "{err:?}");
+        assert!(
+            err.as_ref().is_err_and(|e| e.starts_with("memory:")),
+            "{err:?}"
+        );
         let err = admit(&LEASE, &[], 0, 9 << 20, c(1, 1, 2048));
         assert!(err.as_ref().is_err_and(|e| e.starts_with("kv:")), "{err:?}");
         let err = admit(&LEASE, &[], 0, 0, c(1, 900_000_001, 0));
-        assert!(err.as_ref().is_err_and(|e| e.starts_with("fuel:")), "{err:?}");
+        assert!(
+            err.as_ref().is_err_and(|e| e.starts_with("fuel:")),
+            "{err:?}"
+        );
         assert!(admit(&LEASE, &[], 0, 0, c(1, 900_000_000, 0)).is_ok());
     }
 

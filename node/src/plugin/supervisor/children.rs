@@ -334,8 +334,7 @@ impl Actor {
             let per_milli = self.runtime.limits().fuel_per_cpu_milli.max(1);
             info.slice.mem_bytes = c.limits.mem_bytes;
             info.slice.disk_bytes = c.limits.kv_bytes;
-            info.slice.cpu_millis =
-                u32::try_from(c.limits.fuel_per_second / per_milli).unwrap_or(u32::MAX);
+            info.slice.cpu_millis = c.limits.fuel_per_second / per_milli;
             info.slice.gpus = 0;
             return info;
         }
@@ -477,14 +476,8 @@ impl Actor {
         let before = parent_share(&lease, &children);
         let kv = Kv::open(&self.store, parent, before.kv_quota)
             .map_err(|e| WorkloadError::Unavailable(format!("the parent's store: {e}")))?;
-        let share = admit(
-            &lease,
-            &children,
-            budget.used() as u64,
-            kv.used(),
-            limits,
-        )
-        .map_err(WorkloadError::InsufficientCapacity)?;
+        let share = admit(&lease, &children, budget.used() as u64, kv.used(), limits)
+            .map_err(WorkloadError::InsufficientCapacity)?;
         budget
             .try_set_cap(usize::try_from(share.mem_cap).unwrap_or(usize::MAX))
             .map_err(|used| {
@@ -535,23 +528,23 @@ impl Actor {
         self.records.insert(id.clone(), record);
         self.children.asked.insert(id.clone(), Instant::now());
         tracing::info!(parent = %parent, child = %id, "child workload starting");
-        self.fetch_child(id.clone(), resolved);
+        self.fetch_child(id.clone(), resolved.blob, resolved.size);
         Ok(id)
     }
 
     /// Fetches and compiles a child's package in a task of its own, which reports back.
-    fn fetch_child(&self, id: String, resolved: Resolved) {
+    fn fetch_child(&self, id: String, blob: [u8; 32], size: Option<u64>) {
         let dist = self.distribution.clone();
         let runtime = self.runtime.clone();
         let tx = self.children.tx.clone();
         let publishers = self.runtime.limits().publishers.clone();
         tokio::spawn(async move {
             let holder = format!("dep:{id}");
-            let package = match resolved.size {
-                Some(size) => dist.host_fetch(resolved.blob, size, &[], &holder).await,
+            let package = match size {
+                Some(size) => dist.host_fetch(blob, size, &[], &holder).await,
                 None => {
-                    dist.hold(&resolved.blob, &holder);
-                    dist.load(&resolved.blob).await
+                    dist.hold(&blob, &holder);
+                    dist.load(&blob).await
                 }
             };
             let outcome = match package {
@@ -578,7 +571,7 @@ impl Actor {
                         version: m.version,
                         hash: m.hash,
                         publisher: m.publisher,
-                        blob: resolved.blob,
+                        blob,
                         reference: String::new(),
                     }),
                     compiled: Box::new(compiled),
@@ -693,7 +686,8 @@ impl Actor {
             .map(|c| c.id.clone())
             .collect();
         for c in children {
-            let reason = "its parent was upgraded to code that does not import degroup:plugin/workload";
+            let reason =
+                "its parent was upgraded to code that does not import degroup:plugin/workload";
             if let Err(e) = self.stop(&c, reason.into()) {
                 tracing::error!(child = %c, error = %e, "cannot stop a child");
             }
