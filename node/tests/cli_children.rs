@@ -254,7 +254,7 @@ fn children_run_under_their_parent_within_its_lease() {
             eventually(WAIT, || {
                 logs(host, &parent)
                     .lines()
-                    .any(|l| l.contains("refused: InsufficientCapacity") && l.contains(what))
+                    .any(|l| l.contains("refused: Error::InsufficientCapacity") && l.contains(what))
             }),
             "{what}: {}",
             logs(host, &parent)
