@@ -7,8 +7,9 @@
 //! - asking for more than the lease has left is `insufficient-capacity`, and nothing starts;
 //! - a child memory bomb fails only that child: the parent and a sibling keep running;
 //! - stopping the parent stops its children;
-//! - children come back after a host restart (SIGTERM, start), and a lease release stops
-//!   everything.
+//! - children come back after a host restart (SIGTERM, start), an upgrade of the parent to code
+//!   that imports `workload` adopts them and one to code that does not stops them, and a lease
+//!   release stops everything.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
@@ -340,6 +341,43 @@ fn children_come_back_after_a_host_restart_and_go_with_the_lease() {
         children_of(&host_dir, &parent).len(),
         1,
         "the same child, not a second one"
+    );
+
+    // An upgrade to code that imports `workload` adopts the children…
+    let upgrade = |name: &str, version: &str| {
+        let pkg = tenant.join(format!("{name}-{version}.dgp"));
+        pack_as(&tenant, &programs::path(name), name, version, &pkg);
+        let up = json(
+            &tenant,
+            &["deploy", "--upgrade", &parent, pkg.to_str().unwrap()],
+        );
+        assert_eq!(up["version"], version, "{up}");
+    };
+    upgrade("spawner", "0.2.0");
+    assert!(
+        eventually(WAIT, || state(&host_dir, &parent) == "running"),
+        "upgraded"
+    );
+    assert_eq!(state(&host_dir, &child), "running", "adopted");
+    assert_eq!(children_of(&host_dir, &parent).len(), 1);
+    // …and one to code that does not stops them.
+    upgrade("hello", "0.3.0");
+    assert!(
+        eventually(Duration::from_secs(5), || state(&host_dir, &child)
+            == "stopped"),
+        "children stop when the parent no longer imports workload: {:?}",
+        ps(&host_dir)
+    );
+    let v = ps(&host_dir)
+        .into_iter()
+        .find(|v| v["id"] == child.as_str())
+        .unwrap();
+    assert!(
+        v["reason"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("upgraded"),
+        "{v}"
     );
 
     let released = degroup(&tenant, &["lease", "release", &lease]);
