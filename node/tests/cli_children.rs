@@ -37,16 +37,23 @@ struct Setup {
     /// `blake3:` references of `hello` and `memory-bomb`, published by the host's operator.
     hello: String,
     bomb: String,
+    http_hello: String,
     spawner: PathBuf,
 }
 
 fn setup() -> Setup {
+    setup_with(&[])
+}
+
+fn setup_with(extra: &[&str]) -> Setup {
     let tmp = tempfile::tempdir().unwrap();
     let host_dir = tmp.path().join("host");
     std::fs::create_dir_all(&host_dir).unwrap();
     assert!(degroup(&host_dir, &["init"]).status.success());
     let listen = format!("/ip4/127.0.0.1/tcp/{}", free_port());
-    let host = NodeProc::start_with_env(&host_dir, &["--listen", &listen], HOST_ENV);
+    let mut args = vec!["--listen", listen.as_str()];
+    args.extend_from_slice(extra);
+    let host = NodeProc::start_with_env(&host_dir, &args, HOST_ENV);
     let set = degroup(
         &host_dir,
         &[
@@ -83,6 +90,7 @@ fn setup() -> Setup {
     };
     let hello = publish("hello");
     let bomb = publish("memory-bomb");
+    let http_hello = publish("http-hello");
     let spawner = tmp.path().join("spawner.dgp");
     pack_as(
         &tenant.dir,
@@ -99,25 +107,50 @@ fn setup() -> Setup {
         listen,
         hello,
         bomb,
+        http_hello,
         spawner,
     }
 }
 
 fn deploy(s: &Setup, lease: &str, children: &str) -> String {
-    let d = json(
-        &s.tenant.dir,
-        &[
-            "deploy",
-            "--lease",
-            &lease[..12],
-            s.spawner.to_str().unwrap(),
-            "--config",
-            &format!("children={children}"),
-            "--config",
-            "child.name=kid",
-        ],
-    );
+    deploy_with(s, lease, children, &[])
+}
+
+fn deploy_with(s: &Setup, lease: &str, children: &str, extra: &[&str]) -> String {
+    let config = format!("children={children}");
+    let mut args = vec![
+        "deploy",
+        "--lease",
+        &lease[..12],
+        s.spawner.to_str().unwrap(),
+        "--config",
+        &config,
+        "--config",
+        "child.name=kid",
+    ];
+    args.extend_from_slice(extra);
+    let d = json(&s.tenant.dir, &args);
     d["id"].as_str().unwrap().to_owned()
+}
+
+/// `GET /` on the ingress with `Host: host`: the body, empty on any failure.
+fn body_for(ingress: &str, host: &str) -> String {
+    use std::io::{Read as _, Write as _};
+    let Ok(mut s) = std::net::TcpStream::connect(ingress) else {
+        return String::new();
+    };
+    s.set_read_timeout(Some(Duration::from_secs(10))).ok();
+    if write!(
+        s,
+        "GET / HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n"
+    )
+    .is_err()
+    {
+        return String::new();
+    }
+    let mut resp = String::new();
+    s.read_to_string(&mut resp).ok();
+    resp.split("\r\n\r\n").nth(1).unwrap_or_default().to_owned()
 }
 
 fn ps(dir: &Path) -> Vec<serde_json::Value> {
@@ -392,5 +425,75 @@ fn children_come_back_after_a_host_restart_and_go_with_the_lease() {
         }),
         "a lease release stops everything: {:?}",
         ps(&host_dir)
+    );
+}
+
+#[test]
+fn a_parents_route_goes_to_a_child_and_back() {
+    let ingress = format!("127.0.0.1:{}", free_port());
+    let s = setup_with(&["--ingress", &ingress]);
+    let host = &s.host.dir;
+    let tenant = &s.tenant.dir;
+    let lease = lease_on(tenant, &s.host_id, "0.5", "256MiB", "8MiB");
+    let children = format!("{}|32|100000000|0", s.http_hello);
+    let parent = deploy_with(&s, &lease, &children, &["--route", "shop.test"]);
+    let mut child = None;
+    assert!(
+        eventually(WAIT, || {
+            child = child_id(host, &parent, &s.http_hello);
+            child.is_some()
+        }),
+        "started: {}",
+        logs(host, &parent)
+    );
+    let child = child.unwrap();
+    assert!(eventually(WAIT, || state(host, &child) == "running"));
+    assert!(
+        eventually(WAIT, || body_for(&ingress, "shop.test").contains("spawner")),
+        "the parent answers its route"
+    );
+    let route = |to: &str| {
+        let sent = degroup(
+            tenant,
+            &["message", &parent, &format!("route shop.test {to}")],
+        );
+        assert!(sent.status.success(), "{}", stderr(&sent));
+    };
+    route(&child);
+    assert!(
+        eventually(WAIT, || logs(host, &parent)
+            .contains(&format!("routed shop.test {child}"))),
+        "{}",
+        logs(host, &parent)
+    );
+    assert!(
+        body_for(&ingress, "shop.test").contains("hello from degroup"),
+        "the child answers the parent's route"
+    );
+    route(&parent);
+    assert!(
+        eventually(WAIT, || body_for(&ingress, "shop.test").contains("spawner")),
+        "routed back to the parent"
+    );
+    let sent = degroup(
+        tenant,
+        &["message", &parent, &format!("route other.test {child}")],
+    );
+    assert!(sent.status.success(), "{}", stderr(&sent));
+    assert!(
+        eventually(WAIT, || logs(host, &parent).contains("route other.test")
+            && logs(host, &parent).contains("BadRoute")),
+        "a name the parent does not hold is refused: {}",
+        logs(host, &parent)
+    );
+    // The child stops: the name is the parent's again.
+    route(&child);
+    assert!(eventually(WAIT, || body_for(&ingress, "shop.test")
+        .contains("hello from degroup")));
+    let stopped = degroup(tenant, &["message", &parent, &format!("stop {child}")]);
+    assert!(stopped.status.success(), "{}", stderr(&stopped));
+    assert!(
+        eventually(WAIT, || body_for(&ingress, "shop.test").contains("spawner")),
+        "a stopped child's route goes back to its parent"
     );
 }

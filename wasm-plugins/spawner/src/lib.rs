@@ -1,5 +1,6 @@
 //! `spawner`: starts child workloads (`degroup:plugin/workload`) and logs every answer of the
-//! host, for the node's tests of children.
+//! host, for the node's tests of children. It is of the world `http-plugin` (answering
+//! `spawner` to every request), so that it can claim `--route`s and give them to children.
 //!
 //! - `--config children=<ref>|<mem_mib>|<fuel_per_s>|<kv_kib>;…` starts those children in the
 //!   first `init` (remembered in the key-value store, so a restart does not start them again:
@@ -11,11 +12,42 @@
 //! `stop <id> refused: <error>`, `child <id> <state> restarts=<n> mem=<bytes> fuel=<n>
 //! reason=<r>`, `routed <host> <id>`, `route <host> <id> refused: <error>`.
 
+use std::cell::RefCell;
+
 use degroup_sdk::bindings::degroup::plugin::{kv, workload};
-use degroup_sdk::{Config, Plugin, export_plugin, info, warn};
+use degroup_sdk::{Config, info, warn};
+
+#[allow(warnings)]
+mod bindings {
+    wit_bindgen::generate!({
+        world: "http-plugin",
+        path: "../../sdk/wit",
+        with: {
+            "degroup:plugin/lease@0.1.1": degroup_sdk::bindings::degroup::plugin::lease,
+            "degroup:plugin/kv@0.1.1": degroup_sdk::bindings::degroup::plugin::kv,
+            "degroup:plugin/log@0.1.1": degroup_sdk::bindings::degroup::plugin::log,
+            "degroup:plugin/mesh@0.1.1": degroup_sdk::bindings::degroup::plugin::mesh,
+            "degroup:plugin/workload@0.1.1": degroup_sdk::bindings::degroup::plugin::workload,
+            "wasi:clocks/wall-clock@0.2.12": degroup_sdk::bindings::wasi::clocks::wall_clock,
+            "wasi:clocks/monotonic-clock@0.2.12": degroup_sdk::bindings::wasi::clocks::monotonic_clock,
+            "wasi:random/random@0.2.12": degroup_sdk::bindings::wasi::random::random,
+            "wasi:io/poll@0.2.12": degroup_sdk::bindings::wasi::io::poll,
+        },
+        generate_all,
+    });
+}
+
+use bindings::exports::wasi::http::incoming_handler::Guest as IncomingHandler;
+use bindings::wasi::http::types::{
+    Fields, IncomingRequest, OutgoingBody, OutgoingResponse, ResponseOutparam,
+};
 
 struct Spawner {
     child_config: Vec<(String, String)>,
+}
+
+thread_local! {
+    static STATE: RefCell<Option<Spawner>> = const { RefCell::new(None) };
 }
 
 fn limits(mem_mib: &str, fuel: &str, kv_kib: &str) -> Option<workload::Limits> {
@@ -68,7 +100,7 @@ impl Spawner {
     }
 }
 
-impl Plugin for Spawner {
+impl Spawner {
     fn init(config: Config) -> Result<Self, String> {
         let child_config = config
             .iter()
@@ -115,4 +147,41 @@ impl Plugin for Spawner {
     }
 }
 
-export_plugin!(Spawner);
+struct Export;
+
+impl bindings::Guest for Export {
+    fn init(config: Vec<(String, String)>) -> Result<(), String> {
+        let me = Spawner::init(Config::from(config))?;
+        STATE.with(|s| *s.borrow_mut() = Some(me));
+        Ok(())
+    }
+
+    fn tick(_now: u64) {}
+
+    fn message(from: String, payload: Vec<u8>) {
+        STATE.with(|s| {
+            if let Some(me) = s.borrow_mut().as_mut() {
+                me.message(from, payload);
+            }
+        });
+    }
+}
+
+/// Every request routed to the spawner itself is answered `spawner`.
+impl IncomingHandler for Export {
+    fn handle(_request: IncomingRequest, out: ResponseOutparam) {
+        let response = OutgoingResponse::new(Fields::new());
+        let _ = response.set_status_code(200);
+        let Ok(body) = response.body() else {
+            return;
+        };
+        ResponseOutparam::set(out, Ok(response));
+        if let Ok(stream) = body.write() {
+            let _ = stream.blocking_write_and_flush(b"spawner");
+            drop(stream);
+        }
+        let _ = OutgoingBody::finish(body, None);
+    }
+}
+
+bindings::export!(Export with_types_in bindings);
