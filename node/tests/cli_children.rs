@@ -259,7 +259,12 @@ fn children_run_under_their_parent_within_its_lease() {
         );
     }
 
-    // The tenant's node learns them from the host.
+    // The tenant's node learns them from the host (asked for a child it does not know yet,
+    // it asks its hosts).
+    assert!(
+        eventually(WAIT, || logs(tenant, &hello).contains("hello, kid")),
+        "logs CHILD on the tenant's node before any `ps` there"
+    );
     assert!(
         eventually(WAIT, || children_of(tenant, &parent).len() == 2),
         "the tenant lists the children: {:?}",

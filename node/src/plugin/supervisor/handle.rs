@@ -173,6 +173,17 @@ impl PluginHandle {
     }
 
     async fn record(&self, id: &str) -> Result<Record, PluginError> {
+        let found = self
+            .ask(|reply| Command::Record {
+                id: id.to_owned(),
+                reply,
+            })
+            .await?;
+        if !matches!(found, Err(PluginError::NotFound(_))) {
+            return found;
+        }
+        // Perhaps a child workload this node has not heard of yet: its hosts tell.
+        self.list().await?;
         self.ask(|reply| Command::Record {
             id: id.to_owned(),
             reply,
