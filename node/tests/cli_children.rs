@@ -301,6 +301,34 @@ fn children_run_under_their_parent_within_its_lease() {
     }
     assert_eq!(children_of(host, &parent).len(), 2, "nothing more started");
 
+    // Bad references are refused; `list` shows the children as the host sees them.
+    for (ask, what) in [
+        (
+            "start blake3:zz|1|1000|0",
+            "start blake3:zz refused: Error::BadPackage",
+        ),
+        (
+            "start hello@0.1.0|1|1000|0",
+            "start hello@0.1.0 refused: Error::BadPackage",
+        ),
+        ("list", "2 children"),
+    ] {
+        let sent = degroup(tenant, &["message", &parent, ask]);
+        assert!(sent.status.success(), "{}", stderr(&sent));
+        assert!(
+            eventually(WAIT, || logs(host, &parent).contains(what)),
+            "{ask}: {}",
+            logs(host, &parent)
+        );
+    }
+    let log = logs(host, &parent);
+    assert!(
+        log.contains(&format!("child {bomb} failed"))
+            && log.contains(&format!("child {hello} running")),
+        "{log}"
+    );
+    assert_eq!(children_of(host, &parent).len(), 2, "nothing more started");
+
     // The child's fuel is in the lease's receipt.
     assert!(
         eventually(WAIT, || ps(host)

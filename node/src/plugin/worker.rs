@@ -762,6 +762,22 @@ mod tests {
     use super::*;
 
     #[test]
+    fn a_fuel_bucket_holds_one_second_and_refills_at_its_rate() {
+        let mut b = FuelBucket::new(1_000_000);
+        assert_eq!(b.available(), 1_000_000, "starts full");
+        b.take(1_000_000);
+        b.at = Instant::now();
+        assert!(b.available() < 1_000_000, "emptied");
+        b.at = Instant::now() - Duration::from_millis(500);
+        let half = b.available();
+        assert!((490_000..=1_000_000).contains(&half), "{half}");
+        b.at = Instant::now() - Duration::from_secs(10);
+        assert_eq!(b.available(), 1_000_000, "never more than a second of it");
+        b.take(u64::MAX);
+        assert_eq!(b.tokens, 0);
+    }
+
+    #[test]
     fn a_call_is_overdue_only_past_its_deadline_and_the_grace() {
         let shared = Shared::new(0);
         let now = Instant::now();
