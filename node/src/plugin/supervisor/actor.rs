@@ -502,6 +502,10 @@ impl Actor {
         .map_err(|e| PluginError::internal("starting a worker thread", e))?;
         self.workers.insert(r.id.clone(), w);
         self.serve_http(r, &compiled_http, &info_http);
+        if r.child.is_none() {
+            // Its HTTP instances' budget exists now: held to what its children leave.
+            self.apply_parent_share(&r.id);
+        }
         Ok(rx)
     }
 

@@ -5,7 +5,8 @@
 //!
 //! - **memory**: `Σ C.mem + what the parent's instance holds now ≤ lease mem`; the parent's
 //!   own memory cap becomes `lease mem − Σ C.mem` (its worker's instances share a budget whose
-//!   cap the supervisor lowers as children start and raises as they stop);
+//!   cap the supervisor lowers as children start and raises as they stop, and so does the
+//!   budget its HTTP instances share; "what the parent holds" is the larger of the two);
 //! - **key-value store**: `Σ C.kv + what the parent's store holds now ≤ lease disk`; the
 //!   parent's quota becomes `lease disk − Σ C.kv`;
 //! - **CPU**: the lease is worth `cpu_millis × plugin.fuel_per_cpu_milli` fuel per second;

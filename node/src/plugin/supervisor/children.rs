@@ -352,8 +352,19 @@ impl Actor {
         info
     }
 
-    /// Sets a running parent's memory budget and key-value quota to what its children leave.
-    fn apply_parent_share(&self, parent: &str) {
+    /// The memory budget of a deployment's HTTP instances, when it serves HTTP here.
+    fn http_budget(&self, id: &str) -> Option<Arc<crate::plugin::runtime::host::MemoryBudget>> {
+        let side = self.http.as_ref()?;
+        let shares = side
+            .shares
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        shares.get(id).map(|s| Arc::clone(s.memory_budget()))
+    }
+
+    /// Sets a running parent's memory budgets (its worker's, its HTTP instances') and
+    /// key-value quota to what its children leave.
+    pub(super) fn apply_parent_share(&self, parent: &str) {
         let Some(info) = self.children.leases.get(parent) else {
             return;
         };
@@ -361,8 +372,12 @@ impl Actor {
             return;
         }
         let share = parent_share(&self.lease_share(info), &self.live_children(parent));
+        let cap = usize::try_from(share.mem_cap).unwrap_or(usize::MAX);
         let budget = self.runtime.memory_budget(parent, share.mem_cap);
-        let _ = budget.try_set_cap(usize::try_from(share.mem_cap).unwrap_or(usize::MAX));
+        let _ = budget.try_set_cap(cap);
+        if let Some(http) = self.http_budget(parent) {
+            let _ = http.try_set_cap(cap);
+        }
         match Kv::open(&self.store, parent, share.kv_quota) {
             Ok(kv) => drop(kv),
             Err(e) => {
@@ -476,15 +491,25 @@ impl Actor {
         let before = parent_share(&lease, &children);
         let kv = Kv::open(&self.store, parent, before.kv_quota)
             .map_err(|e| WorkloadError::Unavailable(format!("the parent's store: {e}")))?;
-        let share = admit(&lease, &children, budget.used() as u64, kv.used(), limits)
+        // Its worker's instance and its HTTP instances each stay within what the children
+        // leave: the larger is what must fit.
+        let http = self.http_budget(parent);
+        let used = budget.used().max(http.as_ref().map_or(0, |h| h.used()));
+        let share = admit(&lease, &children, used as u64, kv.used(), limits)
             .map_err(WorkloadError::InsufficientCapacity)?;
-        budget
-            .try_set_cap(usize::try_from(share.mem_cap).unwrap_or(usize::MAX))
-            .map_err(|used| {
-                WorkloadError::InsufficientCapacity(format!(
-                    "memory: the parent grew to {used} bytes meanwhile"
-                ))
-            })?;
+        let cap = usize::try_from(share.mem_cap).unwrap_or(usize::MAX);
+        let grew = |used: usize| {
+            WorkloadError::InsufficientCapacity(format!(
+                "memory: the parent grew to {used} bytes meanwhile"
+            ))
+        };
+        budget.try_set_cap(cap).map_err(grew)?;
+        if let Some(h) = &http
+            && let Err(used) = h.try_set_cap(cap)
+        {
+            self.apply_parent_share(parent);
+            return Err(grew(used));
+        }
         kv.set_quota(share.kv_quota);
         let mut raw = [0u8; 16];
         if getrandom::fill(&mut raw).is_err() {
