@@ -369,6 +369,8 @@ pub fn default_file() -> String {
 # compile_timeout = "30s"       # wall-clock time of one compilation
 # compile_cache_bytes = "1GiB"  # compiled code kept on disk (least recently used goes first)
 # compile_memory_cache_bytes = "256MiB"  # compiled code kept in memory
+# fuel_per_cpu_milli = 1000000  # fuel per second one thousandth of a leased core is worth (children's fuel-per-second comes out of it)
+# max_children = 16  # child workloads one deployment may run at once
 
 [blobs]
 # Packages, stored by BLAKE3 hash in <data-dir>/blobs and served to other nodes

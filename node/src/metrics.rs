@@ -125,6 +125,11 @@ impl NodeMetrics {
             "Providers penalised for sending data that failed verification",
             m.blob_providers_penalised.clone(),
         );
+        r.register(
+            "child_start_seconds",
+            "Time from a deployment's workload.start to the child running",
+            crate::plugin::supervisor::CHILD_START.clone(),
+        );
         m
     }
 }

@@ -94,6 +94,7 @@ fn deploy(
             config: Vec::new(),
             meter: meter.clone(),
             events: events.clone(),
+            fuel_per_second: None,
         },
         tx,
     )

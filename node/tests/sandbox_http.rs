@@ -271,6 +271,7 @@ async fn a_proxy_only_component_serves_http_and_its_worker_idles() {
         config: Vec::new(),
         meter: d.meter.clone(),
         events,
+        fuel_per_second: None,
     };
     let (tx, rx) = tokio::sync::oneshot::channel();
     let w = worker::spawn(spec, tx).unwrap();

@@ -58,6 +58,9 @@ pub(super) struct PsArgs {
     /// Print one JSON document
     #[arg(long)]
     json: bool,
+    /// Show child workloads indented under their parent
+    #[arg(long)]
+    tree: bool,
 }
 
 /// Arguments of `logs`.
@@ -250,7 +253,12 @@ pub(super) async fn ps(dir: &Path, a: &PsArgs) -> anyhow::Result<()> {
         "{:<14} {:<7} {:<22} {:<24} {:<14} {:<14} {:>8} {:>10} STATE",
         "ID", "SIDE", "PLUGIN", "REF", "PACKAGE", "LEASE", "TICKS", "MEMORY"
     );
-    for v in &views {
+    let ordered = if a.tree {
+        tree_order(&views)
+    } else {
+        views.iter().map(|v| (0, v)).collect()
+    };
+    for (depth, v) in ordered {
         let side = serde_json::to_value(v.side)
             .ok()
             .and_then(|s| s.as_str().map(str::to_owned))
@@ -263,9 +271,10 @@ pub(super) async fn ps(dir: &Path, a: &PsArgs) -> anyhow::Result<()> {
         } else {
             escape(short(&v.package)).into_owned()
         };
+        let id = format!("{}{}", "  ".repeat(depth), escape(short(&v.id)));
         println!(
             "{:<14} {:<7} {:<22} {:<24} {:<14} {:<14} {:>8} {:>10} {}",
-            escape(short(&v.id)),
+            id,
             side,
             format!("{} {}", escape(&v.name), escape(&v.version)),
             escape(&v.reference),
@@ -283,6 +292,27 @@ pub(super) async fn ps(dir: &Path, a: &PsArgs) -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+
+/// Deployments with their children right under them (depth 1), in the order given; a child
+/// whose parent is not listed comes at the top level.
+fn tree_order(views: &[View]) -> Vec<(usize, &View)> {
+    let known: std::collections::HashSet<&str> = views.iter().map(|v| v.id.as_str()).collect();
+    let mut out = Vec::with_capacity(views.len());
+    for v in views {
+        let parent = v.parent.as_deref().filter(|p| known.contains(p));
+        if parent.is_some() {
+            continue;
+        }
+        out.push((0, v));
+        for c in views
+            .iter()
+            .filter(|c| c.parent.as_deref() == Some(v.id.as_str()))
+        {
+            out.push((1, c));
+        }
+    }
+    out
 }
 
 fn print_log(l: &LogLine, json: bool) -> anyhow::Result<()> {

@@ -96,6 +96,9 @@ struct Inner {
     known: HashSet<String>,
     /// What answers every name no deployment answers to (`degroup plugin run --http`).
     fallback: Option<(String, Arc<dyn Endpoint>)>,
+    /// Claimed name → the child workload its holder routed it to (in memory only: a parent
+    /// routes again after a restart).
+    delegated: HashMap<String, String>,
 }
 
 /// The durable claimed names plus the live endpoints.
@@ -333,6 +336,7 @@ impl RouteTable {
         let mut inner = self.write();
         for n in &names {
             inner.names.remove(n);
+            inner.delegated.remove(n);
         }
         inner.known.remove(id);
         drop(inner);
@@ -374,6 +378,21 @@ impl RouteTable {
         drop(old);
     }
 
+    /// Sends the requests for a claimed name to `to` (a child workload of its holder), or
+    /// back to its holder with `None`.
+    pub fn delegate(&self, name: &str, to: Option<&str>) {
+        let mut inner = self.write();
+        match to {
+            Some(id) => inner.delegated.insert(name.to_owned(), id.to_owned()),
+            None => inner.delegated.remove(name),
+        };
+    }
+
+    /// Gives back to their holders every name routed to `id` (it stopped).
+    pub fn undelegate_to(&self, id: &str) {
+        self.write().delegated.retain(|_, v| v != id);
+    }
+
     /// Whether the deployment has a live endpoint.
     pub fn is_attached(&self, id: &str) -> bool {
         self.read().endpoints.contains_key(id)
@@ -411,7 +430,7 @@ impl RouteTable {
         let host = host_of(host_header);
         let inner = self.read();
         let id = if let Some(id) = inner.names.get(&host) {
-            id.clone()
+            inner.delegated.get(&host).unwrap_or(id).clone()
         } else {
             let Some(id) = host
                 .strip_suffix(self.domain.as_str())
@@ -504,6 +523,30 @@ mod tests {
         }
         // A name merely ending in the domain's letters is not under it.
         assert!(t.check_name("myapps.example.org").is_ok());
+        Ok(())
+    }
+
+    #[test]
+    fn a_name_delegated_to_a_child_goes_to_it_until_given_back()
+    -> Result<(), Box<dyn std::error::Error>> {
+        let dir = tempfile::tempdir()?;
+        let t = RouteTable::open(&Store::open(dir.path())?, "localhost")?;
+        t.claim(&names(&["shop.example"]), A)?;
+        t.attach(A, Arc::new(Nothing));
+        t.attach(B, Arc::new(Nothing));
+        t.delegate("shop.example", Some(B));
+        assert!(matches!(t.resolve("shop.example"), Resolved::Endpoint { id, .. } if id == B));
+        t.delegate("shop.example", None);
+        assert!(matches!(t.resolve("shop.example"), Resolved::Endpoint { id, .. } if id == A));
+        t.delegate("shop.example", Some(B));
+        t.undelegate_to(B);
+        assert!(matches!(t.resolve("shop.example"), Resolved::Endpoint { id, .. } if id == A));
+        t.delegate("shop.example", Some(B));
+        t.release(A)?;
+        t.claim(&names(&["shop.example"]), A)?;
+        assert!(
+            matches!(t.resolve("shop.example"), Resolved::NotServing { id } | Resolved::Endpoint { id, .. } if id == A)
+        );
         Ok(())
     }
 

@@ -58,6 +58,12 @@ pub struct PluginConfig {
     pub compile_cache_bytes: String,
     /// Bytes of compiled code kept in memory, e.g. "256MiB"; least recently used go first.
     pub compile_memory_cache_bytes: String,
+    /// Fuel per second that one thousandth of a leased core is worth: a lease's CPU is
+    /// `cpu_millis * fuel_per_cpu_milli` fuel per second, what its children's
+    /// `fuel-per-second` limits come out of.
+    pub fuel_per_cpu_milli: u64,
+    /// Most child workloads one deployment may have at once.
+    pub max_children: u32,
 }
 
 impl Default for PluginConfig {
@@ -86,6 +92,8 @@ impl Default for PluginConfig {
             compile_timeout: format!("{}s", l.compile_timeout.as_secs()),
             compile_cache_bytes: format_size(l.compile_cache_bytes),
             compile_memory_cache_bytes: format_size(l.compile_memory_cache_bytes),
+            fuel_per_cpu_milli: l.fuel_per_cpu_milli,
+            max_children: l.max_children,
         }
     }
 }
@@ -118,6 +126,10 @@ pub struct Limits {
     pub compile_cache_bytes: u64,
     /// Memory compile cache bound, bytes.
     pub compile_memory_cache_bytes: u64,
+    /// Fuel per second per thousandth of a leased core.
+    pub fuel_per_cpu_milli: u64,
+    /// Most children per deployment.
+    pub max_children: u32,
     /// Bounds of HTTP requests to plugins: filled from `[ingress]`, not from `[plugin]`.
     pub http: HttpLimits,
 }
@@ -146,6 +158,8 @@ impl Default for Limits {
             compile_timeout: Duration::from_secs(30),
             compile_cache_bytes: 1 << 30,
             compile_memory_cache_bytes: 256 << 20,
+            fuel_per_cpu_milli: 1_000_000,
+            max_children: 16,
             http: HttpLimits::default(),
         }
     }
@@ -200,6 +214,8 @@ impl PluginConfig {
                 "compile_memory_cache_bytes",
                 &self.compile_memory_cache_bytes,
             )?,
+            fuel_per_cpu_milli: self.fuel_per_cpu_milli,
+            max_children: self.max_children,
             http: HttpLimits::default(),
         };
         if limits.fuel_per_call < 1_000_000 {
@@ -225,6 +241,12 @@ impl PluginConfig {
                 "plugin.call_timeout and plugin.init_timeout must be at least plugin.epoch_tick"
                     .into(),
             );
+        }
+        if limits.fuel_per_cpu_milli == 0 {
+            return Err("plugin.fuel_per_cpu_milli must be at least 1".into());
+        }
+        if limits.max_children > 1000 {
+            return Err("plugin.max_children must be at most 1000".into());
         }
         if limits.compile_memory < 64 << 20 {
             return Err("plugin.compile_memory must be at least 64MiB".into());

@@ -2,6 +2,7 @@
 
 use serde::{Deserialize, Serialize};
 
+use super::control::ChildLimits;
 use crate::resources::LeaseId;
 
 /// Which side of a deployment this node is.
@@ -81,8 +82,28 @@ pub struct Record {
     pub updated_ms: u64,
     /// 1 at deploy, +1 per upgrade.
     pub generation: u32,
-    /// Host side: the tenant's signed request of the current generation.
+    /// Host side: the tenant's signed request of the current generation (empty for a
+    /// child, which its parent started).
     pub request: Vec<u8>,
+    /// Set for a child workload: its parent and its limits (see
+    /// [`crate::plugin::supervisor`]'s children).
+    pub child: Option<ChildOf>,
+}
+
+/// What makes a record a child workload.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ChildOf {
+    /// The parent deployment's id.
+    pub parent: String,
+    /// What the child may use, out of the parent's lease.
+    pub limits: ChildLimits,
+}
+
+impl Record {
+    /// The parent's id, for a child workload.
+    pub fn parent(&self) -> Option<&str> {
+        self.child.as_ref().map(|c| c.parent.as_str())
+    }
 }
 
 /// Live counters of a hosted deployment.
@@ -136,6 +157,9 @@ pub struct View {
     /// URL per claimed route; empty when it serves no HTTP.
     #[serde(default)]
     pub urls: Vec<String>,
+    /// The parent deployment's id, for a child workload; `null` for a deployment.
+    #[serde(default)]
+    pub parent: Option<String>,
 }
 
 impl View {
@@ -164,6 +188,7 @@ impl View {
             counters,
             warning: None,
             urls: Vec::new(),
+            parent: r.child.as_ref().map(|c| c.parent.clone()),
         }
     }
 }
@@ -173,9 +198,59 @@ pub fn encode(r: &Record) -> Vec<u8> {
     postcard::to_stdvec(r).unwrap_or_default()
 }
 
-/// Decodes a stored record (and records written before packages became blobs).
+/// Decodes a stored record (and records written before children, or before packages became
+/// blobs: postcard is not self-describing, so each older layout has its own decoder).
 pub fn decode(bytes: &[u8]) -> Result<Record, crate::signed::EnvelopeError> {
-    crate::signed::decode_exact(bytes).or_else(|e| legacy::decode(bytes).ok_or(e))
+    crate::signed::decode_exact(bytes).or_else(|e| {
+        before_children::decode(bytes)
+            .or_else(|| legacy::decode(bytes))
+            .ok_or(e)
+    })
+}
+
+/// Records as written before child workloads: no `child`.
+mod before_children {
+    use serde::Deserialize;
+
+    use super::{PackageRef, Record, Side, State};
+    use crate::resources::LeaseId;
+
+    #[derive(Deserialize)]
+    struct V2 {
+        id: String,
+        side: Side,
+        lease_id: LeaseId,
+        host: String,
+        tenant: String,
+        package: PackageRef,
+        config: Vec<(String, String)>,
+        state: State,
+        reason: Option<String>,
+        created_ms: u64,
+        updated_ms: u64,
+        generation: u32,
+        request: Vec<u8>,
+    }
+
+    pub(super) fn decode(bytes: &[u8]) -> Option<Record> {
+        let l: V2 = crate::signed::decode_exact(bytes).ok()?;
+        Some(Record {
+            id: l.id,
+            side: l.side,
+            lease_id: l.lease_id,
+            host: l.host,
+            tenant: l.tenant,
+            package: l.package,
+            config: l.config,
+            state: l.state,
+            reason: l.reason,
+            created_ms: l.created_ms,
+            updated_ms: l.updated_ms,
+            generation: l.generation,
+            request: l.request,
+            child: None,
+        })
+    }
 }
 
 /// Records as written before distribution: the package without blob hash or reference.
@@ -234,6 +309,94 @@ mod legacy {
             updated_ms: l.updated_ms,
             generation: l.generation,
             request: l.request,
+            child: None,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn record(child: Option<ChildOf>) -> Record {
+        Record {
+            id: "ab".repeat(16),
+            side: Side::Host,
+            lease_id: [7; 16],
+            host: "h".into(),
+            tenant: "t".into(),
+            package: PackageRef {
+                name: "hello".into(),
+                version: "0.1.0".into(),
+                hash: [1; 32],
+                publisher: [2; 32],
+                blob: [3; 32],
+                reference: "hello@0.1.0".into(),
+            },
+            config: vec![("k".into(), "v".into())],
+            state: State::Running,
+            reason: None,
+            created_ms: 1,
+            updated_ms: 2,
+            generation: 1,
+            request: vec![9; 4],
+            child,
+        }
+    }
+
+    #[test]
+    fn records_round_trip_with_and_without_a_parent() {
+        for child in [
+            None,
+            Some(ChildOf {
+                parent: "cd".repeat(16),
+                limits: ChildLimits {
+                    mem_bytes: 1 << 20,
+                    fuel_per_second: 5,
+                    kv_bytes: 6,
+                },
+            }),
+        ] {
+            let r = record(child);
+            assert_eq!(decode(&encode(&r)).ok(), Some(r));
+        }
+    }
+
+    #[test]
+    fn records_written_before_children_still_decode() {
+        #[derive(Serialize)]
+        struct V2<'a> {
+            id: &'a str,
+            side: Side,
+            lease_id: LeaseId,
+            host: &'a str,
+            tenant: &'a str,
+            package: &'a PackageRef,
+            config: &'a [(String, String)],
+            state: State,
+            reason: Option<String>,
+            created_ms: u64,
+            updated_ms: u64,
+            generation: u32,
+            request: &'a [u8],
+        }
+        let r = record(None);
+        let old = postcard::to_stdvec(&V2 {
+            id: &r.id,
+            side: r.side,
+            lease_id: r.lease_id,
+            host: &r.host,
+            tenant: &r.tenant,
+            package: &r.package,
+            config: &r.config,
+            state: r.state,
+            reason: None,
+            created_ms: r.created_ms,
+            updated_ms: r.updated_ms,
+            generation: r.generation,
+            request: &r.request,
+        })
+        .unwrap_or_default();
+        assert_eq!(decode(&old).ok(), Some(r));
     }
 }

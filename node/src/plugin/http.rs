@@ -129,6 +129,12 @@ impl HttpShare {
         })
     }
 
+    /// The memory budget its HTTP instances share: a parent's cap shrinks by what its child
+    /// workloads take.
+    pub(crate) fn memory_budget(&self) -> &Arc<MemoryBudget> {
+        &self.memory
+    }
+
     /// Bytes of linear memory its HTTP instances hold now.
     pub fn memory_used(&self) -> usize {
         self.memory.used()

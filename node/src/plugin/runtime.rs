@@ -191,6 +191,8 @@ pub struct Compiled {
     pub hash: [u8; 32],
     /// Whether this came from a cache (memory or disk) rather than a fresh compile.
     pub cached: bool,
+    /// Whether it imports `degroup:plugin/workload` (it may start children).
+    pub imports_workload: bool,
 }
 
 /// A compilation and what it cost.
@@ -251,6 +253,12 @@ impl Compiled {
         self.pre.is_some()
     }
 
+    /// Whether it imports `degroup:plugin/workload`: a parent upgraded to code that does not
+    /// has its children stopped.
+    pub fn imports_workload(&self) -> bool {
+        self.imports_workload
+    }
+
     pub(crate) fn proxy(&self) -> Option<&ProxyPre<HostState>> {
         self.proxy.as_ref()
     }
@@ -280,6 +288,9 @@ pub struct Runtime {
     guards: bool,
     /// One permit per HTTP instance alive ([`crate::plugin::http`]).
     http_slots: Arc<tokio::sync::Semaphore>,
+    /// Memory caps that change while a deployment's instance lives (a parent's, shrunk by
+    /// its children's limits), by deployment id: its worker's instances share it.
+    budgets: Mutex<std::collections::HashMap<String, Arc<host::MemoryBudget>>>,
 }
 
 impl std::fmt::Debug for Runtime {
@@ -394,6 +405,7 @@ impl Runtime {
             compiling: (Mutex::new(0), Condvar::new()),
             guards,
             http_slots,
+            budgets: Mutex::new(std::collections::HashMap::new()),
         }))
     }
 
@@ -509,11 +521,16 @@ impl Runtime {
                 )));
             }
         };
+        let imports_workload = component
+            .component_type()
+            .imports(&self.engine)
+            .any(|(name, _)| name.starts_with("degroup:plugin/workload"));
         let compiled = Compiled {
             pre,
             proxy,
             hash,
             cached,
+            imports_workload,
         };
         lock(&self.compiled).insert(hash, compiled.clone(), len);
         Ok(compiled)
@@ -592,6 +609,21 @@ impl Runtime {
         store
     }
 
+    /// The memory budget of a deployment's worker instances, made with `cap` bytes if it
+    /// has none (a cap changed since is kept).
+    pub(crate) fn memory_budget(&self, deployment: &str, cap: u64) -> Arc<host::MemoryBudget> {
+        let cap = usize::try_from(cap).unwrap_or(usize::MAX);
+        lock(&self.budgets)
+            .entry(deployment.to_owned())
+            .or_insert_with(|| Arc::new(host::MemoryBudget::new(cap)))
+            .clone()
+    }
+
+    /// Forgets a deployment's memory budget (it stopped).
+    pub(crate) fn forget_memory_budget(&self, deployment: &str) {
+        lock(&self.budgets).remove(deployment);
+    }
+
     /// Whether fuel and epoch deadlines are on.
     pub(crate) fn guards(&self) -> bool {
         self.guards
@@ -619,7 +651,8 @@ impl Runtime {
                 Box::new(env),
             ));
         };
-        let store = self.store(env, Hooks::deny_all(), None, None);
+        let budget = lock(&self.budgets).get(&env.info.deployment_id).cloned();
+        let store = self.store(env, Hooks::deny_all(), budget, None);
         let mut instance = Instance {
             store,
             plugin: None,
@@ -746,6 +779,11 @@ impl std::fmt::Debug for Instance {
 }
 
 impl Instance {
+    /// The most fuel the next calls may burn (at least 1): what a child's fuel rate leaves it.
+    pub fn set_fuel_per_call(&mut self, fuel: u64) {
+        self.fuel_per_call = fuel.max(1);
+    }
+
     fn arm(&mut self, timeout: Duration) -> Result<(), SandboxError> {
         if !self.guards {
             return Ok(());

@@ -12,16 +12,20 @@
 //!   go, and report when their thread ends.
 //! - [`http`]: the host's HTTP ingress as the actor sees it: endpoints attached as workers
 //!   start, host names claimed with the install and released with the stop.
-//! - [`inbound`]: the host's side of `/degroup/deploy/4`, every check before anything runs
+//! - [`inbound`]: the host's side of `/degroup/deploy/5`, every check before anything runs
 //!   (the package is fetched by hash, from the blob store's providers, after the cheap checks);
 //!   each request is answered in its own task, in a bounded set the actor keeps ("unavailable"
 //!   when it is full).
+//! - `actor::children` (in `children.rs`): child workloads, records with a parent that a
+//!   deployment starts through `degroup:plugin/workload`; [`capacity`]: how much of the lease
+//!   they may take.
 //! - [`handle`]: the [`PluginHandle`]. Tenant side, it talks to the host directly and only asks
 //!   the actor to store what the host confirmed, so `ps`, `logs` and `stop` work from the
 //!   tenant's node too.
 
 mod actor;
 mod admit;
+mod capacity;
 mod command;
 mod handle;
 mod http;
@@ -46,6 +50,7 @@ use crate::store::{Domain, Store};
 
 pub(crate) use self::http::HttpSide;
 pub(crate) use super::error::PluginError;
+pub(crate) use actor::CHILD_START;
 pub(crate) use handle::{DeployParams, PluginHandle, Source};
 
 /// Everything the supervisor starts with.

@@ -1,4 +1,4 @@
-//! The `/degroup/deploy/4` request-response protocol.
+//! The `/degroup/deploy/5` request-response protocol.
 //!
 //! A deploy (or upgrade) carries the tenant's signed [`DeployRequest`]: the package's BLAKE3
 //! hash and size, the reference the tenant asked for, and the peers that can serve it (the
@@ -16,7 +16,9 @@
 //! Version 2 replaced version 1's view-shaped answers and added [`DeployMsg::Get`]; version 3
 //! replaced the package bytes with a reference and a hash (`degroup/deploy/v2` requests);
 //! version 4 added the host names a deployment claims on the host's HTTP ingress (`routes`,
-//! `degroup/deploy/v3` requests) and the URLs it answers on ([`Status::urls`]).
+//! `degroup/deploy/v3` requests) and the URLs it answers on ([`Status::urls`]); version 5
+//! added the child workloads a deployment starts ([`Status::child`]: a tenant's node learns
+//! its children from its hosts' answers).
 
 use std::time::Duration;
 
@@ -243,6 +245,25 @@ pub struct Status {
     pub usage: Usage,
     /// Where the deployment answers HTTP on the host's ingress (empty when it does not).
     pub urls: Vec<String>,
+    /// Set for a child workload: what the tenant has no record of.
+    pub child: Option<ChildStatus>,
+}
+
+/// What a tenant's node needs to know of a child workload it did not deploy.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ChildStatus {
+    pub parent: DeploymentId,
+    pub name: String,
+    pub version: String,
+    pub publisher: [u8; 32],
+    /// BLAKE3 of the package file.
+    pub blob: [u8; 32],
+    /// The reference its parent started it with.
+    pub reference: String,
+    pub config: Vec<(String, String)>,
+    pub mem_bytes: u64,
+    pub fuel_per_second: u64,
+    pub kv_bytes: u64,
 }
 
 /// One log line.
@@ -279,7 +300,7 @@ pub enum DeployReply {
 pub struct DeployProtocol;
 
 impl Protocol for DeployProtocol {
-    const NAME: &'static str = "/degroup/deploy/4";
+    const NAME: &'static str = "/degroup/deploy/5";
     const LIMITS: Limits = Limits {
         max_request: MAX_MSG_FRAME,
         max_response: MAX_REPLY_FRAME,
@@ -373,6 +394,18 @@ impl Status {
             updated_ms: r.updated_ms,
             usage: counters.into(),
             urls: Vec::new(),
+            child: r.child.as_ref().map(|c| ChildStatus {
+                parent: crate::resources::parse_id(&c.parent).unwrap_or_default(),
+                name: r.package.name.clone(),
+                version: r.package.version.clone(),
+                publisher: r.package.publisher,
+                blob: r.package.blob,
+                reference: r.package.reference.clone(),
+                config: r.config.clone(),
+                mem_bytes: c.limits.mem_bytes,
+                fuel_per_second: c.limits.fuel_per_second,
+                kv_bytes: c.limits.kv_bytes,
+            }),
         }
     }
 }

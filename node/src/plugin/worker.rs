@@ -15,6 +15,12 @@
 //! with a log line and waits for a stop or an upgrade; its requests are served by
 //! [`super::http::HttpService`].
 //!
+//! A child workload's worker also holds a fuel rate ([`Spec::fuel_per_second`]): a token
+//! bucket refilled at that rate, holding at most one second of it. Each call may burn at most
+//! what the bucket holds (a call that needs more runs out of fuel: a fault, as for any
+//! deployment); when the bucket is empty, ticks are skipped and messages dropped (with a
+//! host log line) until it refills.
+//!
 //! Queues are bounded: messages wait in a queue of [`MESSAGE_QUEUE`] (a full one refuses the
 //! sender), upgrades in one of [`CONTROL_QUEUE`]. Failures are counted over a sliding window
 //! (`plugin.failure_window`), so a plugin that traps every other tick still ends `failed`.
@@ -292,6 +298,50 @@ pub struct Spec {
     pub config: Vec<(String, String)>,
     pub meter: Meter,
     pub events: tmpsc::UnboundedSender<WorkerEvent>,
+    /// A child workload's fuel per second; `None` for a deployment (its calls are bounded
+    /// by `plugin.fuel_per_call` only).
+    pub fuel_per_second: Option<u64>,
+}
+
+/// Fuel a child may still burn: refilled at its rate, at most one second of it.
+#[derive(Debug)]
+struct FuelBucket {
+    rate: u64,
+    tokens: u64,
+    at: Instant,
+    /// Calls skipped since the last log line about it.
+    skipped: u64,
+}
+
+impl FuelBucket {
+    fn new(rate: u64) -> Self {
+        Self {
+            rate,
+            tokens: rate,
+            at: Instant::now(),
+            skipped: 0,
+        }
+    }
+
+    /// Fuel available now.
+    fn available(&mut self) -> u64 {
+        let now = Instant::now();
+        let add = now
+            .saturating_duration_since(self.at)
+            .as_nanos()
+            .saturating_mul(u128::from(self.rate))
+            / 1_000_000_000;
+        if add > 0 {
+            let add = u64::try_from(add).unwrap_or(u64::MAX);
+            self.tokens = self.tokens.saturating_add(add).min(self.rate);
+            self.at = now;
+        }
+        self.tokens
+    }
+
+    fn take(&mut self, fuel: u64) {
+        self.tokens = self.tokens.saturating_sub(fuel);
+    }
 }
 
 /// Starts a worker thread; `started` is answered after the first start.
@@ -367,6 +417,8 @@ struct Loop {
     failed: bool,
     next_start: Instant,
     next_tick: Instant,
+    /// A child's fuel rate.
+    fuel: Option<FuelBucket>,
 }
 
 impl Loop {
@@ -389,6 +441,39 @@ impl Loop {
             failed: false,
             next_start: now,
             next_tick: now,
+            fuel: spec.fuel_per_second.map(FuelBucket::new),
+        }
+    }
+
+    /// For a child: whether its fuel rate lets a call run now, and if so the instance may
+    /// burn at most what is left. Always true for a deployment.
+    fn fuel_allows(&mut self, what: &str) -> bool {
+        let per_call = self.runtime.limits().fuel_per_call;
+        let Some(bucket) = self.fuel.as_mut() else {
+            return true;
+        };
+        let left = bucket.available();
+        if left == 0 {
+            bucket.skipped += 1;
+            let skipped = bucket.skipped;
+            if skipped == 1 || skipped.is_power_of_two() {
+                self.host_log(
+                    "warn",
+                    format!("{what} skipped: over its fuel rate ({skipped} calls skipped so far)"),
+                );
+            }
+            return false;
+        }
+        if let Some(i) = self.instance.as_mut() {
+            i.set_fuel_per_call(left.min(per_call));
+        }
+        true
+    }
+
+    /// Charges a call's fuel to the child's rate.
+    fn charge_fuel(&mut self, fuel: u64) {
+        if let Some(b) = self.fuel.as_mut() {
+            b.take(fuel);
         }
     }
 
@@ -538,6 +623,7 @@ impl Loop {
             }
         };
         self.instance = Some(inst);
+        let _ = self.fuel_allows("init");
         let config = self.config.clone();
         let Some(call) = self
             .guarded(limits.init_timeout, async |i| i.init(&config).await)
@@ -572,6 +658,14 @@ impl Loop {
     async fn tick(&mut self) {
         let limits = self.runtime.limits().clone();
         let now_ms = now_ms();
+        if !self.fuel_allows("tick") {
+            let now = Instant::now();
+            self.next_tick += limits.tick_interval;
+            if self.next_tick < now {
+                self.next_tick = now + limits.tick_interval;
+            }
+            return;
+        }
         let Some(call) = self
             .guarded(limits.call_timeout, async |i| i.tick(now_ms).await)
             .await
@@ -606,6 +700,13 @@ impl Loop {
             self.host_log("warn", format!("a message from {from} was dropped: {why}"));
             return;
         }
+        if !self.fuel_allows("message") {
+            self.host_log(
+                "warn",
+                format!("a message from {from} was dropped: over the fuel rate"),
+            );
+            return;
+        }
         let deadline = self.runtime.limits().call_timeout;
         if let Some(call) = self
             .guarded(deadline, async |i| i.message(from, payload).await)
@@ -615,7 +716,8 @@ impl Loop {
         }
     }
 
-    fn meter_call(&self, fuel: u64) {
+    fn meter_call(&mut self, fuel: u64) {
+        self.charge_fuel(fuel);
         let (mem, kv) = self
             .instance
             .as_ref()
@@ -708,6 +810,22 @@ impl Loop {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_fuel_bucket_holds_one_second_and_refills_at_its_rate() {
+        let mut b = FuelBucket::new(1_000_000);
+        assert_eq!(b.available(), 1_000_000, "starts full");
+        b.take(1_000_000);
+        b.at = Instant::now();
+        assert!(b.available() < 1_000_000, "emptied");
+        b.at = Instant::now() - Duration::from_millis(500);
+        let half = b.available();
+        assert!((490_000..=1_000_000).contains(&half), "{half}");
+        b.at = Instant::now() - Duration::from_secs(10);
+        assert_eq!(b.available(), 1_000_000, "never more than a second of it");
+        b.take(u64::MAX);
+        assert_eq!(b.tokens, 0);
+    }
 
     #[test]
     fn a_call_is_overdue_only_past_its_deadline_and_the_grace() {

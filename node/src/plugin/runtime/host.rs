@@ -16,43 +16,58 @@ use crate::plugin::kv::KvError;
 
 /// Memory shared by several stores: the HTTP instances of one deployment together stay
 /// within the lease's memory, however many serve at once (each store charges what it grows
-/// and gives it back when it is dropped).
+/// and gives it back when it is dropped). The cap can change while stores live
+/// ([`MemoryBudget::try_set_cap`]): a parent's memory shrinks by what its children take.
 #[derive(Debug)]
 pub(crate) struct MemoryBudget {
-    cap: usize,
-    used: std::sync::atomic::AtomicUsize,
+    /// Cap and bytes charged, changed together.
+    state: std::sync::Mutex<(usize, usize)>,
 }
 
 impl MemoryBudget {
     /// A budget of `cap` bytes.
     pub(crate) fn new(cap: usize) -> Self {
         Self {
-            cap,
-            used: std::sync::atomic::AtomicUsize::new(0),
+            state: std::sync::Mutex::new((cap, 0)),
         }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, (usize, usize)> {
+        self.state
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     /// Bytes charged now.
     pub(crate) fn used(&self) -> usize {
-        self.used.load(std::sync::atomic::Ordering::Relaxed)
+        self.lock().1
+    }
+
+    /// Sets the cap, unless more than it is charged now (then returns what is charged and
+    /// leaves the cap as it was).
+    pub(crate) fn try_set_cap(&self, cap: usize) -> Result<(), usize> {
+        let mut s = self.lock();
+        if s.1 > cap {
+            return Err(s.1);
+        }
+        s.0 = cap;
+        Ok(())
     }
 
     fn take(&self, n: usize) -> bool {
-        use std::sync::atomic::Ordering;
-        self.used
-            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |u| {
-                u.checked_add(n).filter(|t| *t <= self.cap)
-            })
-            .is_ok()
+        let mut s = self.lock();
+        match s.1.checked_add(n).filter(|t| *t <= s.0) {
+            Some(t) => {
+                s.1 = t;
+                true
+            }
+            None => false,
+        }
     }
 
     fn give(&self, n: usize) {
-        use std::sync::atomic::Ordering;
-        let _ = self
-            .used
-            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |u| {
-                Some(u.saturating_sub(n))
-            });
+        let mut s = self.lock();
+        s.1 = s.1.saturating_sub(n);
     }
 }
 

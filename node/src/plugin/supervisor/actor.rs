@@ -5,7 +5,11 @@
 //! (dropping its key-value tree) happens when the worker reports [`WorkerEvent::Exited`].
 //! Inbound deploy-protocol requests are answered in a bounded [`JoinSet`] of tasks
 //! ([`super::inbound`]), never in the loop; when it is full the peer is told "unavailable" at
-//! once. Ended leases arrive as [`LeaseEvent`]s from the lease actor.
+//! once. Ended leases arrive as [`LeaseEvent`]s from the lease actor. Child workloads are
+//! records of their own, with a parent ([`children`]).
+
+#[path = "children.rs"]
+mod children;
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -35,6 +39,8 @@ use crate::lease::{LeaseEvent, LeaseHandle, Meter, Role};
 use crate::net::{Inbound, Protocol as _};
 use crate::resources::{LeaseId, now_ms};
 use crate::store::{Domain, Op, Store, StoreError};
+
+pub(crate) use children::CHILD_START;
 
 /// Most inbound deploy-protocol requests answered at once; more are told "unavailable".
 const MAX_ANSWERING: usize = 64;
@@ -68,6 +74,8 @@ pub(crate) struct Actor {
     groups: Groups,
     events_tx: mpsc::UnboundedSender<WorkerEvent>,
     events: mpsc::UnboundedReceiver<WorkerEvent>,
+    /// Child workloads: their requests, and the leases their parents run under.
+    children: children::ChildState,
 }
 
 impl Actor {
@@ -98,6 +106,7 @@ impl Actor {
             groups,
             events_tx,
             events,
+            children: children::ChildState::new(),
         }
     }
 
@@ -130,6 +139,7 @@ impl Actor {
                 }
                 Some(_) = answering.join_next(), if !answering.is_empty() => {}
                 Some(ev) = self.events.recv() => self.event(ev),
+                Some(c) = self.children.rx.recv() => self.child_command(c),
                 event = lease_events.recv(), if leases_open => match event {
                     Ok(LeaseEvent::Ended { id, role: Role::Host, reason }) => {
                         self.lease_ended(&id, &format!("lease {reason}"));
@@ -408,6 +418,7 @@ impl Actor {
         }
         self.left_groups(id);
         self.retire_worker(id, false);
+        self.after_stop(id, "failed");
     }
 
     fn event(&mut self, ev: WorkerEvent) {
@@ -469,6 +480,7 @@ impl Actor {
     fn control_for(&self, r: &Record) -> Control {
         let mut control = Control::detached();
         control.mesh = self.groups.mesh_for(r);
+        self.attach_children(r, &mut control);
         control
     }
 
@@ -484,6 +496,7 @@ impl Actor {
         compiled: Compiled,
         info: LeaseInfo,
     ) -> Result<oneshot::Receiver<Started>, PluginError> {
+        let info = self.info_for(r, info);
         let (compiled_http, info_http) = (compiled.clone(), info.clone());
         let env = self.env_for(r, info)?;
         let (started, rx) = oneshot::channel();
@@ -497,6 +510,7 @@ impl Actor {
                 config: r.config.clone(),
                 meter: self.meter.clone(),
                 events: self.events_tx.clone(),
+                fuel_per_second: r.child.as_ref().map(|c| c.limits.fuel_per_second),
             },
             started,
         )
@@ -504,6 +518,10 @@ impl Actor {
         self.groups.attach(r, w.inbox());
         self.workers.insert(r.id.clone(), w);
         self.serve_http(r, &compiled_http, &info_http);
+        if r.child.is_none() {
+            // Its HTTP instances' budget exists now: held to what its children leave.
+            self.apply_parent_share(&r.id);
+        }
         Ok(rx)
     }
 
@@ -596,15 +614,22 @@ impl Actor {
             ));
         }
         self.records.insert(record.id.clone(), record.clone());
-        if let Some(w) = self.workers.get(&record.id) {
+        if existing.is_some() {
+            self.after_upgrade(&record.id, &compiled);
+        }
+        if self.workers.contains_key(&record.id) {
+            let upgraded = self.info_for(&record, info.clone());
             let (started, rx) = oneshot::channel();
-            if w.upgrade(
-                compiled.clone(),
-                info.clone(),
-                record.config.clone(),
-                started,
-            ) {
-                self.serve_http(&record, &compiled, &info);
+            let taken = self.workers.get(&record.id).is_some_and(|w| {
+                w.upgrade(
+                    compiled.clone(),
+                    upgraded.clone(),
+                    record.config.clone(),
+                    started,
+                )
+            });
+            if taken {
+                self.serve_http(&record, &compiled, &upgraded);
                 return Ok(rx);
             }
             // The thread is gone: a new one takes over with the same key-value store.
@@ -660,6 +685,9 @@ impl Actor {
             }
         }
         tracing::info!(deployment = %r.id, reason = ?r.reason, "deployment stopped");
+        if host {
+            self.after_stop(&r.id, "stopped");
+        }
         Ok(())
     }
 
@@ -743,13 +771,21 @@ impl Actor {
                 side.release(&id);
             }
         }
-        let live: Vec<Record> = self
+        let mut live: Vec<Record> = self
             .records
             .values()
             .filter(|r| r.side == Side::Host && r.state.is_live())
             .cloned()
             .collect();
+        // Parents before their children.
+        live.sort_by_key(|r| r.child.is_some());
         for r in live {
+            if self.orphan(&r) {
+                if let Err(e) = self.stop(&r.id, "its parent did not come back".into()) {
+                    tracing::error!(deployment = %r.id, error = %e, "cannot stop");
+                }
+                continue;
+            }
             let lease = match self.leases.get(&hex::encode(r.lease_id)).await {
                 Ok(l) if lease_active(&l, now) && l.stored.role == Role::Host => l,
                 _ => {

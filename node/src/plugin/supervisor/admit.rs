@@ -53,11 +53,13 @@ pub(crate) fn admit(
         ));
     } else {
         // The lease's memory, CPU and disk are the limits of one deployment: a second live
-        // one on the same lease would double them.
-        if let Some(other) = records
-            .values()
-            .find(|r| r.side == Side::Host && r.lease_id == record.lease_id && r.state.is_live())
-        {
+        // one on the same lease would double them (its children are carved out of it).
+        if let Some(other) = records.values().find(|r| {
+            r.side == Side::Host
+                && r.lease_id == record.lease_id
+                && r.state.is_live()
+                && r.child.is_none()
+        }) {
             return Err(Refusal::new(
                 RefusalCode::Conflict,
                 format!(

@@ -173,6 +173,17 @@ impl PluginHandle {
     }
 
     async fn record(&self, id: &str) -> Result<Record, PluginError> {
+        let found = self
+            .ask(|reply| Command::Record {
+                id: id.to_owned(),
+                reply,
+            })
+            .await?;
+        if !matches!(found, Err(PluginError::NotFound(_))) {
+            return found;
+        }
+        // Perhaps a child workload this node has not heard of yet: its hosts tell.
+        self.list().await?;
         self.ask(|reply| Command::Record {
             id: id.to_owned(),
             reply,
@@ -350,6 +361,7 @@ impl PluginHandle {
             updated_ms: now,
             generation: status.generation,
             request,
+            child: None,
         };
         let mut view = reported(&record, &status);
         if view.warning.is_none() {
@@ -400,8 +412,66 @@ impl PluginHandle {
                     }
                 }
             }
+            if let Ok(list) = &live {
+                self.learn_children(&host, list, &mut all).await;
+            }
         }
         Ok(all)
+    }
+
+    /// Stores (and shows) the child workloads a host reported that this node has no record
+    /// of yet: their parents are this node's deployments there.
+    async fn learn_children(&self, host: &str, list: &[Status], all: &mut Vec<View>) {
+        for s in list {
+            let Some(c) = &s.child else {
+                continue;
+            };
+            let id = hex::encode(s.id);
+            if s.phase == super::super::wire::Phase::Stopped || all.iter().any(|v| v.id == id) {
+                continue;
+            }
+            let record = Record {
+                id,
+                side: Side::Tenant,
+                lease_id: s.lease_id,
+                host: host.to_owned(),
+                tenant: self.identity.peer_id().to_string(),
+                package: PackageRef {
+                    name: c.name.clone(),
+                    version: c.version.clone(),
+                    hash: s.package_hash,
+                    publisher: c.publisher,
+                    blob: c.blob,
+                    reference: c.reference.clone(),
+                },
+                config: c.config.clone(),
+                state: s.phase.into(),
+                reason: s.reason.clone(),
+                created_ms: s.created_ms,
+                updated_ms: s.updated_ms,
+                generation: s.generation,
+                request: Vec::new(),
+                child: Some(super::super::deployment::ChildOf {
+                    parent: hex::encode(c.parent),
+                    limits: super::super::control::ChildLimits {
+                        mem_bytes: c.mem_bytes,
+                        fuel_per_second: c.fuel_per_second,
+                        kv_bytes: c.kv_bytes,
+                    },
+                }),
+            };
+            let view = reported(&record, s);
+            let saved = self
+                .ask(|reply| Command::SaveTenant {
+                    record: Box::new(record),
+                    reply,
+                })
+                .await;
+            if let Ok(Err(e)) | Err(e) = saved {
+                tracing::warn!(error = %e, "cannot store a child workload a host reported");
+            }
+            all.push(view);
+        }
     }
 
     /// One deployment, asked of its host when this node is its tenant.

@@ -317,6 +317,7 @@ impl HostSide {
             updated_ms: now,
             generation: 0,
             request: request.to_vec(),
+            child: None,
         };
         // Admission before fetching and compiling (the actor checks again when it installs).
         match h
