@@ -449,3 +449,55 @@ fn an_oversized_package_is_refused_under_a_hosts_cap() {
     let forged = Package::from_parts(small.manifest_bytes, big);
     assert!(forged.is_err());
 }
+
+/// A component built against `degroup:plugin@0.1.0` (the SDK before `mesh` and `workload`;
+/// `tests/fixtures/counter-wit-0.1.0.wasm` is the `counter` guest of that time) still links and
+/// runs on a host of 0.1.1, and the `counter` built now imports 0.1.1.
+#[test]
+fn components_of_the_previous_minor_version_still_run() {
+    let tmp = tempfile::tempdir().unwrap();
+    let store = Store::open(tmp.path()).unwrap();
+    let runtime = Runtime::new(limits(), None, Compiler::InProcess).unwrap();
+    let old = std::fs::read(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("tests/fixtures/counter-wit-0.1.0.wasm"),
+    )
+    .unwrap();
+    let engine = wasmtime::Engine::default();
+    let imports = |wasm: &[u8]| -> Vec<String> {
+        let c = wasmtime::component::Component::new(&engine, wasm).unwrap();
+        c.component_type()
+            .imports(&engine)
+            .map(|(name, _)| name.to_owned())
+            .filter(|n| n.starts_with("degroup:"))
+            .collect()
+    };
+    let old_imports = imports(&old);
+    assert!(
+        old_imports.iter().all(|n| n.ends_with("@0.1.0")) && !old_imports.is_empty(),
+        "{old_imports:?}"
+    );
+    let new_imports = imports(&programs::wasm("counter"));
+    assert!(
+        new_imports.iter().all(|n| n.ends_with("@0.1.1")) && !new_imports.is_empty(),
+        "{new_imports:?}"
+    );
+    let compiled = runtime.compile(&old).unwrap();
+    let logs = Logs::new(1000, 1000);
+    let env = Env {
+        info: info("old", 64 * MIB, MIB),
+        kv: Kv::open(&store, "old", MIB).unwrap(),
+        logs: logs.clone(),
+        control: degroup_node::plugin::control::Control::detached(),
+    };
+    let mut inst = runtime
+        .instantiate(&compiled, env)
+        .now()
+        .map_err(|e| e.0)
+        .unwrap();
+    assert_eq!(inst.init(&[]).now().result, Ok(Ok(())));
+    for _ in 0..3 {
+        assert_eq!(inst.tick(1).now().result, Ok(()));
+    }
+    assert!(text(&logs).contains("count = 3"), "{}", text(&logs));
+}
