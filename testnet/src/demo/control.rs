@@ -82,7 +82,8 @@ async fn prepare(bin: &Path, root: &Path, names: &[String]) -> anyhow::Result<St
     std::fs::create_dir_all(root).with_context(|| format!("cannot create {}", root.display()))?;
     let tenant = root.join(&names[HOSTS]);
     offline(bin, &tenant, &["init"]).await?;
-    let key: Value = serde_json::from_str(&offline(bin, &tenant, &["key", "show", "--json"]).await?)?;
+    let key: Value =
+        serde_json::from_str(&offline(bin, &tenant, &["key", "show", "--json"]).await?)?;
     let Some(key) = key["public_key"].as_str().or_else(|| key["key"].as_str()) else {
         bail!("`key show --json` printed no key: {key}");
     };
@@ -113,7 +114,11 @@ pub(super) async fn run(bin: &Path, data: &DataArgs) -> anyhow::Result<()> {
     let hello = crate::plugins::component("hello", None)
         .await
         .map_err(|e| story.failed(&e, &[]))?;
-    story.say(&format!("{}\n      {}", scheduler.display(), hello.display()));
+    story.say(&format!(
+        "{}\n      {}",
+        scheduler.display(),
+        hello.display()
+    ));
 
     story.step("Start three hosts and a tenant; the hosts trust the tenant as a publisher");
     let root = data.dir.as_ref().map_or_else(
@@ -168,7 +173,9 @@ async fn steps(bin: &Path, cluster: &mut Cluster, story: &mut Story) -> anyhow::
             .map_err(|e| story.failed(&e, &all))?;
 
         story.step("The tenant creates the group `shop` and deploys the scheduler into it");
-        let (leader, agents) = deploy(&c, story).await.map_err(|e| story.failed(&e, &all))?;
+        let (leader, agents) = deploy(&c, story)
+            .await
+            .map_err(|e| story.failed(&e, &all))?;
 
         story.step("The leader places six workloads; the agents run them as child workloads");
         let mut parents = vec![leader.clone()];
@@ -186,7 +193,13 @@ async fn steps(bin: &Path, cluster: &mut Cluster, story: &mut Story) -> anyhow::
     };
 
     story.step("kill -9 host3: its agent's workloads come back on the other two within 30 s");
-    story.shell(&format!("kill -9 {}", cluster.nodes[2].pid().map_or(0, |p| p.as_raw())), "");
+    story.shell(
+        &format!(
+            "kill -9 {}",
+            cluster.nodes[2].pid().map_or(0, |p| p.as_raw())
+        ),
+        "",
+    );
     cluster.nodes[2].kill9().await;
     let killed = Instant::now();
     let c = Chapter { bin, cluster };
@@ -224,7 +237,18 @@ async fn offer_and_publish(c: &Chapter<'_>, story: &Story) -> anyhow::Result<()>
     for h in c.hosts() {
         h.cli(
             c.bin,
-            &["capacity", "set", "--cpu", "4", "--mem", "4GiB", "--disk", "10GiB", "--country", "FR"],
+            &[
+                "capacity",
+                "set",
+                "--cpu",
+                "4",
+                "--mem",
+                "4GiB",
+                "--disk",
+                "10GiB",
+                "--country",
+                "FR",
+            ],
         )
         .await?;
     }
@@ -250,7 +274,17 @@ async fn offer_and_publish(c: &Chapter<'_>, story: &Story) -> anyhow::Result<()>
     c.show(
         story,
         tenant,
-        &["plugin", "pack", &wasm, "--name", "hello", "--version", "0.1.0", "--out", &out],
+        &[
+            "plugin",
+            "pack",
+            &wasm,
+            "--name",
+            "hello",
+            "--version",
+            "0.1.0",
+            "--out",
+            &out,
+        ],
     )
     .await?;
     c.show(story, tenant, &["plugin", "publish", &out]).await?;
@@ -280,7 +314,17 @@ async fn deploy(c: &Chapter<'_>, story: &Story) -> anyhow::Result<(String, Vec<S
     c.show(
         story,
         tenant,
-        &["plugin", "pack", &w, "--name", "scheduler", "--version", "0.1.0", "--out", &out],
+        &[
+            "plugin",
+            "pack",
+            &w,
+            "--name",
+            "scheduler",
+            "--version",
+            "0.1.0",
+            "--out",
+            &out,
+        ],
     )
     .await?;
     let mut leases = Vec::new();
@@ -372,7 +416,11 @@ async fn wait_children(c: &Chapter<'_>, parents: &[String], limit: Duration) -> 
                     format!("{n} on {host}")
                 })
                 .collect();
-            println!("      {} children running: {}", running.len(), per.join(", "));
+            println!(
+                "      {} children running: {}",
+                running.len(),
+                per.join(", ")
+            );
             return Ok(());
         }
         if started.elapsed() > limit {

@@ -16,7 +16,8 @@
 //! 4. reconciles each live agent with its last report: `run` for a placed workload it does not
 //!    report (a repeated `run` is harmless: agents are idempotent), `drop` for one it reports
 //!    but is not placed there (an agent that came back after its workloads moved);
-//! 5. pings every other agent; the `pong`s come back as messages.
+//! 5. pings every other agent (a dead one on every fifth heartbeat), most recently heard
+//!    first; the `pong`s come back as messages.
 
 use std::collections::BTreeMap;
 
@@ -254,14 +255,18 @@ impl Leader {
             self.place();
         }
         self.reconcile(agent);
+        // Pings go last, most recently heard agent first: a send to a host that does not
+        // answer may wait until shortly before the call's deadline. A dead agent is pinged on
+        // every fifth heartbeat only, so that it can come back without slowing every tick.
         let ping = Msg::Ping { seq: self.seq };
-        let others: Vec<String> = self
+        let mut others: Vec<(&String, &crate::heartbeat::Peer)> = self
             .book
             .peers()
-            .keys()
-            .filter(|id| **id != self.me)
-            .cloned()
+            .iter()
+            .filter(|(id, p)| **id != self.me && (p.alive || self.seq.is_multiple_of(5)))
             .collect();
+        others.sort_by(|a, b| b.1.last_ms.cmp(&a.1.last_ms).then_with(|| a.0.cmp(b.0)));
+        let others: Vec<String> = others.into_iter().map(|(id, _)| id.clone()).collect();
         for id in others {
             let r = mesh::send_json(&id, &ping);
             self.say_once(&format!("ping {id}"), r.err().map(|e| e.to_string()));
