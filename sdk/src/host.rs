@@ -4,11 +4,13 @@
 
 #[cfg(target_family = "wasm")]
 mod imp {
-    use crate::bindings::degroup::plugin::{kv, lease, log};
+    use crate::bindings::degroup::plugin::{kv, lease, log, mesh, workload};
     use crate::bindings::wasi::{clocks, random};
     use crate::kv::KvError;
     use crate::lease::{LeaseInfo, Slice};
     use crate::log::Level;
+    use crate::mesh::{Member, SendError};
+    use crate::workload::{Limits, State, Status, WorkloadError};
 
     fn kv_error(e: kv::Error) -> KvError {
         match e {
@@ -85,6 +87,100 @@ mod imp {
 
     pub(crate) fn random_u64() -> u64 {
         random::random::get_random_u64()
+    }
+
+    pub(crate) fn mesh_members() -> Vec<Member> {
+        mesh::members()
+            .into_iter()
+            .map(|m| Member {
+                id: m.id,
+                host: m.host,
+                package: m.package,
+                role: m.role,
+            })
+            .collect()
+    }
+
+    pub(crate) fn mesh_send(to: &str, payload: &[u8]) -> Result<(), SendError> {
+        mesh::send(to, payload).map_err(|e| match e {
+            mesh::SendError::Unknown => SendError::Unknown,
+            mesh::SendError::NotInGroup => SendError::NotInGroup,
+            mesh::SendError::Unreachable => SendError::Unreachable,
+            mesh::SendError::InboxFull => SendError::InboxFull,
+            mesh::SendError::TooLarge => SendError::TooLarge,
+            mesh::SendError::RateLimited => SendError::RateLimited,
+        })
+    }
+
+    pub(crate) fn mesh_broadcast(payload: &[u8]) {
+        mesh::broadcast(payload);
+    }
+
+    fn workload_error(e: workload::Error) -> WorkloadError {
+        match e {
+            workload::Error::InsufficientCapacity(s) => WorkloadError::InsufficientCapacity(s),
+            workload::Error::BadPackage(s) => WorkloadError::BadPackage(s),
+            workload::Error::Unknown => WorkloadError::Unknown,
+            workload::Error::BadRoute(s) => WorkloadError::BadRoute(s),
+            workload::Error::TooMany(n) => WorkloadError::TooMany(n),
+            workload::Error::Unavailable(s) => WorkloadError::Unavailable(s),
+        }
+    }
+
+    fn limits(l: workload::Limits) -> Limits {
+        Limits {
+            mem_bytes: l.mem_bytes,
+            fuel_per_second: l.fuel_per_second,
+            kv_bytes: l.kv_bytes,
+        }
+    }
+
+    fn status(s: workload::ChildStatus) -> Status {
+        Status {
+            id: s.id,
+            package: s.package,
+            state: match s.state {
+                workload::State::Starting => State::Starting,
+                workload::State::Running => State::Running,
+                workload::State::Backoff => State::Backoff,
+                workload::State::Failed => State::Failed,
+                workload::State::Stopped => State::Stopped,
+            },
+            reason: s.reason,
+            restarts: s.restarts,
+            mem_bytes: s.mem_bytes,
+            fuel: s.fuel,
+            limits: limits(s.limits),
+        }
+    }
+
+    pub(crate) fn workload_start(
+        package: &str,
+        config: &[(String, String)],
+        l: Limits,
+    ) -> Result<String, WorkloadError> {
+        let l = workload::Limits {
+            mem_bytes: l.mem_bytes,
+            fuel_per_second: l.fuel_per_second,
+            kv_bytes: l.kv_bytes,
+        };
+        workload::start(package, config, l).map_err(workload_error)
+    }
+
+    pub(crate) fn workload_stop(id: &str) -> Result<(), WorkloadError> {
+        workload::stop(id).map_err(workload_error)
+    }
+
+    pub(crate) fn workload_list() -> Vec<Status> {
+        workload::list().into_iter().map(status).collect()
+    }
+
+    pub(crate) fn workload_status(id: &str) -> Option<Status> {
+        workload::status(id).map(status)
+    }
+
+    pub(crate) fn workload_route(host_name: &str, id: &str) -> Result<(), WorkloadError> {
+        workload::route(host_name, id).map_err(workload_error)
     }
 }
 

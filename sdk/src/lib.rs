@@ -5,10 +5,13 @@
 //! A degroup plugin is a WebAssembly component that a tenant deploys onto a slice of hardware it
 //! has leased from a host. The host runs it in a sandbox held to the lease and drives it through
 //! three calls — `init` once per start, `tick` on a timer, `message` when a message arrives —
-//! while the plugin reaches back through three host interfaces: [`lease`] (what it runs on),
-//! [`kv`] (a durable key-value store capped at the lease's disk) and [`log`](mod@log) (lines
-//! behind `degroup logs`). The contract is the WIT package `degroup:plugin@0.1.0` in this
-//! crate's `wit/` folder; this crate hides the `wit-bindgen` output behind a small, typed API.
+//! while the plugin reaches back through the host interfaces: [`lease`] (what it runs on),
+//! [`kv`] (a durable key-value store capped at the lease's disk), [`log`](mod@log) (lines
+//! behind `degroup logs`), and the tenant's control plane: [`mesh`] (messages between the
+//! deployments of the tenant's group, across hosts) and [`workload`] (child components started
+//! inside the deployment's own lease). The contract is the WIT package `degroup:plugin@0.1.1`
+//! in this crate's `wit/` folder; this crate hides the `wit-bindgen` output behind a small,
+//! typed API.
 //!
 //! A plugin is one `impl` of [`Plugin`] plus one [`export_plugin!`] line:
 //!
@@ -70,9 +73,11 @@
 //!
 //! On targets other than `wasm32` (your laptop running `cargo test`), the SDK does not call a
 //! host: [`kv`] is served by an in-memory map with the same limits, [`log`](mod@log) prints to
-//! stderr and keeps the lines, and [`lease::info`] returns a made-up lease. The `testing` module
-//! (compiled off-wasm only) reads and resets that state, so plugin logic can be tested with
-//! plain `#[test]` functions.
+//! stderr and keeps the lines, [`lease::info`] returns a made-up lease, [`mesh`] has settable
+//! members and records every send, and [`workload`] keeps a table of children with a capacity
+//! (so `insufficient-capacity` can be tested). The `testing` module (compiled off-wasm only)
+//! reads, sets and resets that state, so plugin logic can be tested with plain `#[test]`
+//! functions.
 //!
 //! ## Modules
 //!
@@ -81,6 +86,10 @@
 //! - [`log`](mod@log): the macros [`trace!`], [`debug!`], [`info!`], [`warn!`], [`error!`],
 //!   [`log!`].
 //! - [`lease`]: the lease and deployment the instance runs under.
+//! - [`mesh`]: the group's members ([`mesh::members`]) and messages to them ([`mesh::send`],
+//!   [`mesh::send_json`], [`mesh::broadcast`]).
+//! - [`workload`]: child workloads inside the lease ([`workload::start`], [`workload::stop`],
+//!   [`workload::list`], [`workload::status`], [`workload::route`]).
 //! - [`time`], [`random`]: wall clock, monotonic clock and random bytes from the host.
 //! - [`bindings`]: the raw `wit-bindgen` output, for what the typed API does not cover.
 
@@ -89,15 +98,19 @@ mod host;
 pub mod kv;
 pub mod lease;
 pub mod log;
+pub mod mesh;
 pub mod random;
 #[cfg(not(target_family = "wasm"))]
 pub mod testing;
 pub mod time;
+pub mod workload;
 
 pub use config::{Config, ConfigError};
 pub use kv::KvError;
 pub use lease::{LeaseInfo, Slice};
 pub use log::Level;
+pub use mesh::{Member, SendError};
+pub use workload::{Limits, WorkloadError};
 
 /// The raw bindings that `wit-bindgen` generates for the world `degroup:plugin/plugin`.
 ///
@@ -169,8 +182,9 @@ pub trait Plugin: Sized + 'static {
         let _ = now_ms;
     }
 
-    /// Called with a message addressed to the deployment. `from` is the sender: the tenant's
-    /// peer id through the tenant's node, or `cli` from the host's own admin API; `payload` is opaque bytes (at most 64 KiB). The
+    /// Called with a message addressed to the deployment. `from` is the sender: a member's
+    /// deployment id for a [`mesh`] message, the tenant's peer id through the tenant's node, or
+    /// `cli` from the host's own admin API; `payload` is opaque bytes (at most 64 KiB). The
     /// default does nothing.
     fn message(&mut self, from: String, payload: Vec<u8>) {
         let _ = (from, payload);

@@ -5,6 +5,15 @@
 //! quota = the lease's `disk_bytes`), the log macros print to stderr and keep the lines, and
 //! [`lease::info`](crate::lease::info) returns [`default_lease`] until [`set_lease`] changes it.
 //!
+//! The control plane has stand-ins too: [`mesh::members`](crate::mesh::members) returns what
+//! [`set_members`] set (empty by default), every [`mesh::send`](crate::mesh::send) and
+//! [`mesh::broadcast`](crate::mesh::broadcast) is recorded for [`sent`] (a send to a
+//! non-member is `not-in-group`, and [`set_send_error`] makes one member refuse), and
+//! [`workload`](crate::workload) children live in a table with a capacity (the lease's by
+//! default, or [`set_child_capacity`]): a start past it is `insufficient-capacity`, past 16
+//! children `too-many`, a reference that is neither `blake3:…` nor `name@version`
+//! `bad-package`; children are running at once, and [`set_child_state`] moves them.
+//!
 //! The state is per thread (`cargo test` runs each test on its own thread), so tests do not
 //! see each other's keys; call [`reset`] at the start of a test that runs more than one
 //! scenario.
@@ -26,6 +35,30 @@ use std::collections::BTreeMap;
 
 use crate::lease::{LeaseInfo, Slice};
 use crate::log::Level;
+use crate::mesh::{Member, SendError};
+use crate::workload::{FUEL_PER_CPU_MILLI, Limits, State, Status};
+
+/// Most children the stand-in lets a deployment have (the host's default).
+pub const MAX_CHILDREN: u32 = 16;
+
+/// One message recorded by the stand-in: a [`mesh::send`](crate::mesh::send) that was
+/// accepted, or one member's copy of a [`mesh::broadcast`](crate::mesh::broadcast).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Sent {
+    /// The receiver's deployment id.
+    pub to: String,
+    /// The payload.
+    pub payload: Vec<u8>,
+    /// Whether it was part of a broadcast.
+    pub broadcast: bool,
+}
+
+impl Sent {
+    /// The payload as JSON, if it is JSON.
+    pub fn json(&self) -> Option<serde_json::Value> {
+        serde_json::from_slice(&self.payload).ok()
+    }
+}
 
 /// One line written through the log macros.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -42,6 +75,13 @@ struct MockHost {
     lease: LeaseInfo,
     logs: Vec<LogLine>,
     seed: u64,
+    members: Vec<Member>,
+    sent: Vec<Sent>,
+    send_errors: BTreeMap<String, SendError>,
+    child_capacity: Option<Limits>,
+    children: BTreeMap<String, Status>,
+    next_child: u64,
+    routes: Vec<(String, String)>,
 }
 
 impl MockHost {
@@ -51,7 +91,22 @@ impl MockHost {
             lease: default_lease(),
             logs: Vec::new(),
             seed: 0,
+            members: Vec::new(),
+            sent: Vec::new(),
+            send_errors: BTreeMap::new(),
+            child_capacity: None,
+            children: BTreeMap::new(),
+            next_child: 0,
+            routes: Vec::new(),
         }
+    }
+
+    fn capacity(&self) -> Limits {
+        self.child_capacity.unwrap_or(Limits {
+            mem_bytes: self.lease.slice.mem_bytes,
+            fuel_per_second: u64::from(self.lease.slice.cpu_millis) * FUEL_PER_CPU_MILLI,
+            kv_bytes: self.lease.slice.disk_bytes,
+        })
     }
 
     fn used(&self) -> u64 {
@@ -117,12 +172,203 @@ pub fn kv_dump() -> BTreeMap<String, Vec<u8>> {
     with(|h| h.kv.clone())
 }
 
+/// Sets what [`mesh::members`](crate::mesh::members) returns (sorted by id, as the host does).
+pub fn set_members(mut members: Vec<Member>) {
+    members.sort_by(|a, b| a.id.cmp(&b.id));
+    with(|h| h.members = members);
+}
+
+/// Makes sends to `to` fail with `error` (`None`: accept them again).
+pub fn set_send_error(to: &str, error: Option<SendError>) {
+    with(|h| match error {
+        Some(e) => {
+            h.send_errors.insert(to.to_string(), e);
+        }
+        None => {
+            h.send_errors.remove(to);
+        }
+    });
+}
+
+/// The messages sent so far.
+pub fn sent() -> Vec<Sent> {
+    with(|h| h.sent.clone())
+}
+
+/// The messages sent so far, forgetting them.
+pub fn take_sent() -> Vec<Sent> {
+    with(|h| std::mem::take(&mut h.sent))
+}
+
+/// Sets the capacity the children's limits together may not pass (by default the lease's:
+/// its memory, `cpu_millis` × [`FUEL_PER_CPU_MILLI`] fuel per second, its disk).
+pub fn set_child_capacity(capacity: Limits) {
+    with(|h| h.child_capacity = Some(capacity));
+}
+
+/// Every child not stopped, as [`workload::list`](crate::workload::list) returns them.
+pub fn children() -> Vec<Status> {
+    with(|h| h.children.values().cloned().collect())
+}
+
+/// Moves a child to `state` (a crash, a failure) with `reason`; `false` if there is no such
+/// child.
+pub fn set_child_state(id: &str, state: State, reason: Option<String>) -> bool {
+    with(|h| match h.children.get_mut(id) {
+        Some(c) => {
+            c.state = state;
+            c.reason = reason;
+            true
+        }
+        None => false,
+    })
+}
+
+/// The routes given with [`workload::route`](crate::workload::route): (host name, child id).
+pub fn routes() -> Vec<(String, String)> {
+    with(|h| h.routes.clone())
+}
+
 /// What `crate::host` calls off-wasm.
 pub(crate) mod host {
-    use super::{LogLine, with};
+    use super::{LogLine, MAX_CHILDREN, Sent, with};
     use crate::kv::{KvError, MAX_VALUE_BYTES};
     use crate::lease::LeaseInfo;
     use crate::log::Level;
+    use crate::mesh::{Member, SendError};
+    use crate::workload::{Limits, State, Status, WorkloadError};
+
+    pub(crate) fn mesh_members() -> Vec<Member> {
+        with(|h| h.members.clone())
+    }
+
+    pub(crate) fn mesh_send(to: &str, payload: &[u8]) -> Result<(), SendError> {
+        with(|h| {
+            if !h.members.iter().any(|m| m.id == to) {
+                return Err(SendError::NotInGroup);
+            }
+            if let Some(e) = h.send_errors.get(to) {
+                return Err(e.clone());
+            }
+            h.sent.push(Sent {
+                to: to.to_string(),
+                payload: payload.to_vec(),
+                broadcast: false,
+            });
+            Ok(())
+        })
+    }
+
+    pub(crate) fn mesh_broadcast(payload: &[u8]) {
+        with(|h| {
+            let me = h.lease.deployment_id.clone();
+            let to: Vec<String> = h
+                .members
+                .iter()
+                .filter(|m| m.id != me && !h.send_errors.contains_key(&m.id))
+                .map(|m| m.id.clone())
+                .collect();
+            for to in to {
+                h.sent.push(Sent {
+                    to,
+                    payload: payload.to_vec(),
+                    broadcast: true,
+                });
+            }
+        });
+    }
+
+    fn valid_reference(r: &str) -> bool {
+        if let Some(hex) = r.strip_prefix("blake3:") {
+            return !hex.is_empty() && hex.bytes().all(|b| b.is_ascii_hexdigit());
+        }
+        match r.split_once('@') {
+            Some((name, version)) => !name.is_empty() && !version.is_empty(),
+            None => false,
+        }
+    }
+
+    pub(crate) fn workload_start(
+        package: &str,
+        _config: &[(String, String)],
+        limits: Limits,
+    ) -> Result<String, WorkloadError> {
+        if !valid_reference(package) {
+            return Err(WorkloadError::BadPackage(format!(
+                "`{package}` is neither `blake3:<hex>` nor `name@version`"
+            )));
+        }
+        with(|h| {
+            if h.children.len() >= MAX_CHILDREN as usize {
+                return Err(WorkloadError::TooMany(MAX_CHILDREN));
+            }
+            let cap = h.capacity();
+            let used = h.children.values().fold(Limits::default(), |a, c| Limits {
+                mem_bytes: a.mem_bytes + c.limits.mem_bytes,
+                fuel_per_second: a.fuel_per_second + c.limits.fuel_per_second,
+                kv_bytes: a.kv_bytes + c.limits.kv_bytes,
+            });
+            let left = Limits {
+                mem_bytes: cap.mem_bytes.saturating_sub(used.mem_bytes),
+                fuel_per_second: cap.fuel_per_second.saturating_sub(used.fuel_per_second),
+                kv_bytes: cap.kv_bytes.saturating_sub(used.kv_bytes),
+            };
+            if limits.mem_bytes > left.mem_bytes
+                || limits.fuel_per_second > left.fuel_per_second
+                || limits.kv_bytes > left.kv_bytes
+            {
+                return Err(WorkloadError::InsufficientCapacity(format!(
+                    "{} bytes of memory, {} fuel per second, {} bytes of kv left",
+                    left.mem_bytes, left.fuel_per_second, left.kv_bytes
+                )));
+            }
+            h.next_child += 1;
+            let id = format!("{:032x}", h.next_child);
+            h.children.insert(
+                id.clone(),
+                Status {
+                    id: id.clone(),
+                    package: package.to_string(),
+                    state: State::Running,
+                    reason: None,
+                    restarts: 0,
+                    mem_bytes: 0,
+                    fuel: 0,
+                    limits,
+                },
+            );
+            Ok(id)
+        })
+    }
+
+    pub(crate) fn workload_stop(id: &str) -> Result<(), WorkloadError> {
+        with(|h| {
+            h.routes.retain(|(_, child)| child != id);
+            h.children
+                .remove(id)
+                .map(|_| ())
+                .ok_or(WorkloadError::Unknown)
+        })
+    }
+
+    pub(crate) fn workload_list() -> Vec<Status> {
+        with(|h| h.children.values().cloned().collect())
+    }
+
+    pub(crate) fn workload_status(id: &str) -> Option<Status> {
+        with(|h| h.children.get(id).cloned())
+    }
+
+    pub(crate) fn workload_route(host_name: &str, id: &str) -> Result<(), WorkloadError> {
+        with(|h| {
+            if !h.children.contains_key(id) && id != h.lease.deployment_id {
+                return Err(WorkloadError::Unknown);
+            }
+            h.routes.retain(|(name, _)| name != host_name);
+            h.routes.push((host_name.to_string(), id.to_string()));
+            Ok(())
+        })
+    }
 
     pub(crate) fn kv_get(key: &str) -> Option<Vec<u8>> {
         with(|h| h.kv.get(key).cloned())

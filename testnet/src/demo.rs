@@ -7,10 +7,15 @@
 //! logs, talks to one, verifies a lease offline (and sees a tampered copy fail), releases
 //! everything, reads the hosts' signed usage receipts, and stops every node with SIGTERM.
 //!
+//! A second chapter ([`control`]) tells the tenant's control plane on three more hosts: the
+//! scheduler as a group (a leader and two agents) running six workloads as child workloads,
+//! one host killed with SIGKILL, and its workloads back on the other two within 30 s.
+//!
 //! Every step is checked, not only shown: the demo exits non-zero at the first step that does
 //! not do what it says, naming the step and the node logs to read, and keeps the data
 //! directories for that.
 
+mod control;
 mod story;
 
 use std::path::{Path, PathBuf};
@@ -121,6 +126,7 @@ pub(crate) async fn run(bin: &Path, args: &Args) -> anyhow::Result<()> {
     if args.data.keep {
         story.say(&format!("data kept in {}", root.display()));
     }
+    control::run(bin, &args.data).await?;
     println!("\nThe demo ran to the end: every step did what it said.");
     Ok(())
 }
@@ -393,8 +399,6 @@ async fn deploy(
             lease,
             &file,
             "--config",
-            "nodes=2",
-            "--config",
             &workloads,
             "--config",
             "report_every=8",
@@ -467,7 +471,7 @@ async fn watch(d: &Demo<'_>, story: &Story, deployments: &[String]) -> anyhow::R
 
 async fn message(d: &Demo<'_>, story: &Story, deployment: &str) -> anyhow::Result<()> {
     let tenant = d.tenant();
-    let body = r#"{"op":"submit","name":"batch","cpu_millis":300,"mem_mb":128}"#;
+    let body = r#"{"op":"submit","name":"batch","cpu_millis":300,"mem_mib":128}"#;
     d.show(story, tenant, &["message", deployment, body])
         .await?;
     wait_for_log(tenant, deployment, "batch").await?;
