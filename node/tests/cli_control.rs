@@ -86,6 +86,7 @@ fn set_capacity(dir: &Path) {
             "10GiB",
             "--country",
             "FR",
+            "--force",
         ],
     );
     assert!(o.status.success(), "{}", stderr(&o));
