@@ -79,7 +79,7 @@ fn set_capacity(dir: &Path) {
             "capacity",
             "set",
             "--cpu",
-            "4",
+            "2",
             "--mem",
             "4GiB",
             "--disk",

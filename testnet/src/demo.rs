@@ -452,7 +452,7 @@ async fn wait_for_log(tenant: &Node, id: &str, needle: &str) -> anyhow::Result<(
 async fn watch(d: &Demo<'_>, story: &Story, deployments: &[String]) -> anyhow::Result<()> {
     let tenant = d.tenant();
     for id in deployments {
-        wait_for_log(tenant, id, "utilization").await?;
+        wait_for_log(tenant, id, "placed cache").await?;
         let v: View = tenant.get(&format!("/v1/deployments/{id}")).await?;
         if v.state != State::Running {
             bail!(

@@ -241,7 +241,7 @@ async fn offer_and_publish(c: &Chapter<'_>, story: &Story) -> anyhow::Result<()>
                 "capacity",
                 "set",
                 "--cpu",
-                "4",
+                "2",
                 "--mem",
                 "4GiB",
                 "--disk",

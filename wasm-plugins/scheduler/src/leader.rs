@@ -323,8 +323,9 @@ impl Leader {
                         continue;
                     }
                     self.said.remove(&format!("place {name}"));
-                    let free = self.cluster.free(&agent);
-                    info!("placed {name} on {agent} ({host}); it has {free} left");
+                    let w = self.cluster.workloads().get(&name);
+                    let size = w.map(|w| w.need().to_string()).unwrap_or_default();
+                    info!("placed {name} on {agent} ({host}): {size}");
                 }
                 Err(reason) => {
                     self.say_once(
