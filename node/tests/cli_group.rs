@@ -244,17 +244,6 @@ fn group_of_two_hosts_messages_refuses_outsiders_and_forgers_and_sees_leaves() {
         logs(&tenant.dir, &d1)
     );
     assert!(logs(&tenant.dir, &d1).contains(&format!("send {d2}: ok")));
-    // Round trips between the two hosts, for the record (not asserted: timings).
-    message(&tenant.dir, &d1, &format!("ping:{d2}:90"));
-    let mut rtt = None;
-    eventually(Duration::from_secs(10), || {
-        rtt = logs(&tenant.dir, &d1)
-            .lines()
-            .find(|l| l.contains("rtt n="))
-            .map(str::to_owned);
-        rtt.is_some()
-    });
-    eprintln!("mesh round trip between two hosts: {rtt:?}");
     assert!(metric(&host_b.dir, "degroup_mesh_delivered_total") >= 1.0);
 
     // A second tenant's deployment on host B: not in the group.

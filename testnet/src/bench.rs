@@ -3,6 +3,7 @@
 //! Each benchmark yields a [`report::Section`]: printed, and written into `docs/benchmarks.md`
 //! between markers of its own (with the command and the machine), SVG plots beside it.
 
+mod control;
 mod deploy;
 mod fetch;
 mod http;
@@ -56,6 +57,14 @@ pub(crate) enum BenchCommand {
         #[command(flatten)]
         output: Output,
     },
+    /// The control plane: mesh round trips between two hosts (and a TCP ping-pong), child
+    /// workload starts, and the scheduler's re-placement after a host's kill -9
+    Control {
+        #[command(flatten)]
+        args: control::Args,
+        #[command(flatten)]
+        output: Output,
+    },
     /// All of the above but http, with their defaults (propagation with -n 20)
     All {
         #[command(flatten)]
@@ -72,6 +81,7 @@ pub(crate) async fn run(bin: &Path, command: BenchCommand) -> anyhow::Result<()>
         BenchCommand::Deploy { args, output } => emit(&output, &deploy::run(bin, &args).await?),
         BenchCommand::Fetch { args, output } => emit(&output, &fetch::run(bin, &args).await?),
         BenchCommand::Http { args, output } => emit(&output, &http::run(bin, &args).await?),
+        BenchCommand::Control { args, output } => emit(&output, &control::run(bin, &args).await?),
         BenchCommand::All { output } => {
             let p: propagation::Args = defaults()?;
             emit(&output, &propagation::run(bin, &p).await?)?;

@@ -16,6 +16,8 @@
 //! directories for that.
 
 mod control;
+
+pub(crate) use control::replacement_time;
 mod story;
 
 use std::path::{Path, PathBuf};

@@ -635,9 +635,19 @@ impl Actor {
             Ok(started) => {
                 let asked = self.children.asked.remove(id);
                 let child = r.id.clone();
+                let logs = self.logs.get(id).cloned();
                 tokio::spawn(async move {
                     if let (Ok(Started::Running), Some(t)) = (started.await, asked) {
-                        CHILD_START.observe(t.elapsed().as_secs_f64());
+                        let took = t.elapsed();
+                        CHILD_START.observe(took.as_secs_f64());
+                        // In the child's own logs too: what `degroup logs CHILD` shows (and
+                        // what `degroup-testnet bench control` reads).
+                        if let Some(l) = logs {
+                            l.host(
+                                "info",
+                                format!("running={}µs after workload.start", took.as_micros()),
+                            );
+                        }
                         tracing::debug!(child = %child, "child workload running");
                     }
                 });
