@@ -258,6 +258,9 @@ pub(super) async fn ps(dir: &Path, a: &PsArgs) -> anyhow::Result<()> {
     } else {
         views.iter().map(|v| (0, v)).collect()
     };
+    // A warning is printed once per host: the children of an unreachable host would repeat
+    // their parent's.
+    let mut warned: Vec<&str> = Vec::new();
     for (depth, v) in ordered {
         let side = serde_json::to_value(v.side)
             .ok()
@@ -288,7 +291,12 @@ pub(super) async fn ps(dir: &Path, a: &PsArgs) -> anyhow::Result<()> {
             println!("  url: {}", escape(u));
         }
         if let Some(w) = &v.warning {
-            println!("  warning: {}", escape(w));
+            if warned.contains(&w.as_str()) {
+                println!("{}  warning: as above", "  ".repeat(depth));
+            } else {
+                warned.push(w);
+                println!("{}  warning: {}", "  ".repeat(depth), escape(w));
+            }
         }
     }
     Ok(())

@@ -44,13 +44,14 @@ use tokio::sync::{mpsc, oneshot};
 
 use super::Actor;
 use crate::plugin::control::{ChildLimits, ChildStatus, Control, WorkloadError, Workloads};
-use crate::plugin::deployment::{ChildOf, PackageRef, Record, Side, State};
+use crate::plugin::deployment::{self, ChildOf, PackageRef, Record, Side, State};
 use crate::plugin::kv::Kv;
 use crate::plugin::runtime::{Compiled, LeaseInfo};
 use crate::plugin::supervisor::capacity::{LeaseShare, admit, parent_share};
 use crate::plugin::wire::{MAX_REFERENCE, check_config};
 use crate::plugin::worker::Started;
 use crate::resources::now_ms;
+use crate::store::Domain;
 
 /// Requests from the deployments' `workload` host functions (and the tasks that fetch and
 /// compile children) waiting for the actor.
@@ -623,7 +624,14 @@ impl Actor {
         r.package.hash = package.hash;
         r.package.publisher = package.publisher;
         r.updated_ms = now_ms();
-        if let Err(e) = self.save(&r) {
+        // Not flushed: what changed is what the package turned out to be, which a restart
+        // finds again from the blob the durable record (written at `start`) names. The flush
+        // is sled's own, within its flush interval.
+        let written = self
+            .store
+            .tree(Domain::Deployments)
+            .and_then(|t| t.insert(r.id.as_bytes(), &deployment::encode(&r)));
+        if let Err(e) = written {
             self.child_failed(id, format!("the host cannot store the child: {e}"));
             return;
         }
