@@ -300,25 +300,27 @@ impl Groups {
             let _ = mesh_task.await;
         })
     }
+}
 
+impl crate::plugin::control::Membership for Groups {
     /// The mesh of a hosted deployment.
-    pub fn mesh_for(&self, r: &Record) -> Arc<dyn Mesh> {
+    fn mesh_for(&self, r: &Record) -> Arc<dyn Mesh> {
         Arc::new(mesh::DeploymentMesh::new(self.inner.clone(), r.id.clone()))
     }
 
     /// A hosted deployment's worker runs: its inbox takes mesh messages.
-    pub fn attach(&self, r: &Record, inbox: Inbox) {
+    fn attach(&self, r: &Record, inbox: Inbox) {
         self.inner.book().attach(&r.id, &r.tenant, inbox);
     }
 
     /// A hosted deployment's worker is gone (it may come back).
-    pub fn detach(&self, id: &str) {
+    fn detach(&self, id: &str) {
         self.inner.book().detach(id);
     }
 
     /// A hosted deployment stopped for good (any reason): gone from its groups here at once,
     /// and the other hosts of each are told. Never waits.
-    pub fn stopped(&self, id: &str) {
+    fn stopped(&self, id: &str) {
         self.inner.stopped(id);
     }
 }

@@ -257,7 +257,10 @@ pub async fn run(
         mesh_metrics,
         shutdown.clone(),
     )?;
-    let group_task = groups.start(group_inbound, mesh_inbound, leases.subscribe());
+    // Its protocols are answered only once the supervisor has resumed the deployments: a
+    // document judged before a member's worker is back would find it absent (pushes meanwhile
+    // wait in the protocols' queues, or are told "unavailable" and retried).
+    let group_lease_events = leases.subscribe();
     let runtime = Runtime::new(
         config.plugin.clone(),
         Some(config.data_dir.join("cache")),
@@ -274,12 +277,13 @@ pub async fn run(
             meter,
             distribution,
             http: ingress.as_ref().map(|(side, _)| side.clone()),
-            groups: groups.clone(),
+            groups: Arc::new(groups.clone()),
         },
         deploy_inbound,
         shutdown.clone(),
     )
     .await?;
+    let group_task = groups.start(group_inbound, mesh_inbound, group_lease_events);
     let api = Api::start(
         ApiConfig {
             bind: config.api,

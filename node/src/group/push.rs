@@ -24,8 +24,9 @@ pub(crate) const BACKOFF_MIN: Duration = Duration::from_millis(250);
 /// Longest pause between tries.
 pub(crate) const BACKOFF_MAX: Duration = Duration::from_secs(10);
 
-/// The newest signed version of one group, for one host's push task.
-type Slot = watch::Sender<Arc<Vec<u8>>>;
+/// The newest signed version of one group (its version number and bytes), for one host's
+/// push task.
+type Slot = watch::Sender<(u64, Arc<Vec<u8>>)>;
 
 /// The push tasks, by (group, host).
 #[derive(Debug, Default)]
@@ -42,13 +43,23 @@ impl Inner {
             if let Some(tx) = slots.get(&key)
                 && !tx.is_closed()
             {
-                tx.send_replace(p.bytes.clone());
+                // Versions committed concurrently may be handed over out of order: an older one
+                // never replaces a newer one (the host would be left a version behind).
+                tx.send_if_modified(|(version, bytes)| {
+                    if p.version > *version {
+                        *version = p.version;
+                        *bytes = p.bytes.clone();
+                        true
+                    } else {
+                        false
+                    }
+                });
                 continue;
             }
             let Ok(peer) = host.parse::<PeerId>() else {
                 continue;
             };
-            let (tx, rx) = watch::channel(p.bytes.clone());
+            let (tx, rx) = watch::channel((p.version, p.bytes.clone()));
             slots.insert(key, tx);
             let inner = self.clone();
             let name = p.name.clone();
@@ -61,10 +72,10 @@ impl Inner {
         self: Arc<Self>,
         name: String,
         peer: PeerId,
-        mut rx: watch::Receiver<Arc<Vec<u8>>>,
+        mut rx: watch::Receiver<(u64, Arc<Vec<u8>>)>,
     ) {
         'versions: loop {
-            let bytes = rx.borrow_and_update().clone();
+            let bytes = rx.borrow_and_update().1.clone();
             let mut pause = BACKOFF_MIN;
             loop {
                 if self.push_once(&name, peer, &bytes).await {

@@ -90,6 +90,8 @@ impl TenantGroup {
 /// A signed version to push.
 pub(super) struct Push {
     pub(super) name: String,
+    /// Its version: a push task never trades a newer one for it.
+    pub(super) version: u64,
     pub(super) bytes: Arc<Vec<u8>>,
     pub(super) hosts: BTreeSet<String>,
 }
@@ -191,6 +193,7 @@ impl Tenants {
         hosts.extend(new.hosts());
         Ok(Some(Push {
             name: name.to_owned(),
+            version: new.doc.version,
             bytes: Arc::new(new.envelope),
             hosts,
         }))
@@ -354,6 +357,7 @@ impl Groups {
             .values()
             .map(|g| Push {
                 name: g.doc.name.clone(),
+                version: g.doc.version,
                 bytes: Arc::new(g.envelope.clone()),
                 hosts: g.hosts(),
             })

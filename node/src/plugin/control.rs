@@ -16,7 +16,8 @@ use std::sync::Arc;
 
 use futures::future::BoxFuture;
 
-use super::deployment::State;
+use super::deployment::{Record, State};
+use super::worker::Inbox;
 
 /// Largest mesh payload, in bytes.
 pub const MAX_MESH_PAYLOAD: usize = 64 * 1024;
@@ -120,6 +121,20 @@ pub trait Workloads: Send + Sync + 'static {
     /// Routes one of the deployment's host names to a child (or back to itself).
     fn route(&self, host_name: String, id: String)
     -> BoxFuture<'static, Result<(), WorkloadError>>;
+}
+
+/// The host's groups as the supervisor sees them: a deployment's mesh, where mesh messages
+/// find its inbox, and its stop. `crate::group` implements it and the composition root hands
+/// it in, so `plugin` does not depend on `group` (which depends on `plugin`'s types).
+pub trait Membership: Send + Sync + 'static {
+    /// The mesh of a hosted deployment.
+    fn mesh_for(&self, r: &Record) -> Arc<dyn Mesh>;
+    /// The deployment's worker runs: its inbox takes mesh messages.
+    fn attach(&self, r: &Record, inbox: Inbox);
+    /// Its worker is gone (messages find no inbox until a new one attaches).
+    fn detach(&self, id: &str);
+    /// It stopped for good: gone from its groups here, and (by notice) on their other hosts.
+    fn stopped(&self, id: &str);
 }
 
 /// One deployment's control plane.

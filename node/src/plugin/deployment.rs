@@ -315,10 +315,11 @@ mod legacy {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
-    fn record(child: Option<ChildOf>) -> Record {
+    /// A running hosted record, a child when `child` is given.
+    pub(crate) fn record(child: Option<ChildOf>) -> Record {
         Record {
             id: "ab".repeat(16),
             side: Side::Host,

@@ -67,7 +67,7 @@ pub(crate) struct Deps {
     /// The HTTP ingress, when the host runs one.
     pub http: Option<HttpSide>,
     /// Groups and the mesh: each hosted deployment's mesh, and its inbox for messages.
-    pub groups: crate::group::Groups,
+    pub groups: Arc<dyn super::control::Membership>,
 }
 
 /// Loads the records, restarts the deployments of active leases, and spawns the actor.

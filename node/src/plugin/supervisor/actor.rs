@@ -19,7 +19,7 @@ use tokio::sync::{broadcast, mpsc, oneshot};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
-use super::super::control::Control;
+use super::super::control::{Control, Membership};
 use super::super::deployment::{self, Counters, Record, Side, State, View};
 use super::super::distribution::Distribution;
 use super::super::kv::Kv;
@@ -34,7 +34,6 @@ use super::command::{Caller, Command, Install};
 use super::http::HttpSide;
 use super::inbound::HostSide;
 use super::{info_of, lease_active};
-use crate::group::Groups;
 use crate::lease::{LeaseEvent, LeaseHandle, Meter, Role};
 use crate::net::{Inbound, Protocol as _};
 use crate::resources::{LeaseId, now_ms};
@@ -71,7 +70,7 @@ pub(crate) struct Actor {
     /// The HTTP ingress, when this host runs one.
     http: Option<HttpSide>,
     /// Groups: each deployment's mesh, and where mesh messages find its inbox.
-    groups: Groups,
+    groups: Arc<dyn Membership>,
     events_tx: mpsc::UnboundedSender<WorkerEvent>,
     events: mpsc::UnboundedReceiver<WorkerEvent>,
     /// Child workloads: their requests, and the leases their parents run under.
@@ -89,7 +88,7 @@ impl Actor {
         meter: Meter,
         records: HashMap<String, Record>,
         http: Option<HttpSide>,
-        groups: Groups,
+        groups: Arc<dyn Membership>,
     ) -> Self {
         let (events_tx, events) = mpsc::unbounded_channel();
         Self {
@@ -630,6 +629,9 @@ impl Actor {
             });
             if taken {
                 self.serve_http(&record, &compiled, &upgraded);
+                // A new HTTP budget may have come with the new code: held to what the
+                // children leave, as at a start.
+                self.apply_parent_share(&record.id);
                 return Ok(rx);
             }
             // The thread is gone: a new one takes over with the same key-value store.

@@ -28,6 +28,18 @@ pub(crate) fn admit(
                 format!("deployment {} was stopped; deploy anew", old.id),
             ));
         }
+        // A child is its parent's: deployed over (or "upgraded"), it would become a
+        // deployment of its own with the whole lease, outside the parent's share.
+        if let Some(c) = &old.child {
+            return Err(Refusal::new(
+                RefusalCode::Conflict,
+                format!(
+                    "{} is a child workload of deployment {}; only its parent starts and \
+                     stops it",
+                    old.id, c.parent
+                ),
+            ));
+        }
     }
     if upgrade {
         let Some(old) = existing.clone() else {
@@ -97,4 +109,39 @@ pub(crate) enum Admitted {
         record: Box<Record>,
         existing: Option<Box<Record>>,
     },
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashMap;
+
+    use super::{Admitted, admit};
+    use crate::plugin::control::ChildLimits;
+    use crate::plugin::deployment::ChildOf;
+    use crate::plugin::deployment::tests::record;
+    use crate::plugin::wire::RefusalCode;
+
+    #[test]
+    fn a_child_cannot_be_deployed_over_or_upgraded_into_a_deployment() {
+        let child = record(Some(ChildOf {
+            parent: "cd".repeat(16),
+            limits: ChildLimits::default(),
+        }));
+        let records = HashMap::from([(child.id.clone(), child.clone())]);
+        let mut over = child.clone();
+        over.child = None;
+        for upgrade in [true, false] {
+            match admit(&records, 64, over.clone(), upgrade) {
+                Err(r) => assert_eq!(r.code, RefusalCode::Conflict, "{}", r.message),
+                Ok(_) => panic!("a child taken over (upgrade: {upgrade})"),
+            }
+        }
+        // A deployment of its own is upgraded as before.
+        let own = record(None);
+        let records = HashMap::from([(own.id.clone(), own.clone())]);
+        assert!(matches!(
+            admit(&records, 64, own, true),
+            Ok(Admitted::New { .. })
+        ));
+    }
 }

@@ -51,7 +51,7 @@ use crate::plugin::supervisor::capacity::{LeaseShare, admit, parent_share};
 use crate::plugin::wire::{MAX_REFERENCE, check_config};
 use crate::plugin::worker::Started;
 use crate::resources::now_ms;
-use crate::store::Domain;
+use crate::store::{Domain, Op};
 
 /// Requests from the deployments' `workload` host functions (and the tasks that fetch and
 /// compile children) waiting for the actor.
@@ -219,6 +219,10 @@ struct Resolved {
     version: String,
     publisher: [u8; 32],
 }
+
+/// Stopped or failed children a parent keeps on record (for `ps`, `status`, `logs`); older
+/// ones are forgotten when it starts another.
+pub(crate) const KEEP_DEAD_CHILDREN: usize = 16;
 
 fn parse_blake3(text: &str) -> Option<[u8; 32]> {
     let hex_part = text.strip_prefix("blake3:")?;
@@ -446,6 +450,41 @@ impl Actor {
         })
     }
 
+    /// Forgets the oldest stopped or failed children of `parent` past [`KEEP_DEAD_CHILDREN`]
+    /// (their records, durably, and their logs): a parent that starts and stops children in a
+    /// loop holds a bounded number of records on the host, and in every status answer.
+    fn prune_dead_children(&mut self, parent: &str) {
+        let mut dead: Vec<(u64, String)> = self
+            .records
+            .values()
+            .filter(|r| r.parent() == Some(parent) && !r.state.is_live())
+            .map(|r| (r.updated_ms, r.id.clone()))
+            .collect();
+        if dead.len() <= KEEP_DEAD_CHILDREN {
+            return;
+        }
+        dead.sort();
+        let gone: Vec<String> = dead
+            .into_iter()
+            .rev()
+            .skip(KEEP_DEAD_CHILDREN)
+            .map(|(_, id)| id)
+            .filter(|id| !self.workers.contains_key(id))
+            .collect();
+        let ops: Vec<Op> = gone
+            .iter()
+            .map(|id| Op::Delete(Domain::Deployments, id.as_bytes().to_vec()))
+            .collect();
+        if let Err(e) = self.store.apply_durable(&ops) {
+            tracing::warn!(parent = %parent, error = %e, "cannot forget stopped children");
+            return;
+        }
+        for id in &gone {
+            self.records.remove(id);
+            self.logs.remove(id);
+        }
+    }
+
     fn start_child(
         &mut self,
         parent: &str,
@@ -485,6 +524,7 @@ impl Actor {
             return Err(WorkloadError::TooMany(max));
         }
         check_config(&config).map_err(|e| WorkloadError::BadPackage(format!("config: {e}")))?;
+        self.prune_dead_children(parent);
         let resolved = self.resolve_child_package(&package)?;
         // What the parent holds now: its worker's memory, its store's bytes.
         let budget = self.runtime.memory_budget(parent, info.slice.mem_bytes);

@@ -63,6 +63,10 @@ pub struct PluginHandle {
     distribution: Distribution,
 }
 
+/// Live children of one parent a tenant's node takes from its host's answers, at most: more
+/// than a host runs by default (`plugin.max_children`, 16).
+const MAX_LEARNED_CHILDREN: usize = 64;
+
 impl std::fmt::Debug for PluginHandle {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("PluginHandle").finish_non_exhaustive()
@@ -428,6 +432,20 @@ impl PluginHandle {
             };
             let id = hex::encode(s.id);
             if s.phase == super::super::wire::Phase::Stopped || all.iter().any(|v| v.id == id) {
+                continue;
+            }
+            // Only children of this tenant's own deployments on that host and lease, and no
+            // more per parent than a host may run: a host cannot fill the tenant's store.
+            let parent = hex::encode(c.parent);
+            let ours = all
+                .iter()
+                .any(|v| v.id == parent && v.host == host && v.lease == hex::encode(s.lease_id));
+            let siblings = all
+                .iter()
+                .filter(|v| v.parent.as_deref() == Some(parent.as_str()) && v.state.is_live())
+                .count();
+            if !ours || siblings >= MAX_LEARNED_CHILDREN {
+                tracing::debug!(host, child = %id, "a reported child is not taken");
                 continue;
             }
             let record = Record {
