@@ -164,6 +164,43 @@ impl Control {
 #[derive(Debug, Clone, Copy)]
 pub struct Detached;
 
+/// Workloads of a child workload: it has none of its own (children do not nest).
+#[derive(Debug, Clone, Copy)]
+pub struct NoGrandchildren;
+
+const NO_GRANDCHILDREN: &str = "a child workload cannot start children of its own";
+
+impl Workloads for NoGrandchildren {
+    fn start(
+        &self,
+        _package: String,
+        _config: Vec<(String, String)>,
+        _limits: ChildLimits,
+    ) -> BoxFuture<'static, Result<String, WorkloadError>> {
+        Box::pin(async { Err(WorkloadError::Unavailable(NO_GRANDCHILDREN.into())) })
+    }
+
+    fn stop(&self, _id: String) -> BoxFuture<'static, Result<(), WorkloadError>> {
+        Box::pin(async { Err(WorkloadError::Unknown) })
+    }
+
+    fn list(&self) -> BoxFuture<'static, Vec<ChildStatus>> {
+        Box::pin(async { Vec::new() })
+    }
+
+    fn status(&self, _id: String) -> BoxFuture<'static, Option<ChildStatus>> {
+        Box::pin(async { None })
+    }
+
+    fn route(
+        &self,
+        _host_name: String,
+        _id: String,
+    ) -> BoxFuture<'static, Result<(), WorkloadError>> {
+        Box::pin(async { Err(WorkloadError::Unavailable(NO_GRANDCHILDREN.into())) })
+    }
+}
+
 const NO_CHILDREN: &str =
     "child workloads run only on a host node, under a lease (not in `degroup plugin run`)";
 

@@ -20,7 +20,7 @@ use serde_json::Value;
 use super::story::{Story, command_line};
 use crate::cluster::{Cluster, DataArgs, Node, Options};
 
-const STEPS: usize = 8;
+const STEPS: usize = 7;
 const HOSTS: usize = 3;
 /// Six workloads of 100 millicores and 32 MiB, each a child running `hello`.
 const WORKLOADS: usize = 6;

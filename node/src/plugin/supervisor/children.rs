@@ -238,6 +238,8 @@ impl Actor {
                 parent: r.id.clone(),
                 tx: self.children.tx.clone(),
             });
+        } else if r.child.is_some() {
+            control.workloads = Arc::new(crate::plugin::control::NoGrandchildren);
         }
     }
 
