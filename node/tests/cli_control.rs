@@ -72,26 +72,6 @@ fn start(dir: &Path, bootstrap: Option<&str>) -> NodeProc {
     NodeProc::start_with_env(dir, &args, NODE_ENV)
 }
 
-fn set_capacity(dir: &Path) {
-    let o = degroup(
-        dir,
-        &[
-            "capacity",
-            "set",
-            "--cpu",
-            "2",
-            "--mem",
-            "4GiB",
-            "--disk",
-            "10GiB",
-            "--country",
-            "FR",
-            "--force",
-        ],
-    );
-    assert!(o.status.success(), "{}", stderr(&o));
-}
-
 /// Waits until `tenant` holds the adverts of every host in `hosts`.
 fn learn_hosts(tenant: &Path, hosts: &[String]) {
     assert!(
@@ -191,7 +171,7 @@ fn scheduler_places_six_workloads_and_re_places_them_after_a_host_is_killed() {
     let h2 = start(&h_dirs[1], Some(&boot));
     let mut h3 = start(&h_dirs[2], Some(&boot));
     for d in &h_dirs {
-        set_capacity(d);
+        offer_fr(d);
     }
     let tenant = start(&t_dir, Some(&boot));
     let tenant2 = start(&t2_dir, Some(&boot));

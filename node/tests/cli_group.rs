@@ -35,22 +35,7 @@ fn start_host(dir: &Path, bootstrap: Option<&str>) -> NodeProc {
         extra.extend(["--bootstrap", b]);
     }
     let host = NodeProc::start_with_env(dir, &extra, HOST_ENV);
-    let set = degroup(
-        dir,
-        &[
-            "capacity",
-            "set",
-            "--cpu",
-            "2",
-            "--mem",
-            "4GiB",
-            "--disk",
-            "10GiB",
-            "--country",
-            "FR",
-        ],
-    );
-    assert!(set.status.success(), "{}", stderr(&set));
+    offer_fr(dir);
     host
 }
 
@@ -421,22 +406,7 @@ fn a_host_keeps_the_groups_it_holds_across_kill_9() {
     assert!(degroup(&host_dir, &["init"]).status.success());
     let listen = format!("/ip4/127.0.0.1/tcp/{}", free_port());
     let mut host = NodeProc::start_with_env(&host_dir, &["--listen", &listen], HOST_ENV);
-    let set = degroup(
-        &host_dir,
-        &[
-            "capacity",
-            "set",
-            "--cpu",
-            "2",
-            "--mem",
-            "4GiB",
-            "--disk",
-            "10GiB",
-            "--country",
-            "FR",
-        ],
-    );
-    assert!(set.status.success(), "{}", stderr(&set));
+    offer_fr(&host_dir);
     let host_id = host.peer_id();
     let tenant = NodeProc::start(
         &tmp.path().join("tenant"),

@@ -155,54 +155,14 @@ impl Control {
     pub fn detached() -> Self {
         Self {
             mesh: Arc::new(Detached),
-            workloads: Arc::new(Detached),
+            workloads: Arc::new(NoWorkloads::DETACHED),
         }
     }
 }
 
-/// Refuses everything: an instance in no group, on a node that runs no children for it.
+/// The mesh of an instance in no group: no members, every send refused.
 #[derive(Debug, Clone, Copy)]
 pub struct Detached;
-
-/// Workloads of a child workload: it has none of its own (children do not nest).
-#[derive(Debug, Clone, Copy)]
-pub struct NoGrandchildren;
-
-const NO_GRANDCHILDREN: &str = "a child workload cannot start children of its own";
-
-impl Workloads for NoGrandchildren {
-    fn start(
-        &self,
-        _package: String,
-        _config: Vec<(String, String)>,
-        _limits: ChildLimits,
-    ) -> BoxFuture<'static, Result<String, WorkloadError>> {
-        Box::pin(async { Err(WorkloadError::Unavailable(NO_GRANDCHILDREN.into())) })
-    }
-
-    fn stop(&self, _id: String) -> BoxFuture<'static, Result<(), WorkloadError>> {
-        Box::pin(async { Err(WorkloadError::Unknown) })
-    }
-
-    fn list(&self) -> BoxFuture<'static, Vec<ChildStatus>> {
-        Box::pin(async { Vec::new() })
-    }
-
-    fn status(&self, _id: String) -> BoxFuture<'static, Option<ChildStatus>> {
-        Box::pin(async { None })
-    }
-
-    fn route(
-        &self,
-        _host_name: String,
-        _id: String,
-    ) -> BoxFuture<'static, Result<(), WorkloadError>> {
-        Box::pin(async { Err(WorkloadError::Unavailable(NO_GRANDCHILDREN.into())) })
-    }
-}
-
-const NO_CHILDREN: &str =
-    "child workloads run only on a host node, under a lease (not in `degroup plugin run`)";
 
 impl Mesh for Detached {
     fn members(&self) -> BoxFuture<'static, Vec<MeshMember>> {
@@ -224,14 +184,27 @@ impl Mesh for Detached {
     }
 }
 
-impl Workloads for Detached {
+/// Child workloads refused, with why: where none can run ([`NoWorkloads::DETACHED`]), and
+/// for a child, which has none of its own ([`NoWorkloads::CHILD`]).
+#[derive(Debug, Clone, Copy)]
+pub struct NoWorkloads(pub &'static str);
+
+impl NoWorkloads {
+    pub const DETACHED: Self = Self(
+        "child workloads run only on a host node, under a lease (not in `degroup plugin run`)",
+    );
+    pub const CHILD: Self = Self("a child workload cannot start children of its own");
+}
+
+impl Workloads for NoWorkloads {
     fn start(
         &self,
         _package: String,
         _config: Vec<(String, String)>,
         _limits: ChildLimits,
     ) -> BoxFuture<'static, Result<String, WorkloadError>> {
-        Box::pin(async { Err(WorkloadError::Unavailable(NO_CHILDREN.into())) })
+        let why = self.0;
+        Box::pin(async move { Err(WorkloadError::Unavailable(why.into())) })
     }
 
     fn stop(&self, _id: String) -> BoxFuture<'static, Result<(), WorkloadError>> {
@@ -251,6 +224,7 @@ impl Workloads for Detached {
         _host_name: String,
         _id: String,
     ) -> BoxFuture<'static, Result<(), WorkloadError>> {
-        Box::pin(async { Err(WorkloadError::Unavailable(NO_CHILDREN.into())) })
+        let why = self.0;
+        Box::pin(async move { Err(WorkloadError::Unavailable(why.into())) })
     }
 }

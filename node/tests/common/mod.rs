@@ -238,3 +238,24 @@ pub fn lease_on(tenant: &Path, host_id: &str, cpu: &str, mem: &str, disk: &str) 
     );
     l["id"].as_str().unwrap().to_owned()
 }
+
+/// `capacity set` on a node: 2 cores (`--force`: any machine), 4 GiB, 10 GiB, in France.
+pub fn offer_fr(dir: &Path) {
+    let o = degroup(
+        dir,
+        &[
+            "capacity",
+            "set",
+            "--cpu",
+            "2",
+            "--mem",
+            "4GiB",
+            "--disk",
+            "10GiB",
+            "--country",
+            "FR",
+            "--force",
+        ],
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+}

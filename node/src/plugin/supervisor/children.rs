@@ -239,7 +239,7 @@ impl Actor {
                 tx: self.children.tx.clone(),
             });
         } else if r.child.is_some() {
-            control.workloads = Arc::new(crate::plugin::control::NoGrandchildren);
+            control.workloads = Arc::new(crate::plugin::control::NoWorkloads::CHILD);
         }
     }
 
