@@ -574,7 +574,18 @@ mod tests {
                 Err(RouteError::TooMany { wanted: 9, .. })
             ));
         }
-        let store = Store::open(dir.path())?;
+        // sled lets go of its lock file when its last handle (its flusher thread's too) is
+        // gone, which may be a moment after the scope ends.
+        let mut tries = 0;
+        let store = loop {
+            match Store::open(dir.path()) {
+                Err(crate::store::StoreError::Locked { .. }) if tries < 100 => {
+                    tries += 1;
+                    std::thread::sleep(std::time::Duration::from_millis(20));
+                }
+                other => break other?,
+            }
+        };
         let t = RouteTable::open(&store, "localhost")?;
         assert_eq!(t.names_of(A), ["a.example", "b.example"]);
         assert!(matches!(t.resolve("B.EXAMPLE:8080"), Resolved::NotServing { id } if id == A));
