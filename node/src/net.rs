@@ -53,7 +53,9 @@ pub use addrs::{dialable, split_peer_id};
 pub use behaviour::{PROVIDER_REPUBLISH, PROVIDER_TTL};
 pub use config::NetConfig;
 pub use gossip::{GossipError, Topic, Validation, Validator};
-pub use protocol::{BUSY, Inbound, InboundRequest, Limits, Protocol, RequestError, Responder};
+pub use protocol::{
+    BUSY, Inbound, InboundRequest, Limits, PeerLimits, Protocol, RequestError, Responder,
+};
 pub use streams::OpenError;
 
 /// What the network looks like from this node.

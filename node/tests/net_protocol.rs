@@ -13,7 +13,7 @@ use degroup_node::lease::LeaseProtocol;
 use degroup_node::lease::contract::{Ask, Contract, LeaseRequest, hash, new_lease_id};
 use degroup_node::lease::wire::{LeaseMsg, LeaseReply};
 use degroup_node::metrics::NodeMetrics;
-use degroup_node::net::{BUSY, Inbound, Limits, NetParams, Network, Protocol};
+use degroup_node::net::{BUSY, Inbound, Limits, NetParams, Network, PeerLimits, Protocol};
 use degroup_node::resources::{Prices, now_ms};
 use degroup_node::signed::Envelope;
 use libp2p::{Multiaddr, PeerId};
@@ -40,6 +40,8 @@ impl Protocol for Echo {
         // One request may wait for the application; the next finds the queue full.
         queue: 1,
         timeout: Duration::from_secs(5),
+        per_peer: PeerLimits::DEFAULT,
+        over_relay: false,
     };
     type Request = String;
     type Response = EchoReply;
@@ -60,6 +62,8 @@ impl Protocol for Twice {
         max_inflight: 4,
         queue: 4,
         timeout: Duration::from_secs(5),
+        per_peer: PeerLimits::DEFAULT,
+        over_relay: false,
     };
     type Request = u32;
     type Response = u32;

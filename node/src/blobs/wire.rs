@@ -17,7 +17,7 @@ use serde::{Deserialize, Serialize};
 
 use super::{CHUNK_GROUP, Hash};
 use crate::error::ErrorCode;
-use crate::net::{Limits, Protocol};
+use crate::net::{Limits, PeerLimits, Protocol};
 use crate::signed::{EnvelopeError, decode_exact};
 
 /// Most chunk groups one `Get` asks for: 1 MiB.
@@ -99,6 +99,8 @@ impl Protocol for BlobProtocol {
         max_inflight: 128,
         queue: 128,
         timeout: Duration::from_secs(30),
+        per_peer: PeerLimits::DEFAULT,
+        over_relay: false,
     };
     type Request = BlobRequest;
     type Response = BlobReply;

@@ -28,7 +28,7 @@ use super::advert::MAX_ADVERT_SIZE;
 use super::book::{AdvertBook, Verdict};
 use super::gossip::count;
 use crate::metrics::NodeMetrics;
-use crate::net::{Inbound, Limits, NetEvent, Network, Protocol};
+use crate::net::{Inbound, Limits, NetEvent, Network, PeerLimits, Protocol};
 use crate::resources::now_ms;
 
 /// Most adverts per page.
@@ -70,6 +70,8 @@ impl Protocol for SyncProtocol {
         max_inflight: 128,
         queue: 64,
         timeout: Duration::from_secs(20),
+        per_peer: PeerLimits::DEFAULT,
+        over_relay: false,
     };
     type Request = SyncRequest;
     type Response = SyncResponse;

@@ -30,7 +30,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::book::{Catalogue, MAX_KEY_LEN, MAX_TOTAL, Verdict};
 use super::release::{Hash, MAX_ENVELOPE_SIZE};
-use crate::net::{Inbound, Limits, NetEvent, Network, Protocol};
+use crate::net::{Inbound, Limits, NetEvent, Network, PeerLimits, Protocol};
 use crate::resources::now_ms;
 
 /// Most envelopes per page.
@@ -74,6 +74,8 @@ impl Protocol for CatalogueSyncProtocol {
         max_inflight: 64,
         queue: 32,
         timeout: Duration::from_secs(20),
+        per_peer: PeerLimits::DEFAULT,
+        over_relay: false,
     };
     type Request = CatalogueSyncRequest;
     type Response = CatalogueSyncResponse;

@@ -13,7 +13,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 use super::doc::MAX_GROUP_SIZE;
-use crate::net::{Limits, Protocol};
+use crate::net::{Limits, PeerLimits, Protocol};
 use crate::plugin::control::{MAX_MESH_PAYLOAD, SendError};
 use crate::signed::Kind;
 
@@ -52,6 +52,8 @@ impl Protocol for GroupProtocol {
         max_inflight: 64,
         queue: 256,
         timeout: Duration::from_secs(10),
+        per_peer: PeerLimits::DEFAULT,
+        over_relay: true,
     };
     type Request = GroupMsg;
     type Response = GroupReply;
@@ -122,6 +124,8 @@ impl Protocol for MeshProtocol {
         max_inflight: 1024,
         queue: 4096,
         timeout: Duration::from_secs(5),
+        per_peer: PeerLimits::DEFAULT,
+        over_relay: true,
     };
     type Request = Vec<u8>;
     type Response = MeshReply;

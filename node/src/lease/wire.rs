@@ -9,7 +9,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 use crate::error::ErrorCode;
-use crate::net::{Limits, Protocol};
+use crate::net::{Limits, PeerLimits, Protocol};
 
 use crate::resources::{LeaseId, Resources};
 use crate::signed::decode_exact;
@@ -131,6 +131,15 @@ impl std::fmt::Display for Refusal {
     }
 }
 
+/// What one tenant may ask of a host: a tenant may run many negotiations at once (the
+/// over-booking test sends 1,000, the benchmark 3,000 a second).
+const LEASE_PEER: PeerLimits = PeerLimits {
+    inflight: 1024,
+    per_second: 5000,
+    burst: 5000,
+    bytes_per_second: 64 * 1024 * 1024,
+};
+
 /// The protocol, as `net` runs it.
 #[derive(Debug)]
 pub struct LeaseProtocol;
@@ -144,6 +153,8 @@ impl Protocol for LeaseProtocol {
         max_inflight: 1024,
         queue: 4096,
         timeout: Duration::from_secs(10),
+        per_peer: LEASE_PEER,
+        over_relay: true,
     };
     type Request = LeaseMsg;
     type Response = LeaseReply;

@@ -47,6 +47,35 @@ pub struct Limits {
     /// Longest time for one request: opening, sending and the answer (outbound); reading and
     /// answering (inbound).
     pub timeout: Duration,
+    /// What one peer may use of this protocol (a share of the totals above).
+    pub per_peer: PeerLimits,
+    /// Whether requests may travel over a relayed connection (relays carry little: a circuit
+    /// has a byte and time budget). A protocol that may not waits for a direct connection.
+    pub over_relay: bool,
+}
+
+/// What one peer may use of one protocol; the node's config may lower or raise them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PeerLimits {
+    /// Streams of this protocol one peer may have read or answered at once.
+    pub inflight: usize,
+    /// Requests one peer may open per second, sustained.
+    pub per_second: u32,
+    /// Requests one peer may open at once above the sustained rate.
+    pub burst: u32,
+    /// Request bytes one peer may send per second, sustained (a burst of one largest request
+    /// is always allowed).
+    pub bytes_per_second: u64,
+}
+
+impl PeerLimits {
+    /// The defaults for a protocol that declares nothing special.
+    pub const DEFAULT: PeerLimits = PeerLimits {
+        inflight: 32,
+        per_second: 100,
+        burst: 200,
+        bytes_per_second: 4 * 1024 * 1024,
+    };
 }
 
 /// An application protocol.

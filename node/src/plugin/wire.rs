@@ -27,7 +27,7 @@ use serde::{Deserialize, Serialize};
 use super::deployment::{Counters, Record, State};
 use super::logs;
 use crate::error::ErrorCode;
-use crate::net::{Limits, Protocol};
+use crate::net::{Limits, PeerLimits, Protocol};
 use crate::resources::{DeploymentId, LeaseId};
 use crate::signed::{Kind, decode_exact};
 
@@ -309,6 +309,8 @@ impl Protocol for DeployProtocol {
         // A deploy waits for the host's fetch of the package (up to 64 MiB), its compilation
         // and `init`.
         timeout: Duration::from_secs(120),
+        per_peer: PeerLimits::DEFAULT,
+        over_relay: false,
     };
     type Request = DeployMsg;
     type Response = DeployReply;
